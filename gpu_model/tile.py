@@ -1,0 +1,129 @@
+"""Crossbar tiles: forward y = W x and backward z = W^T d from noisy conductance reads.
+
+Physical layout: a weight matrix W (out_features x in_features) is stored transposed on the
+crossbar: inputs drive the rows (in_features), outputs are read on the columns (out_features). A
+matrix larger than one tile (``max_rows`` x ``max_cols``) is split into a grid of tiles; the
+forward pass sums the ADC outputs of the row tiles digitally, the backward pass those of the
+column tiles.
+
+Read noise without a noisy copy of W per vector: with independent Gaussian conductance noise of
+variance V (weight units^2) per synapse, the output noise of one MVM is Gaussian with variance
+(x^2) @ V^T — one extra matmul per batch gives it exactly in distribution.
+"""
+from __future__ import annotations
+
+from .backend import Backend
+from .devices import FLOAT
+from .presets import PCMPreset, TilePreset
+from .synapse import DifferentialSynapses
+
+
+class AnalogMatrix:
+    """A weight matrix (out_features x in_features) on PCM crossbar tiles with DAC/ADC."""
+
+    def __init__(self, out_features: int, in_features: int, preset: PCMPreset, tile: TilePreset,
+                 backend: Backend, *, w_max: float, epsilon_uS: float | None = None,
+                 refresh_threshold: float = 0.9, refresh_tolerance_uS: float | None = None,
+                 read_noise: bool = True, stream: int = 0, t: float = 0.0):
+        if out_features < 1 or in_features < 1:
+            raise ValueError(f"matrix shape must be positive, got {out_features}x{in_features}")
+        self.out_features, self.in_features = int(out_features), int(in_features)
+        self.tile = tile
+        self.be = backend
+        self.xp = backend.xp
+        self.rng = backend.child_rng(10_000 + stream)
+        self.read_noise = bool(read_noise)
+        self.syn = DifferentialSynapses((out_features, in_features), preset, backend, w_max=w_max,
+                                        epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
+                                        refresh_tolerance_uS=refresh_tolerance_uS, stream=stream, t=t)
+        # tile grid: row blocks over in_features (crossbar rows), column blocks over out_features
+        self.row_blocks = [(s, min(s + tile.max_rows, in_features)) for s in range(0, in_features, tile.max_rows)]
+        self.col_blocks = [(s, min(s + tile.max_cols, out_features)) for s in range(0, out_features, tile.max_cols)]
+        self.events = {"fwd_vectors": 0, "bwd_vectors": 0, "cell_reads": 0,
+                       "dac_conversions": 0, "adc_conversions": 0}
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.row_blocks) * len(self.col_blocks)
+
+    # --- converters -----------------------------------------------------------------------------
+    def _dac(self, x):
+        """Scale each vector (row of x) to [-1, 1] and quantise; returns (x_n, scale (B,1))."""
+        xp, tp = self.xp, self.tile
+        if tp.dac_scaling == "max":
+            s = xp.max(xp.abs(x), axis=1, keepdims=True)
+            s = xp.where(s > 0, s, 1.0).astype(FLOAT)
+        else:
+            s = xp.full((x.shape[0], 1), tp.dac_fixed_scale, dtype=FLOAT)
+        xn = xp.clip(x / s, -1.0, 1.0)
+        if tp.quantize:
+            half = (tp.dac_levels - 1) // 2          # 2^b - 1 levels: integers -half..half
+            xn = xp.rint(xn * half) / half
+        return xn.astype(FLOAT, copy=False), s
+
+    def _adc(self, yn):
+        """Clip normalised outputs to [-adc_range, adc_range] and quantise (2^b - 1 levels)."""
+        xp, tp = self.xp, self.tile
+        if not tp.quantize:
+            return yn
+        r = tp.adc_range
+        half = (tp.adc_levels - 1) // 2
+        yn = xp.clip(yn, -r, r)
+        return xp.rint(yn * (half / r)) * (r / half)
+
+    def _mvm(self, x, w, var, transpose: bool):
+        """One tile's analog MVM in normalised units, with read noise, before the ADC."""
+        xp = self.xp
+        xn, s = self._dac(x)
+        y = xn @ (w if transpose else w.T)
+        if self.read_noise:
+            v = (xn * xn) @ (var if transpose else var.T)   # output variance (x^2) @ V^T
+            y += xp.sqrt(v) * self.rng.standard_normal(y.shape, dtype=FLOAT)
+        wm = self.syn.w_max
+        return self._adc(y / wm) * (wm * s)
+
+    # --- public MVMs ----------------------------------------------------------------------------
+    def forward(self, x):
+        """y = W x for a batch ``x`` of shape (B, in_features); returns (B, out_features)."""
+        w, var = self.syn.weights(), self.syn.read_variance()
+        out = None
+        for r0, r1 in self.row_blocks:
+            part = self._mvm(x[:, r0:r1], w[:, r0:r1], var[:, r0:r1], transpose=False)
+            out = part if out is None else out + part
+        b = x.shape[0]
+        ev = self.events
+        ev["fwd_vectors"] += b
+        ev["cell_reads"] += b * self.out_features * self.in_features
+        ev["dac_conversions"] += b * self.in_features
+        ev["adc_conversions"] += b * self.out_features * len(self.row_blocks)
+        return out
+
+    def backward(self, d):
+        """z = W^T d for a batch ``d`` of shape (B, out_features); returns (B, in_features)."""
+        w, var = self.syn.weights(), self.syn.read_variance()
+        out = None
+        for c0, c1 in self.col_blocks:
+            part = self._mvm(d[:, c0:c1], w[c0:c1, :], var[c0:c1, :], transpose=True)
+            out = part if out is None else out + part
+        b = d.shape[0]
+        ev = self.events
+        ev["bwd_vectors"] += b
+        ev["cell_reads"] += b * self.out_features * self.in_features
+        ev["dac_conversions"] += b * self.out_features
+        ev["adc_conversions"] += b * self.in_features * len(self.col_blocks)
+        return out
+
+    def explicit_forward(self, x):
+        """Reference: y from one explicit noisy read of W per input vector (slow; for tests)."""
+        xp = self.xp
+        rows = []
+        for i in range(x.shape[0]):
+            w_read = self.syn.read_weights()
+            out = None
+            for r0, r1 in self.row_blocks:
+                xn, s = self._dac(x[i:i + 1, r0:r1])
+                y = xn @ w_read[:, r0:r1].T
+                part = self._adc(y / self.syn.w_max) * (self.syn.w_max * s)
+                out = part if out is None else out + part
+            rows.append(out)
+        return xp.concatenate(rows, axis=0)

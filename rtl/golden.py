@@ -1,0 +1,44 @@
+"""Bit-exact golden model of the DPU, vectorised over whole arrays (NumPy or CuPy).
+
+Implements exactly the arithmetic of :mod:`rtl.spec`; the RTL must agree bit for bit.
+"""
+from __future__ import annotations
+
+from .spec import DPUSpec
+
+
+def round_increment(spec: DPUSpec, inc, rand, xp):
+    """Drop ``round_bits`` fractional bits of ``inc`` (int64 arithmetic) per the rounding mode."""
+    r = spec.round_bits
+    inc = inc.astype("int64")
+    if r == 0:
+        return inc
+    if spec.rounding == "nearest":
+        return (inc + (1 << (r - 1))) >> r
+    if spec.rounding == "truncate":
+        return inc >> r
+    if rand is None:
+        raise ValueError("stochastic rounding needs the shared random source `rand`")
+    return (inc + (rand.astype("int64") & ((1 << r) - 1))) >> r
+
+
+def golden_step(spec: DPUSpec, chi, inc, rand=None, xp=None):
+    """One DPU update for every lane-update in the arrays.
+
+    chi: int array (chi format); inc: int array (inc format); rand: int array of ``round_bits``-bit
+    uniform values (stochastic rounding only). Returns (chi_new int32, pulses int32 magnitude,
+    neg bool) — the signed pulse count is ``where(neg, -pulses, pulses)``.
+    """
+    if xp is None:
+        import numpy as xp  # noqa: N813
+    s = chi.astype("int64") + round_increment(spec, inc, rand, xp)
+    s = xp.clip(s, -spec.chi_max, spec.chi_max)
+    neg = s < 0
+    mag = xp.abs(s)
+    p = xp.minimum(mag >> spec.frac_bits, spec.pmax)
+    chi_new = xp.where(neg, s + (p << spec.frac_bits), s - (p << spec.frac_bits))
+    return chi_new.astype("int32"), p.astype("int32"), neg
+
+
+def signed_pulses(pulses, neg, xp):
+    return xp.where(neg, -pulses, pulses)
