@@ -1,0 +1,229 @@
+"""Validated training configuration (TOML <-> dataclasses).
+
+A config file has the sections ``[train]``, ``[model]``, ``[synapse]``, ``[tile]`` and ``[dpu]``;
+every key is optional and defaults to the values below. Unknown sections or keys, wrong types and
+out-of-range values raise :class:`ConfigError` naming the key.
+"""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from gpu_model.presets import PCM_PRESETS, PresetError, TilePreset
+from rtl.spec import DPUSpec, SpecError
+
+SYNAPSE_MODES = ("fp32", "ideal", "pcm")
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+class ConfigError(ValueError):
+    """Invalid configuration."""
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 15                 # passes over the training set
+    batch_size: int = 10             # mini-batch size (RESEARCH_NOTES prototype: 10)
+    lr: float = 0.1                  # learning rate (weight units per unit gradient)
+    lr_decay: float = 1.0            # multiplicative decay of lr per epoch
+    lr_min: float = 0.0              # floor of the decayed lr
+    optimizer: str = "sgd"           # sgd | momentum | adam (digital domain; output feeds chi)
+    momentum: float = 0.9            # momentum coefficient
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_eps: float = 1e-8
+    seed: int = 0
+    seconds_per_batch: float = 0.1   # simulated time per mini-batch (s); drift during training
+    train_subset: int = 0            # use only the first N training images (0: all)
+    test_subset: int = 0             # evaluate on the first N test images (0: all)
+    eval_batch: int = 1000           # test-set MVM batch
+
+
+@dataclass
+class ModelSection:
+    arch: str = "mlp"
+    hidden: list = field(default_factory=lambda: [250])   # hidden layer widths
+    activation: str = "sigmoid"
+    init: str = "xavier_uniform"     # initial weight distribution (programmed by program-and-verify)
+    init_gain: float = 1.0
+
+
+@dataclass
+class SynapseSection:
+    mode: str = "pcm"                # fp32 | ideal | pcm
+    preset: str = "jap2018"          # PCM preset for mode "pcm"
+    w_max: list = field(default_factory=lambda: [0.5, 2.0])      # per layer: w_max = beta * g_max
+    epsilon_uS: list = field(default_factory=lambda: [0.5, 0.5])  # per layer device granularity (µS)
+    refresh_threshold: float = 0.9   # refresh a pair when a device passes this fraction of g_max
+    refresh_tolerance_uS: float = -1.0  # program-and-verify tolerance of refresh (<0: preset's)
+    read_noise: bool = True          # ablation switch: read noise on crossbar reads
+    drift: bool = True               # ablation switch: conductance drift
+    dpu: str = "golden"              # golden | rtl
+
+
+@dataclass
+class Config:
+    train: TrainSection = field(default_factory=TrainSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    synapse: SynapseSection = field(default_factory=SynapseSection)
+    tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields
+    dpu: dict = field(default_factory=dict)    # overrides of rtl.spec.DPUSpec fields
+
+    # --- derived --------------------------------------------------------------------------------
+    def tile_preset(self) -> TilePreset:
+        return TilePreset(**self.tile)
+
+    def dpu_spec(self) -> DPUSpec:
+        return DPUSpec(**self.dpu)
+
+    def per_layer(self, name: str, n_layers: int) -> list[float]:
+        v = getattr(self.synapse, name)
+        vals = list(v) if isinstance(v, (list, tuple)) else [v]
+        if len(vals) == 1:
+            vals = vals * n_layers
+        if len(vals) != n_layers:
+            raise ConfigError(f"synapse.{name}: need 1 or {n_layers} values (one per layer), got {len(vals)}")
+        return [float(x) for x in vals]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.to_dict())
+
+
+def _coerce(section: str, key: str, default: Any, value: Any):
+    where = f"{section}.{key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    if isinstance(default, list):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return value
+    return value
+
+
+def _section(cls, name: str, data: dict):
+    if not isinstance(data, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    obj = cls()
+    known = {f.name for f in fields(cls)}
+    for k, v in data.items():
+        if k not in known:
+            raise ConfigError(f"unknown key {name}.{k}; known keys: {', '.join(sorted(known))}")
+        setattr(obj, k, _coerce(name, k, getattr(obj, k), v))
+    return obj
+
+
+def config_from_dict(d: dict) -> Config:
+    known = {"train", "model", "synapse", "tile", "dpu"}
+    unknown = set(d) - known
+    if unknown:
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
+    cfg = Config(
+        train=_section(TrainSection, "train", d.get("train", {})),
+        model=_section(ModelSection, "model", d.get("model", {})),
+        synapse=_section(SynapseSection, "synapse", d.get("synapse", {})),
+        tile=dict(d.get("tile", {})),
+        dpu=dict(d.get("dpu", {})),
+    )
+    validate(cfg)
+    return cfg
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> Config:
+    """Read a TOML config (or defaults when None) and apply ``{section: {key: value}}`` overrides."""
+    d: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            d = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+    for sec, kv in (overrides or {}).items():
+        d.setdefault(sec, {}).update({k: v for k, v in kv.items() if v is not None})
+    return config_from_dict(d)
+
+
+def validate(cfg: Config) -> None:
+    t, m, s = cfg.train, cfg.model, cfg.synapse
+
+    def need(cond, msg):
+        if not cond:
+            raise ConfigError(msg)
+
+    need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
+    need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
+    need(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
+    need(0 < t.lr_decay <= 1, f"train.lr_decay must be in (0, 1], got {t.lr_decay}")
+    need(t.lr_min >= 0, f"train.lr_min must be >= 0, got {t.lr_min}")
+    need(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
+    need(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
+    need(0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "train.adam_beta1/2 must be in [0, 1)")
+    need(t.adam_eps > 0, f"train.adam_eps must be > 0, got {t.adam_eps}")
+    need(t.seed >= 0, f"train.seed must be >= 0, got {t.seed}")
+    need(t.seconds_per_batch >= 0, f"train.seconds_per_batch must be >= 0, got {t.seconds_per_batch}")
+    need(t.train_subset >= 0 and t.test_subset >= 0, "train.train_subset/test_subset must be >= 0")
+    need(t.eval_batch >= 1, f"train.eval_batch must be >= 1, got {t.eval_batch}")
+    need(m.arch == "mlp", f"model.arch: only 'mlp' is implemented, got {m.arch!r}")
+    need(len(m.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in m.hidden),
+         f"model.hidden must be a list of positive integers, got {m.hidden!r}")
+    need(m.activation in ("sigmoid", "relu", "tanh"), f"model.activation must be sigmoid, relu or tanh, got {m.activation!r}")
+    need(m.init in ("xavier_uniform", "xavier_normal"), f"model.init must be xavier_uniform or xavier_normal, got {m.init!r}")
+    need(m.init_gain > 0, f"model.init_gain must be > 0, got {m.init_gain}")
+    need(s.mode in SYNAPSE_MODES, f"synapse.mode must be one of {SYNAPSE_MODES}, got {s.mode!r}")
+    need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
+    need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
+    need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
+    n_layers = len(m.hidden) + 1
+    for name in ("w_max", "epsilon_uS"):
+        vals = cfg.per_layer(name, n_layers)
+        need(all(v > 0 for v in vals), f"synapse.{name} must be > 0, got {vals}")
+    try:
+        cfg.tile_preset()
+    except (PresetError, TypeError) as exc:
+        raise ConfigError(f"[tile]: {exc}") from exc
+    try:
+        cfg.dpu_spec()
+    except (SpecError, TypeError) as exc:
+        raise ConfigError(f"[dpu]: {exc}") from exc
+
+
+def dump_toml(d: dict) -> str:
+    """Minimal TOML writer for the config (tables of scalars and lists)."""
+    def fmt(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, (list, tuple)):
+            return "[" + ", ".join(fmt(x) for x in v) + "]"
+        return repr(v)
+
+    lines = []
+    for sec, kv in d.items():
+        lines.append(f"[{sec}]")
+        for k, v in kv.items():
+            lines.append(f"{k} = {fmt(v)}")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,205 @@
+"""Datasets: MNIST from IDX files (gzip or raw), with a bundled fallback (scikit-learn 8x8 digits).
+
+Where MNIST is looked for, in order: ``--data-dir``, ``$MCASIM_DATA``, ``../shared/data`` beside
+the checkout, the user cache ``~/.cache/mcasim`` (or ``$XDG_CACHE_HOME/mcasim``). Each location may
+hold the files directly or in a ``mnist/`` sub-folder. If none has them, they are downloaded into
+the user cache from the standard mirrors and verified against known checksums. Truncated or
+corrupt files raise :class:`DatasetError` naming the file.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import struct
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+MNIST_FILES = {
+    "train_images": "train-images-idx3-ubyte",
+    "train_labels": "train-labels-idx1-ubyte",
+    "test_images": "t10k-images-idx3-ubyte",
+    "test_labels": "t10k-labels-idx1-ubyte",
+}
+# SHA-256 of the *decompressed* IDX files (the same values as shared/data/mnist/SHA256SUMS).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "https://storage.googleapis.com/cvdf-datasets/mnist/",
+)
+REPO = Path(__file__).resolve().parents[1]
+
+
+class DatasetError(RuntimeError):
+    """A dataset file is missing, truncated or corrupt."""
+
+
+@dataclass
+class Dataset:
+    name: str
+    x_train: np.ndarray   # (N, D) float32 in [0, 1]
+    y_train: np.ndarray   # (N,) int64
+    x_test: np.ndarray
+    y_test: np.ndarray
+    source: str           # where it was read from
+    n_classes: int = 10
+
+    @property
+    def n_features(self) -> int:
+        return int(self.x_train.shape[1])
+
+
+def user_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mcasim"
+
+
+def candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    out = []
+    if data_dir:
+        out.append(Path(data_dir))
+    if os.environ.get("MCASIM_DATA"):
+        out.append(Path(os.environ["MCASIM_DATA"]))
+    out.append(REPO.parent / "shared" / "data")
+    out.append(user_cache())
+    return out
+
+
+def _find(folder: Path, stem: str) -> Path | None:
+    for sub in ("mnist", "MNIST/raw", ""):
+        for name in (stem + ".gz", stem):
+            p = folder / sub / name if sub else folder / name
+            if p.is_file():
+                return p
+    return None
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read()
+        return path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raise DatasetError(f"cannot read {path}: {exc} (file truncated or corrupt?)") from exc
+
+
+def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
+    """Parse an IDX byte string (ubyte data only) with size checks."""
+    if len(raw) < 4:
+        raise DatasetError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+    zero, dtype, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
+    if zero != 0 or dtype != 0x08 or not 1 <= ndim <= 4:
+        raise DatasetError(f"{path}: not an unsigned-byte IDX file (header {raw[:4].hex()})")
+    if len(raw) < 4 + 4 * ndim:
+        raise DatasetError(f"{path}: truncated IDX header")
+    dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
+    n = int(np.prod(dims))
+    body = raw[4 + 4 * ndim:]
+    if len(body) != n:
+        raise DatasetError(f"{path}: expected {n} data bytes for shape {dims}, found {len(body)} "
+                           "(file truncated or corrupt)")
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _load_file(path: Path, stem: str, verify: bool) -> np.ndarray:
+    raw = _read_bytes(path)
+    if verify:
+        digest = hashlib.sha256(raw).hexdigest()
+        if digest != MNIST_SHA256[stem]:
+            raise DatasetError(f"{path}: SHA-256 {digest[:16]}… does not match the published MNIST "
+                               f"file {stem} (corrupt or a different file)")
+    return parse_idx(raw, path)
+
+
+def download_mnist(dest: Path, quiet: bool = False) -> Path:
+    """Download the four MNIST files into ``dest/mnist`` and verify them. Raises DatasetError."""
+    target = dest / "mnist"
+    target.mkdir(parents=True, exist_ok=True)
+    for stem in MNIST_FILES.values():
+        out = target / (stem + ".gz")
+        if out.is_file():
+            continue
+        last = None
+        for mirror in MNIST_MIRRORS:
+            try:
+                if not quiet:
+                    print(f"downloading {mirror}{stem}.gz", file=sys.stderr)
+                with urllib.request.urlopen(mirror + stem + ".gz", timeout=30) as r:
+                    data = r.read()
+                raw = gzip.decompress(data)
+                if hashlib.sha256(raw).hexdigest() != MNIST_SHA256[stem]:
+                    raise DatasetError(f"checksum mismatch for {stem} from {mirror}")
+                tmp = out.with_suffix(".part")
+                tmp.write_bytes(data)
+                tmp.replace(out)
+                break
+            except Exception as exc:  # network errors, checksum mismatch
+                last = exc
+        else:
+            raise DatasetError(f"could not download {stem}: {last}")
+    return target
+
+
+def load_mnist(data_dir=None, download: bool = True, verify: bool = True) -> Dataset:
+    """MNIST as float32 in [0, 1], flattened to 784 features."""
+    for folder in candidate_dirs(data_dir):
+        paths = {k: _find(folder, stem) for k, stem in MNIST_FILES.items()}
+        if all(paths.values()):
+            arrs = {k: _load_file(p, MNIST_FILES[k], verify) for k, p in paths.items()}
+            break
+        if data_dir and folder == Path(data_dir) and any(paths.values()):
+            missing = [MNIST_FILES[k] for k, p in paths.items() if p is None]
+            raise DatasetError(f"{folder}: MNIST incomplete, missing {', '.join(missing)}")
+    else:
+        if not download:
+            raise DatasetError("MNIST not found in: " + ", ".join(str(p) for p in candidate_dirs(data_dir)))
+        folder = download_mnist(user_cache())
+        return load_mnist(folder, download=False, verify=verify)
+    xtr = arrs["train_images"].reshape(len(arrs["train_images"]), -1).astype(np.float32) / 255.0
+    xte = arrs["test_images"].reshape(len(arrs["test_images"]), -1).astype(np.float32) / 255.0
+    ytr, yte = arrs["train_labels"].astype(np.int64), arrs["test_labels"].astype(np.int64)
+    if len(xtr) != len(ytr) or len(xte) != len(yte):
+        raise DatasetError(f"{folder}: image and label counts differ")
+    return Dataset("mnist", xtr, ytr, xte, yte, source=str(paths["train_images"].parent))
+
+
+def load_digits_fallback() -> Dataset:
+    """The 8x8 handwritten digits bundled with scikit-learn (1,797 images), 80/20 split."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError as exc:
+        raise DatasetError("no MNIST and scikit-learn (bundled digits) is not installed: "
+                           "pip install scikit-learn, or provide MNIST with --data-dir") from exc
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    perm = np.random.default_rng(0).permutation(len(x))
+    x, y = x[perm], y[perm]
+    cut = int(0.8 * len(x))
+    return Dataset("digits8x8", x[:cut], y[:cut], x[cut:], y[cut:], source="sklearn.datasets.load_digits")
+
+
+def load_dataset(name: str, data_dir=None, allow_fallback: bool = False) -> Dataset:
+    if name == "mnist":
+        try:
+            return load_mnist(data_dir)
+        except DatasetError as exc:
+            if not allow_fallback or "corrupt" in str(exc) or "truncated" in str(exc):
+                raise
+            print("=" * 78 + f"\nWARNING: MNIST is not available ({exc}).\n"
+                  "WARNING: falling back to the 8x8 digits bundled with scikit-learn.\n"
+                  "WARNING: results are NOT MNIST results.\n" + "=" * 78, file=sys.stderr)
+            return load_digits_fallback()
+    if name == "digits":
+        return load_digits_fallback()
+    raise DatasetError(f"unknown dataset {name!r}; choose 'mnist' or 'digits'")

@@ -1,0 +1,182 @@
+"""Weight stores and layers: one interface for floating-point and crossbar weights.
+
+A layer needs three things from its weight matrix W (out x in): ``forward(x) = x W^T``,
+``backward(d) = d W`` and ``apply_update(delta_w)``. :class:`FP32Weights` does them in digital
+floating point (the software baseline); :class:`AnalogWeights` does the MVMs on PCM crossbar tiles
+and routes the update through the digital unit: delta_w (weight units) -> increments in units of
+epsilon -> chi accumulator -> pulse counts -> SET pulses on the devices. A convolution (im2col)
+or a recurrent layer uses the same store: it only ever calls these three methods on a 2-D batch.
+
+The optimizer (SGD, momentum, Adam) lives in the digital domain and produces delta_w; biases stay
+digital (floating point, updated by the same optimizer).
+"""
+from __future__ import annotations
+
+import math
+
+from gpu_model.backend import Backend
+from gpu_model.devices import FLOAT
+from gpu_model.presets import PCMPreset, TilePreset
+from gpu_model.tile import AnalogMatrix
+from rtl.dpu import make_dpu
+from rtl.spec import DPUSpec
+
+
+class FP32Weights:
+    kind = "fp32"
+
+    def __init__(self, w0, backend: Backend):
+        self.xp = backend.xp
+        self.w = self.xp.asarray(w0, dtype=FLOAT).copy()
+        self.stats = {"set_pulses": 0, "refreshes": 0, "inc_saturated": 0}
+
+    @property
+    def shape(self):
+        return self.w.shape
+
+    def forward(self, x):
+        return x @ self.w.T
+
+    def backward(self, d):
+        return d @ self.w
+
+    def apply_update(self, delta_w, rand_rng=None):
+        self.w += delta_w
+        return {"set_pulses": 0, "refreshes": 0}
+
+    def weights(self):
+        return self.w
+
+    def state_dict(self, be):
+        return {"w": be.asnumpy(self.w)}
+
+    def load_state_dict(self, st):
+        self.w[...] = self.xp.asarray(st["w"])
+
+
+class AnalogWeights:
+    """W on PCM crossbar tiles, updated through chi and the DPU (golden or RTL)."""
+
+    kind = "analog"
+
+    def __init__(self, w0, backend: Backend, preset: PCMPreset, tile: TilePreset, spec: DPUSpec,
+                 dpu_kind: str, *, w_max: float, epsilon_uS: float, refresh_threshold: float,
+                 refresh_tolerance_uS: float | None, read_noise: bool, stream: int):
+        self.be, self.xp = backend, backend.xp
+        out_f, in_f = w0.shape
+        self.matrix = AnalogMatrix(out_f, in_f, preset, tile, backend, w_max=w_max,
+                                   epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
+                                   refresh_tolerance_uS=refresh_tolerance_uS, read_noise=read_noise,
+                                   stream=stream)
+        self.syn = self.matrix.syn
+        self.spec = spec
+        self.dpu = make_dpu(dpu_kind, spec, self.xp)
+        self.chi = self.xp.zeros((out_f, in_f), dtype="int32")
+        self.syn.program(self.xp.asarray(w0, dtype=FLOAT))
+        self.stats = {"set_pulses": 0, "refreshes": 0, "inc_saturated": 0}
+
+    @property
+    def shape(self):
+        return self.chi.shape
+
+    @property
+    def epsilon_w(self) -> float:
+        """Weight units per pulse (beta * epsilon_uS)."""
+        return self.syn.epsilon_w
+
+    def forward(self, x):
+        return self.matrix.forward(x)
+
+    def backward(self, d):
+        return self.matrix.backward(d)
+
+    def apply_update(self, delta_w, rand_rng):
+        """delta_w (weight units) -> chi (units of epsilon) -> pulses -> devices."""
+        xp, spec = self.xp, self.spec
+        inc, sat = spec.encode_update(delta_w * (1.0 / self.epsilon_w), xp)
+        rand = None
+        if spec.rounding == "stochastic" and spec.round_bits > 0:
+            rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="int32")
+        self.chi, pulses = self.dpu.step(self.chi, inc, rand)
+        st = self.syn.apply_pulses(pulses)
+        self.stats["inc_saturated"] += sat
+        return st
+
+    def weights(self):
+        return self.syn.weights()
+
+    def state_dict(self, be):
+        return {"chi": be.asnumpy(self.chi), "syn": self.syn.state_dict(),
+                "matrix_rng": _rng_state(self.matrix.rng), "syn_rng": _rng_state(self.syn.rng),
+                "events": dict(self.matrix.events)}
+
+    def load_state_dict(self, st):
+        self.chi = self.xp.asarray(st["chi"]).astype("int32")
+        self.syn.load_state_dict(st["syn"])
+        _set_rng_state(self.matrix.rng, st["matrix_rng"])
+        _set_rng_state(self.syn.rng, st["syn_rng"])
+        self.matrix.events.update(st["events"])
+
+
+def _rng_state(rng):
+    bg = getattr(rng, "bit_generator", None)
+    return bg.state if bg is not None and hasattr(bg, "state") else None
+
+
+def _set_rng_state(rng, state):
+    if state is not None:
+        rng.bit_generator.state = state
+
+
+class Optimizer:
+    """Digital-domain optimizer producing delta_w from a gradient (one state per parameter)."""
+
+    OPS_PER_WEIGHT = {"sgd": 1, "momentum": 3, "adam": 12}   # elementwise ops per weight update
+
+    def __init__(self, kind: str, xp, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
+        self.kind, self.xp = kind, xp
+        self.momentum, self.beta1, self.beta2, self.eps = momentum, beta1, beta2, eps
+        self.state: dict = {}
+        self.t = 0
+
+    def step_begin(self):
+        self.t += 1
+
+    def delta(self, key: str, grad, lr: float):
+        xp = self.xp
+        if self.kind == "sgd":
+            return (-lr) * grad
+        if self.kind == "momentum":
+            v = self.state.get(key)
+            if v is None:
+                v = self.state[key] = xp.zeros_like(grad)
+            v *= self.momentum
+            v += grad
+            return (-lr) * v
+        m, v = self.state.get(key + ".m"), self.state.get(key + ".v")
+        if m is None:
+            m = self.state[key + ".m"] = xp.zeros_like(grad)
+            v = self.state[key + ".v"] = xp.zeros_like(grad)
+        m *= self.beta1
+        m += (1 - self.beta1) * grad
+        v *= self.beta2
+        v += (1 - self.beta2) * grad * grad
+        mhat_scale = 1.0 / (1 - self.beta1 ** self.t)
+        vhat_scale = 1.0 / (1 - self.beta2 ** self.t)
+        return (-lr * mhat_scale) * m / (xp.sqrt(v * vhat_scale) + self.eps)
+
+    def state_dict(self, be):
+        return {"t": self.t, "state": {k: be.asnumpy(v) for k, v in self.state.items()}}
+
+    def load_state_dict(self, st):
+        self.t = st["t"]
+        self.state = {k: self.xp.asarray(v) for k, v in st["state"].items()}
+
+
+def init_weights(out_f: int, in_f: int, kind: str, gain: float, rng):
+    """Xavier/Glorot initial weights (NumPy, float32)."""
+    if kind == "xavier_uniform":
+        a = gain * math.sqrt(6.0 / (in_f + out_f))
+        return rng.uniform(-a, a, size=(out_f, in_f)).astype("float32")
+    sd = gain * math.sqrt(2.0 / (in_f + out_f))
+    return (sd * rng.standard_normal((out_f, in_f))).astype("float32")

@@ -1,0 +1,68 @@
+"""Plots of a run folder (matplotlib, Agg)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_run(out: Path, trainer) -> None:
+    plt = _plt()
+    m = trainer.metrics
+    ep = [r["epoch"] for r in m]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(ep, [100 * r["train_accuracy"] for r in m], "o-", label="train (running)")
+    ax.plot(ep, [100 * r["test_accuracy"] for r in m], "s-", label="test")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(f"{trainer.ds.name} — synapse {trainer.cfg.synapse.mode}")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "accuracy.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(ep, [r["pulses"] for r in m], label="SET pulses")
+    ax2 = ax.twinx()
+    ax2.plot(ep, [r["refreshes"] for r in m], "r.-", label="refreshes")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("SET pulses per epoch")
+    ax2.set_ylabel("refreshes per epoch", color="r")
+    fig.tight_layout()
+    fig.savefig(out / "pulses.png", dpi=120)
+    plt.close(fig)
+
+    from .layers import AnalogWeights
+    analog = [L for L in trainer.model.layers if isinstance(L.store, AnalogWeights)]
+    if analog:
+        be = trainer.be
+        fig, axes = plt.subplots(1, len(analog), figsize=(5 * len(analog), 3.6), squeeze=False)
+        for ax, L in zip(axes[0], analog):
+            syn = L.store.syn
+            for arr, lab in ((syn.gp, "G+"), (syn.gm, "G-")):
+                g = be.asnumpy(arr.conductance_at(syn.t))
+                ax.hist(g, bins=80, range=(0, syn.preset.g_max), histtype="step", label=lab, density=True)
+            ax.set_xlabel("conductance (µS)")
+            ax.set_title(f"{L.name}: end of training")
+            ax.set_yscale("log")
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "conductance_hist.png", dpi=120)
+        plt.close(fig)
+    else:
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        for L in trainer.model.layers:
+            ax.hist(np.ravel(trainer.be.asnumpy(L.store.weights())), bins=80, histtype="step", label=L.name, density=True)
+        ax.set_xlabel("weight")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "weight_hist.png", dpi=120)
+        plt.close(fig)

@@ -1,0 +1,110 @@
+"""``mcasim train``: train a network and write a run folder.
+
+Run folder: ``config.toml`` (resolved config), ``metrics.jsonl`` (a line per epoch),
+``summary.json`` (final figures, event counts), ``checkpoint.pkl`` (resumable state, written
+after every epoch), and plots (``accuracy.png``, ``pulses.png``, ``conductance_hist.png``).
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from gpu_model.backend import BackendError, make_backend
+from .config import ConfigError, load_config
+from .data import DatasetError, load_dataset
+from .train import RunError, Trainer, load_checkpoint
+
+
+def add_arguments(p):
+    p.add_argument("arch", choices=["mlp"], help="network architecture")
+    p.add_argument("--dataset", default="mnist", choices=["mnist", "digits"],
+                   help="dataset (digits: the 8x8 set bundled with scikit-learn)")
+    p.add_argument("--synapse", choices=["fp32", "ideal", "pcm"], help="weight store (default: config's, else pcm)")
+    p.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
+    p.add_argument("--out", required=True, help="run folder to create (or resume)")
+    p.add_argument("--data-dir", help="folder holding the dataset files")
+    p.add_argument("--backend", default="auto", choices=["numpy", "cupy", "auto"])
+    p.add_argument("--dpu", choices=["golden", "rtl"], help="digital unit implementation")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override one config value (TOML syntax), e.g. --set train.lr=0.05")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's results")
+    p.add_argument("--no-fallback", action="store_true",
+                   help="fail instead of using the bundled 8x8 digits when MNIST is unavailable")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+def parse_sets(items) -> dict:
+    import tomllib
+    out: dict = {}
+    for it in items:
+        if "=" not in it or "." not in it.split("=", 1)[0]:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {it!r}")
+        key, val = it.split("=", 1)
+        sec, k = key.split(".", 1)
+        try:
+            v = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            v = val   # bare string
+        out.setdefault(sec, {})[k] = v
+    return out
+
+
+def run(args) -> int:
+    out = Path(args.out)
+    try:
+        overrides = parse_sets(args.set)
+        overrides.setdefault("synapse", {})
+        overrides.setdefault("train", {})
+        if args.synapse:
+            overrides["synapse"]["mode"] = args.synapse
+        if args.dpu:
+            overrides["synapse"]["dpu"] = args.dpu
+        if args.epochs is not None:
+            overrides["train"]["epochs"] = args.epochs
+        if args.seed is not None:
+            overrides["train"]["seed"] = args.seed
+        if args.resume:
+            if not (out / "checkpoint.pkl").is_file():
+                raise RunError(f"--resume: no checkpoint in {out}")
+            cfg = load_config(out / "config.toml", overrides)
+        else:
+            cfg = load_config(args.config, overrides)
+            if out.exists() and any(out.iterdir()):
+                if not args.overwrite:
+                    raise RunError(f"run folder {out} exists and is not empty; use --resume to continue "
+                                   "it or --overwrite to replace its results")
+                for name in ("metrics.jsonl", "summary.json", "checkpoint.pkl"):
+                    (out / name).unlink(missing_ok=True)
+        be = make_backend(args.backend, cfg.train.seed)
+        ds = load_dataset(args.dataset, args.data_dir, allow_fallback=not args.no_fallback)
+    except (ConfigError, RunError, BackendError, DatasetError) as exc:
+        print(f"mcasim train: error: {exc}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(cfg.to_toml())
+    tr = Trainer(cfg, ds, be, out, progress=not args.quiet)
+    if args.resume:
+        tr.load_state(load_checkpoint(out))
+        # metrics.jsonl must hold exactly the checkpointed epochs
+        with open(out / "metrics.jsonl", "w") as f:
+            for rec in tr.metrics:
+                f.write(json.dumps(rec) + "\n")
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+    if not args.quiet:
+        print(f"training {cfg.model.arch} on {ds.name} ({ds.source}), synapse={cfg.synapse.mode}, "
+              f"backend={be.name}, dpu={cfg.synapse.dpu} -> {out}", file=sys.stderr)
+    summary = tr.run()
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    try:
+        from .plots import plot_run
+        plot_run(out, tr)
+    except Exception as exc:  # plots must never lose a finished run
+        print(f"warning: plotting failed: {exc}", file=sys.stderr)
+    print(f"test accuracy {summary['test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f} at epoch "
+          f"{summary['best_epoch']}); results in {out}/summary.json")
+    return 0
