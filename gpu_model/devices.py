@@ -12,6 +12,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from .backend import Backend
 from .presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS, PCMPreset
 
@@ -104,31 +106,46 @@ class PCMArray:
         if n == 0:
             return 0
         counts = counts.astype("int64", copy=False)
-        total = int(counts.sum())
-        g = self.conductance_at(t, idx)
+        counts_host = self.be.asnumpy(counts)
+        cmin, max_count = int(counts_host.min()), int(counts_host.max())
+        if cmin < 0:
+            raise ValueError(f"SET pulse counts must be >= 0, got {cmin}")
+        total = int(counts_host.sum())
         if p.ideal:
             # ideal linear device: G += n * step exactly (clipped)
+            g = self.conductance_at(t, idx)
             g = xp.clip(g + counts.astype(FLOAT) * p.ideal_step, p.g_min, p.g_max)
             self.g_prog[idx] = g
         else:
+            if max_count > 1:
+                # Sort (descending count) so that the devices still active at pulse j form a prefix
+                # and each step works on contiguous slices. Sorting idx/counts before gathering the
+                # state saves re-ordering four state arrays. Counts are small integers: a stable sort
+                # on int16 keys is a radix sort in NumPy (O(n)); CuPy sorts with CUB radix sort.
+                if self.be.name == "numpy" and max_count < 32767:
+                    order = np.argsort((-counts_host).astype(np.int16), kind="stable")
+                else:
+                    order = xp.argsort(-counts)
+                idx, counts = idx[order], counts[order]
+                counts_host = self.be.asnumpy(counts)
+                # number of devices with count > j, for j = 0..max_count-1 (counts sorted descending)
+                active_n = np.searchsorted(-counts_host, -np.arange(1, max_count + 1), side="right")
+            else:
+                active_n = np.array([n])
+            g = self.conductance_at(t, idx)      # pulses act on the drifted conductance at t
             hist = self.hist[idx]
-            mult = self.step_mult[idx]
+            mult = self.step_mult[idx] if p.step_d2d_std > 0 else None
             decay = math.exp(-1.0 / p.history_tau_pulses)
-            order = xp.argsort(-counts)          # active devices form a prefix at every j
-            idx, counts, g, hist, mult = idx[order], counts[order], g[order], hist[order], mult[order]
-            counts_host = self.be.asnumpy(counts)
-            max_count = int(counts_host[0])
-            import numpy as np
-            # number of devices with count > j, for j = 0..max_count-1 (counts are sorted descending)
-            active_n = np.searchsorted(-counts_host, -np.arange(1, max_count + 1), side="right")
             for j in range(max_count):
                 m = int(active_n[j])
                 gj, hj = g[:m], hist[:m]
                 hj *= decay                                                  # P <- P e^{-1/tau}
-                mu = p.set_mu_slope * gj + (p.set_mu_offset + 0.0) + p.set_mu_hist * hj
+                mu = p.set_mu_slope * gj + p.set_mu_offset + p.set_mu_hist * hj
                 sigma = xp.maximum(p.set_sigma_slope * gj + p.set_sigma_offset + p.set_sigma_hist * hj, 0.0)
                 dg = mu + sigma * self.rng.standard_normal(m, dtype=FLOAT)   # dG ~ N(mu, sigma)
-                gj += mult[:m] * dg
+                if p.step_d2d_std > 0:
+                    dg *= mult[:m]                                           # device-to-device multiplier
+                gj += dg
                 xp.clip(gj, p.g_min, p.g_max, out=gj)
             self.g_prog[idx] = g
             self.hist[idx] = hist
@@ -161,10 +178,13 @@ class PCMArray:
             return xp.zeros_like(g_now)
         if p.read_noise_model == "affine":
             return p.read_sigma_slope * g_now + p.read_sigma_offset
-        # Joshi 2020 1/f: sigma = G_drift * Q_s * sqrt(ln((t + t_read)/(2 t_read))), t since programming
+        # Joshi 2020 1/f: sigma = G_drift * Q_s(G_prog/g_max) * sqrt(ln((t + t_read)/(2 t_read))),
+        # t = time since programming
+        # Q_s depends on the programmed (target) conductance, as in Joshi 2020 / aihwkit
         tp = self.t_prog if idx is None else self.t_prog[idx]
+        g_p = self.g_prog if idx is None else self.g_prog[idx]
         dt = xp.maximum(t - tp, p.t_read).astype(FLOAT)
-        g = xp.maximum(g_now / p.g_max, 1e-6)
+        g = xp.maximum(g_p / p.g_max, 1e-6)
         c, e, qmax = JOSHI_QS
         qs = xp.minimum(c / g ** e, qmax)
         return g_now * qs * xp.sqrt(xp.log((dt + p.t_read) / (2 * p.t_read)))

@@ -184,12 +184,20 @@ class DifferentialSynapses:
         this call.
         """
         xp = self.xp
+        if tuple(pulses.shape) != self.shape:
+            raise ValueError(f"pulse array has shape {tuple(pulses.shape)}, synapses {self.shape}")
         flat = pulses.reshape(-1)
         nz = xp.flatnonzero(flat)
         if nz.shape[0] == 0:
             return {"set_pulses": 0, "refreshes": 0}
         self.sync()
         c = flat[nz]
+        if c.dtype.kind == "f":
+            if not bool(xp.all(c == xp.rint(c))):
+                raise ValueError("pulse counts must be integers (got non-integer floats)")
+            c = c.astype("int64")
+        elif c.dtype.kind not in "iu":
+            raise TypeError(f"pulse counts must be an integer array, got dtype {c.dtype}")
         pos = c > 0
         ip, cp = nz[pos], c[pos]
         im, cm = nz[~pos], -c[~pos]

@@ -82,9 +82,15 @@ class AnalogMatrix:
         wm = self.syn.w_max
         return self._adc(y / wm) * (wm * s)
 
+    @staticmethod
+    def _check(x, n: int, what: str):
+        if x.ndim != 2 or x.shape[1] != n:
+            raise ValueError(f"{what} must have shape (batch, {n}), got {tuple(x.shape)}")
+
     # --- public MVMs ----------------------------------------------------------------------------
     def forward(self, x):
         """y = W x for a batch ``x`` of shape (B, in_features); returns (B, out_features)."""
+        self._check(x, self.in_features, "forward input")
         w, var = self.syn.weights(), self.syn.read_variance()
         out = None
         for r0, r1 in self.row_blocks:
@@ -100,6 +106,7 @@ class AnalogMatrix:
 
     def backward(self, d):
         """z = W^T d for a batch ``d`` of shape (B, out_features); returns (B, in_features)."""
+        self._check(d, self.out_features, "backward input")
         w, var = self.syn.weights(), self.syn.read_variance()
         out = None
         for c0, c1 in self.col_blocks:
@@ -115,6 +122,7 @@ class AnalogMatrix:
 
     def explicit_forward(self, x):
         """Reference: y from one explicit noisy read of W per input vector (slow; for tests)."""
+        self._check(x, self.in_features, "explicit_forward input")
         xp = self.xp
         rows = []
         for i in range(x.shape[0]):
