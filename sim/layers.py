@@ -40,8 +40,11 @@ class FP32Weights:
     def backward(self, d):
         return d @ self.w
 
-    def apply_update(self, delta_w, rand_rng=None):
-        self.w += delta_w
+    def apply_update(self, delta_w, rand_rng=None, cols=None):
+        if cols is None:
+            self.w += delta_w
+        else:
+            self.w[:, cols] += delta_w
         return {"set_pulses": 0, "refreshes": 0}
 
     def weights(self):
@@ -90,14 +93,24 @@ class AnalogWeights:
     def backward(self, d):
         return self.matrix.backward(d)
 
-    def apply_update(self, delta_w, rand_rng):
-        """delta_w (weight units) -> chi (units of epsilon) -> pulses -> devices."""
+    def apply_update(self, delta_w, rand_rng, cols=None):
+        """delta_w (weight units) -> chi (units of epsilon) -> pulses -> devices.
+
+        ``cols``: optional column subset that ``delta_w`` covers (the other columns have a zero
+        update, which leaves chi unchanged and sends no pulse).
+        """
         xp, spec = self.xp, self.spec
         inc, sat = spec.encode_update(delta_w * (1.0 / self.epsilon_w), xp)
         rand = None
         if spec.rounding == "stochastic" and spec.round_bits > 0:
             rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="int32")
-        self.chi, pulses = self.dpu.step(self.chi, inc, rand)
+        if cols is None:
+            self.chi, pulses = self.dpu.step(self.chi, inc, rand)
+        else:
+            chi_c, p_c = self.dpu.step(self.chi[:, cols], inc, rand)
+            self.chi[:, cols] = chi_c
+            pulses = xp.zeros(self.chi.shape, dtype=p_c.dtype)
+            pulses[:, cols] = p_c
         st = self.syn.apply_pulses(pulses)
         self.stats["inc_saturated"] += sat
         return st

@@ -35,6 +35,9 @@ from .events import EventCounts
 from .layers import AnalogWeights, FP32Weights, Optimizer, init_weights
 
 CHECKPOINT = "checkpoint.pkl"
+# skip all-zero input columns of the update when fewer than this fraction is live (engineering choice:
+# below ~80 % the gather/scatter is cheaper than the dense update)
+SPARSE_COLUMN_FRACTION = 0.8
 
 
 class RunError(RuntimeError):
@@ -174,16 +177,25 @@ class Trainer:
         for i in range(n_layers - 1, -1, -1):
             L = m.layers[i]
             a_in = outs[i - 1] if i > 0 else xb
-            grad_w = d.T @ a_in                       # outer-product sum over the batch
             grad_b = d.sum(axis=0)
+            # Work proportional to what changes: with plain SGD an input that is zero over the whole
+            # batch (e.g. MNIST background pixels) gives a zero column of delta_w, which leaves chi
+            # unchanged and sends no pulse; such columns are skipped (momentum/Adam keep state, so
+            # they always update every weight).
+            cols = None
+            if self.opt.kind == "sgd":
+                live = xp.flatnonzero(xp.any(a_in != 0, axis=0))
+                if live.shape[0] < SPARSE_COLUMN_FRACTION * a_in.shape[1]:
+                    cols = live
+            grad_w = d.T @ (a_in if cols is None else a_in[:, cols])   # outer-product sum over the batch
             if i > 0:                                 # error for the layer below (transposed MVM)
                 prev = m.layers[i - 1]
                 d = L.store.backward(d) * _act_grad(prev.activation, xp, outs[i - 1])
-            st = L.store.apply_update(self.opt.delta(f"{L.name}.w", grad_w, lr), rand_rng)
+            st = L.store.apply_update(self.opt.delta(f"{L.name}.w", grad_w, lr), rand_rng, cols)
             L.bias += self.opt.delta(f"{L.name}.b", grad_b, lr)
             pulses += st["set_pulses"]
             refreshes += st["refreshes"]
-            n_w = grad_w.size
+            n_w = L.store.shape[0] * L.store.shape[1]
             ev.add(update_macs=B * n_w, chi_updates=n_w if L.store.kind == "analog" else 0,
                    optimizer_ops=Optimizer.OPS_PER_WEIGHT[self.opt.kind] * (n_w + grad_b.size),
                    bias_updates=grad_b.size)
