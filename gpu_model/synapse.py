@@ -162,16 +162,21 @@ class DifferentialSynapses:
         self._recompute()
 
     def _write(self, idx, w, tolerance_uS):
-        """Write weights ``w`` to freshly RESET pairs ``idx`` (one device each). Returns (pulses, reads)."""
+        """Write weights ``w`` to freshly RESET pairs ``idx`` (one device each). Returns (pulses, reads).
+
+        The written device's target is |w|/beta plus the conductance of its RESET partner, so that
+        beta*(G+ - G-) (not just the written device) lands on w; capped at the refresh threshold.
+        """
         xp = self.xp
-        g_target = xp.minimum(xp.abs(w) / self.beta, self.preset.g_max * self.refresh_threshold)
+        cap = self.preset.g_max * self.refresh_threshold
         pos = w > 0
         neg = w < 0
         pulses = reads = 0
-        for arr, sel in ((self.gp, pos), (self.gm, neg)):
+        for arr, other, sel in ((self.gp, self.gm, pos), (self.gm, self.gp, neg)):
             ii = idx[sel]
             if ii.shape[0]:
-                st = arr.program_verify(ii, g_target[sel], self.t, tolerance_uS)
+                g_target = xp.minimum(xp.abs(w[sel]) / self.beta + other.g_prog[ii], cap)
+                st = arr.program_verify(ii, g_target, self.t, tolerance_uS)
                 pulses += st.pulses
                 reads += st.verify_reads
         return pulses, reads

@@ -1,0 +1,244 @@
+"""Differential synapses (pulse application, refresh, drift cache) and crossbar tiles (MVM, DAC/ADC,
+read-noise shortcut vs explicit noisy reads). Fixed seeds; 5-standard-error tolerances."""
+import math
+
+import numpy as np
+import pytest
+
+from gpu_model import (IDEAL, JAP2018, AnalogMatrix, DifferentialSynapses, PresetError, TilePreset,
+                       make_backend)
+
+NO_READ_NOISE = dict(read_noise_model="none", read_sigma_slope=0.0, read_sigma_offset=0.0)
+
+
+def syn(shape=(40, 50), preset=JAP2018, seed=0, **kw):
+    kw.setdefault("w_max", 1.0)
+    return DifferentialSynapses(shape, preset, make_backend("numpy", seed), **kw)
+
+
+# --- synapses --------------------------------------------------------------------------------------
+def test_exact_signed_pulse_counts():
+    s = syn()
+    pulses = np.random.default_rng(0).integers(-3, 4, s.shape)
+    st = s.apply_pulses(pulses)
+    assert st == {"set_pulses": int(np.abs(pulses).sum()), "refreshes": 0}
+    assert np.array_equal(s.gp.n_set.reshape(s.shape), np.maximum(pulses, 0))
+    assert np.array_equal(s.gm.n_set.reshape(s.shape), np.maximum(-pulses, 0))
+    assert s.counters.set_pulses == np.abs(pulses).sum()
+    # untouched devices keep their state (sparse application)
+    untouched = (pulses <= 0).reshape(-1)
+    assert np.all(s.gp.g_prog[untouched] < 0.2) and np.all(s.gp.n_reset == 0)
+    # a second call accumulates
+    s.apply_pulses(pulses)
+    assert np.array_equal(s.gp.n_set.reshape(s.shape), 2 * np.maximum(pulses, 0))
+
+
+def test_weight_is_beta_times_difference():
+    s = syn(w_max=0.8)
+    assert s.beta == pytest.approx(0.8 / 20.0)
+    s.apply_pulses(np.random.default_rng(1).integers(-2, 3, s.shape))
+    s.advance(500.0)
+    want = s.beta * (s.gp.conductance_at(s.t) - s.gm.conductance_at(s.t))
+    np.testing.assert_allclose(s.weights(), want.reshape(s.shape), atol=1e-3 * s.beta * 20)
+
+
+def test_epsilon_derived_from_preset():
+    s = syn(w_max=2.0)
+    assert s.epsilon_uS == pytest.approx(-0.084 * 0.1 + 0.880 + 1.40 * math.exp(-1 / 2.6))
+    assert s.epsilon_w == pytest.approx(s.beta * s.epsilon_uS)
+    assert syn(epsilon_uS=0.5).epsilon_uS == 0.5
+
+
+def test_pulse_argument_checks():
+    s = syn(shape=(3, 4))
+    s.apply_pulses(np.array([[1.0, 0, -2, 0]] * 3))          # integer-valued floats are fine
+    assert s.counters.set_pulses == 9
+    with pytest.raises(ValueError, match="integers"):
+        s.apply_pulses(np.full((3, 4), 0.5))
+    with pytest.raises(ValueError, match="shape"):
+        s.apply_pulses(np.ones((4, 3), dtype=int))
+    assert s.apply_pulses(np.zeros((3, 4), dtype=int)) == {"set_pulses": 0, "refreshes": 0}
+
+
+@pytest.mark.parametrize("kw", [dict(w_max=0.0), dict(w_max=-1.0), dict(refresh_threshold=0.0),
+                                dict(refresh_threshold=1.5), dict(epsilon_uS=-1.0), dict(drift_cache_rtol=-1)])
+def test_bad_synapse_arguments(kw):
+    with pytest.raises(PresetError):
+        syn(**kw)
+
+
+def test_refresh_triggered_and_weight_kept_ideal():
+    """IDEAL devices: the pair passing the threshold is refreshed and keeps its weight exactly."""
+    s = syn(shape=(2, 3), preset=IDEAL, refresh_threshold=0.5)        # threshold 10 uS
+    thr = 10.0
+    s.gp.g_prog[:] = [9.5, 9.5, 2.0, 1.0, 0.0, 0.0]
+    s.gm.g_prog[:] = [4.0, 0.0, 9.6, 0.0, 0.0, 0.0]
+    s.sync(force=True)
+    st = s.apply_pulses(np.array([[1, 0, -1], [1, 0, 0]]))           # pairs 0 and 2 cross 10 uS
+    assert st["refreshes"] == 2 and s.counters.refresh_resets == 4
+    step = IDEAL.ideal_step
+    w = s.weights().reshape(-1) / s.beta
+    np.testing.assert_allclose(w, [9.5 + step - 4.0, 9.5, 2.0 - 9.6 - step, 1.0 + step, 0, 0], atol=1e-5)
+    assert s.gm.g_prog[0] == 0 and s.gp.g_prog[2] == 0                # one device of each pair RESET
+    assert np.array_equal(s.gp.n_reset, [1, 0, 1, 0, 0, 0]) and np.array_equal(s.gm.n_reset, [1, 0, 1, 0, 0, 0])
+    assert s.gp.g_prog.max() < thr and s.gm.g_prog.max() < thr
+
+
+def test_refresh_within_programming_tolerance_jap():
+    pre = JAP2018.with_overrides(prog_verify_max_pulses=200, **NO_READ_NOISE)
+    s = syn(shape=(100, 100), preset=pre)
+    rng = np.random.default_rng(2)
+    s.gp.g_prog[:] = rng.uniform(0.1, 17, s.gp.size)
+    s.gm.g_prog[:] = rng.uniform(0.1, 17, s.gm.size)
+    s.sync(force=True)
+    w0 = s.weights().copy()
+    idx = rng.choice(s.gp.size, 3000, replace=False)
+    assert s.refresh(idx) == 3000
+    dw = (s.weights() - w0).reshape(-1)
+    assert np.abs(dw[idx]).max() <= s.beta * pre.prog_residual_std * (1 + 1e-5)
+    others = np.setdiff1d(np.arange(s.gp.size), idx)
+    assert np.all(dw[others] == 0)
+    c = s.counters
+    assert c.refreshes == 3000 and c.refresh_resets == 6000
+    assert c.refresh_prog_pulses >= 3000 and c.refresh_verify_reads == c.refresh_prog_pulses + 3000
+
+
+def test_program_sets_weights():
+    pre = JAP2018.with_overrides(prog_verify_max_pulses=200, **NO_READ_NOISE)
+    s = syn(preset=pre, w_max=1.0)
+    w = np.random.default_rng(3).uniform(-0.8, 0.8, s.shape).astype(np.float32)
+    s.program(w)
+    err = np.abs(s.weights() - w)      # the RESET partner's conductance is compensated
+    assert err.max() <= s.beta * pre.prog_residual_std * (1 + 1e-5)
+    assert s.counters.init_prog_pulses >= s.gp.size
+
+
+def test_clock_and_drift_cache():
+    s = syn(shape=(60, 60))
+    s.apply_pulses(np.random.default_rng(4).integers(-4, 5, s.shape))
+    exact = lambda: s.beta * (s.gp.conductance_at(s.t) - s.gm.conductance_at(s.t)).reshape(s.shape)
+    w_start = s.weights().copy()
+    s.advance(1e4)
+    w1 = s.weights()
+    np.testing.assert_allclose(w1, exact(), rtol=1e-5, atol=1e-7)     # past rtol: full recompute
+    ratio = (1e4 / 38.6) ** -0.04
+    np.testing.assert_allclose(w1, w_start * ratio, rtol=1e-4, atol=1e-7)
+    w1 = w1.copy()
+    s.advance(0.5)                                                     # moves drift by < 1e-3: cached
+    w2 = s.weights()
+    assert np.array_equal(w2, w1)
+    np.testing.assert_allclose(w2, exact(), rtol=1.1e-3, atol=1e-7)
+    s.advance(0.6)                          # 1.1 s since the last recompute: bound 1.13e-3 > rtol
+    np.testing.assert_allclose(s.weights(), exact(), rtol=1e-5, atol=1e-7)
+    assert not np.array_equal(s.weights(), w1)
+    with pytest.raises(ValueError):
+        s.advance(-1.0)
+
+
+def test_same_seed_same_result_synapses():
+    def run(seed):
+        s = syn(seed=seed)
+        rng = np.random.default_rng(9)
+        for _ in range(4):
+            s.apply_pulses(rng.integers(-2, 3, s.shape))
+            s.advance(60.0)
+        return s.weights().copy(), s.read_weights()
+    (a, ra), (b, rb), (c, _) = run(1), run(1), run(2)
+    assert np.array_equal(a, b) and np.array_equal(ra, rb) and not np.array_equal(a, c)
+
+
+# --- tiles -----------------------------------------------------------------------------------------
+def ideal_matrix(out_f, in_f, tile, seed=0):
+    m = AnalogMatrix(out_f, in_f, IDEAL, tile, make_backend("numpy", seed), w_max=1.0, read_noise=False)
+    w = np.random.default_rng(seed).uniform(-0.8, 0.8, (out_f, in_f)).astype(np.float32)
+    m.syn.program(w)
+    return m
+
+
+def test_tiling_exact_without_converters():
+    tile = TilePreset(quantize=False, max_rows=8, max_cols=7)
+    m = ideal_matrix(30, 20, tile)
+    assert m.n_tiles == 3 * 5
+    W = m.syn.weights()
+    rng = np.random.default_rng(1)
+    x, d = rng.standard_normal((5, 20)).astype(np.float32), rng.standard_normal((5, 30)).astype(np.float32)
+    np.testing.assert_allclose(m.forward(x), x @ W.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(m.backward(d), d @ W, rtol=1e-5, atol=1e-5)
+    assert m.events["fwd_vectors"] == 5 and m.events["adc_conversions"] == 5 * 30 * 3 + 5 * 20 * 5
+    with pytest.raises(ValueError, match="shape"):
+        m.forward(d)
+    with pytest.raises(ValueError, match="shape"):
+        m.backward(x)
+
+
+@pytest.mark.parametrize("bits", [3, 5, 8])
+def test_dac_levels(bits):
+    tile = TilePreset(dac_bits=bits, adc_bits=24, adc_range=2.0, dac_scaling="fixed", dac_fixed_scale=1.0)
+    m = ideal_matrix(1, 1, tile)
+    w = float(m.syn.weights()[0, 0])
+    x = np.linspace(-1.2, 1.2, 5001, dtype=np.float32)[:, None]
+    y = m.forward(x)[:, 0] / w
+    levels = np.unique(np.round(y, 4))
+    assert len(levels) == 2 ** bits - 1
+    assert levels.min() == pytest.approx(-1, abs=1e-4) and levels.max() == pytest.approx(1, abs=1e-4)
+
+
+@pytest.mark.parametrize("bits", [3, 4, 7])
+def test_adc_levels_and_saturation(bits):
+    r = 0.1
+    tile = TilePreset(dac_bits=16, adc_bits=bits, adc_range=r, dac_scaling="fixed", dac_fixed_scale=1.0)
+    m = ideal_matrix(1, 1, tile)
+    x = np.linspace(-1, 1, 8001, dtype=np.float32)[:, None]
+    y = m.forward(x)[:, 0]
+    assert abs(m.syn.weights()[0, 0]) > r            # outputs must saturate
+    levels = np.unique(np.round(y, 5))
+    assert len(levels) == 2 ** bits - 1
+    assert levels.max() == pytest.approx(r, abs=1e-6) and levels.min() == pytest.approx(-r, abs=1e-6)
+
+
+def test_dac_max_scaling_restores_input_scale():
+    m = ideal_matrix(4, 6, TilePreset(dac_bits=12, adc_bits=16))
+    x = 37.0 * np.random.default_rng(5).standard_normal((3, 6)).astype(np.float32)
+    np.testing.assert_allclose(m.forward(x), x @ m.syn.weights().T, rtol=2e-3, atol=0.05)
+
+
+def test_read_noise_shortcut_matches_explicit_reads():
+    """forward()'s (x^2) @ Var^T noise vs one explicit noisy read of W per vector: mean and variance."""
+    be = make_backend("numpy", 11)
+    m = AnalogMatrix(6, 12, JAP2018, TilePreset(quantize=False), be, w_max=1.0)
+    rng = np.random.default_rng(0)
+    m.syn.gp.g_prog[:] = rng.uniform(0.1, 15, 72)
+    m.syn.gm.g_prog[:] = rng.uniform(0.1, 15, 72)
+    m.syn.sync(force=True)
+    x1 = rng.uniform(-2, 2, (1, 12)).astype(np.float32)
+    B = 4000
+    xb = np.repeat(x1, B, axis=0)
+    ys, ye = m.forward(xb).astype(np.float64), m.explicit_forward(xb).astype(np.float64)
+    # independent expectation from the formulas: sigma = 0.03 G + 0.13 per device
+    gp, gm = m.syn.gp.g_prog.reshape(6, 12), m.syn.gm.g_prog.reshape(6, 12)
+    var_w = m.syn.beta ** 2 * ((0.03 * gp + 0.13) ** 2 + (0.03 * gm + 0.13) ** 2)
+    mean = (x1 @ (m.syn.beta * (gp - gm)).T)[0]
+    var = (x1 ** 2 @ var_w.T)[0]
+    for y in (ys, ye):
+        assert np.all(np.abs(y.mean(0) - mean) < 5 * np.sqrt(var / B))
+        assert np.all(np.abs(y.var(0) / var - 1) < 5 * math.sqrt(2 / (B - 1)))
+    se = np.sqrt(var * 2 / B)
+    assert np.all(np.abs(ys.mean(0) - ye.mean(0)) < 5 * se)
+    assert np.all(np.abs(ys.var(0) / ye.var(0) - 1) < 5 * 2 * math.sqrt(1 / (B - 1)))
+
+
+def test_tile_reproducible():
+    def run(seed):
+        m = AnalogMatrix(20, 30, JAP2018, TilePreset(max_rows=16), make_backend("numpy", seed), w_max=1.0)
+        m.syn.program(np.random.default_rng(0).uniform(-0.5, 0.5, (20, 30)))
+        x = np.random.default_rng(1).standard_normal((4, 30)).astype(np.float32)
+        return m.forward(x), m.backward(np.ones((4, 20), np.float32))
+    (a, b), (c, d), (e, _) = run(3), run(3), run(4)
+    assert np.array_equal(a, c) and np.array_equal(b, d) and not np.array_equal(a, e)
+
+
+def test_bad_tile_arguments():
+    with pytest.raises(ValueError):
+        AnalogMatrix(0, 4, JAP2018, TilePreset(), make_backend("numpy"), w_max=1.0)
+    with pytest.raises(PresetError):
+        AnalogMatrix(4, 4, JAP2018, TilePreset(), make_backend("numpy"), w_max=-1.0)
