@@ -110,21 +110,28 @@ class Model:
         self.sizes = sizes
 
     # --- passes -----------------------------------------------------------------------------------
-    def forward(self, x):
-        """Returns the list of layer outputs (post-activation; logits for the last)."""
+    def forward(self, x, scales=None):
+        """Returns the list of layer outputs (post-activation; logits for the last).
+
+        ``scales``: optional per-layer factor applied digitally to each MVM output (global drift
+        compensation at inference).
+        """
         outs = []
         h = x
-        for L in self.layers:
-            z = L.store.forward(h) + L.bias
+        for i, L in enumerate(self.layers):
+            y = L.store.forward(h)
+            if scales is not None:
+                y = y * scales[i]
+            z = y + L.bias
             h = _act(L.activation, self.xp, z) if L.activation else z
             outs.append(h)
         return outs
 
-    def predict(self, x, batch: int):
+    def predict(self, x, batch: int, scales=None):
         xp = self.xp
         preds = []
         for i in range(0, x.shape[0], batch):
-            preds.append(xp.argmax(self.forward(x[i:i + batch])[-1], axis=1))
+            preds.append(xp.argmax(self.forward(x[i:i + batch], scales)[-1], axis=1))
         return xp.concatenate(preds)
 
     def set_time(self, t: float):
@@ -136,6 +143,47 @@ class Model:
         for L in self.layers:
             if isinstance(L.store, AnalogWeights):
                 L.store.syn.advance(dt)
+
+
+def loss_and_error(xp, logits, yb):
+    """Mean cross-entropy, number correct, and dL/dlogits of the mean loss."""
+    B = logits.shape[0]
+    p = softmax(xp, logits)
+    rows = xp.arange(B)
+    loss = float(-xp.log(p[rows, yb] + 1e-12).mean())
+    correct = int((xp.argmax(p, axis=1) == yb).sum())
+    p[rows, yb] -= 1.0
+    p *= 1.0 / B
+    return loss, correct, p
+
+
+def backprop(model: Model, xb, outs, d, sparse_ok: bool = False):
+    """Yield (layer index, grad_w, grad_b, cols) from the last layer down.
+
+    Each layer's error for the layer below goes through its transposed MVM *before* the caller
+    updates that layer (the generator is consumed one layer at a time). ``cols``: when
+    ``sparse_ok`` and most inputs of a layer are zero over the whole batch (e.g. MNIST background
+    pixels), the gradient covers only the live input columns ``cols`` — the others have a zero
+    gradient, which with plain SGD leaves chi unchanged and sends no pulse (work proportional to
+    what changes).
+    """
+    xp = model.xp
+    for i in range(len(model.layers) - 1, -1, -1):
+        L = model.layers[i]
+        a_in = outs[i - 1] if i > 0 else xb
+        grad_b = d.sum(axis=0)
+        cols = None
+        if sparse_ok:
+            live = xp.flatnonzero(xp.any(a_in != 0, axis=0))
+            if live.shape[0] < SPARSE_COLUMN_FRACTION * a_in.shape[1]:
+                cols = live
+        grad_w = d.T @ (a_in if cols is None else a_in[:, cols])   # outer-product sum over the batch
+        if i > 0:
+            prev = model.layers[i - 1]
+            d_next = L.store.backward(d) * _act_grad(prev.activation, xp, outs[i - 1])
+        yield i, grad_w, grad_b, cols
+        if i > 0:
+            d = d_next
 
 
 class Trainer:
@@ -162,35 +210,15 @@ class Trainer:
     # --- one mini-batch -------------------------------------------------------------------------
     def _batch(self, xb, yb, lr, rand_rng):
         xp, m = self.xp, self.model
-        outs = m.forward(xb)
         B = xb.shape[0]
-        p = softmax(xp, outs[-1])
-        loss = float(-xp.log(p[xp.arange(B), yb] + 1e-12).mean())
-        correct = int((xp.argmax(p, axis=1) == yb).sum())
-        d = p
-        d[xp.arange(B), yb] -= 1.0
-        d *= 1.0 / B                                  # dL/dz of the mean cross-entropy
+        outs = m.forward(xb)
+        loss, correct, d = loss_and_error(xp, outs[-1], yb)
         self.opt.step_begin()
         ev = self.events
-        n_layers = len(m.layers)
         pulses = refreshes = 0
-        for i in range(n_layers - 1, -1, -1):
+        sparse_ok = self.opt.kind == "sgd"
+        for i, grad_w, grad_b, cols in backprop(m, xb, outs, d, sparse_ok):
             L = m.layers[i]
-            a_in = outs[i - 1] if i > 0 else xb
-            grad_b = d.sum(axis=0)
-            # Work proportional to what changes: with plain SGD an input that is zero over the whole
-            # batch (e.g. MNIST background pixels) gives a zero column of delta_w, which leaves chi
-            # unchanged and sends no pulse; such columns are skipped (momentum/Adam keep state, so
-            # they always update every weight).
-            cols = None
-            if self.opt.kind == "sgd":
-                live = xp.flatnonzero(xp.any(a_in != 0, axis=0))
-                if live.shape[0] < SPARSE_COLUMN_FRACTION * a_in.shape[1]:
-                    cols = live
-            grad_w = d.T @ (a_in if cols is None else a_in[:, cols])   # outer-product sum over the batch
-            if i > 0:                                 # error for the layer below (transposed MVM)
-                prev = m.layers[i - 1]
-                d = L.store.backward(d) * _act_grad(prev.activation, xp, outs[i - 1])
             st = L.store.apply_update(self.opt.delta(f"{L.name}.w", grad_w, lr), rand_rng, cols)
             L.bias += self.opt.delta(f"{L.name}.b", grad_b, lr)
             pulses += st["set_pulses"]

@@ -1,0 +1,187 @@
+"""Training orchestrator: gradients, modes, resume, config and CLI errors."""
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gpu_model.backend import make_backend
+from sim.cli import main
+from sim.config import ConfigError, config_from_dict, load_config
+from sim.data import Dataset, DatasetError, load_digits_fallback, load_mnist
+from sim.train import Model, Trainer, backprop, loss_and_error
+
+
+def tiny_dataset(n=64, d=12, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.random((n, d)).astype(np.float32)
+    y = rng.integers(0, k, n)
+    return Dataset("tiny", x, y, x[:16], y[:16], source="test", n_classes=k)
+
+
+def test_gradient_matches_finite_differences():
+    """Backprop of the digital loop (fp32 mode) against central finite differences (float64)."""
+    cfg = config_from_dict({"model": {"hidden": [7]}, "synapse": {"mode": "fp32"}})
+    be = make_backend("numpy", 0)
+    ds = tiny_dataset()
+    model = Model(cfg, ds.n_features, ds.n_classes, be)
+    for L in model.layers:   # float64 for a clean finite-difference check
+        L.store.w = L.store.w.astype(np.float64)
+        L.bias = np.random.default_rng(1).normal(0, 0.1, L.bias.shape)
+    xb, yb = ds.x_train[:5].astype(np.float64), ds.y_train[:5]
+
+    def loss_fn():
+        return loss_and_error(np, model.forward(xb)[-1], yb)[0]
+
+    outs = model.forward(xb)
+    _, _, d = loss_and_error(np, outs[-1], yb)
+    grads = {i: (gw.copy(), gb.copy()) for i, gw, gb, _ in backprop(model, xb, outs, d)}
+    h = 1e-6
+    rng = np.random.default_rng(2)
+    for i, L in enumerate(model.layers):
+        for _ in range(6):
+            r, c = rng.integers(L.store.w.shape[0]), rng.integers(L.store.w.shape[1])
+            old = L.store.w[r, c]
+            L.store.w[r, c] = old + h
+            lp = loss_fn()
+            L.store.w[r, c] = old - h
+            lm = loss_fn()
+            L.store.w[r, c] = old
+            num = (lp - lm) / (2 * h)
+            assert grads[i][0][r, c] == pytest.approx(num, rel=1e-4, abs=1e-8)
+        j = rng.integers(L.bias.shape[0])
+        old = L.bias[j]
+        L.bias[j] = old + h
+        lp = loss_fn()
+        L.bias[j] = old - h
+        lm = loss_fn()
+        L.bias[j] = old
+        assert grads[i][1][j] == pytest.approx((lp - lm) / (2 * h), rel=1e-4, abs=1e-8)
+
+
+def _train(tmp, mode, epochs=1, **train):
+    d = {"train": {"epochs": epochs, "lr": 0.1, "seed": 3, **train}, "model": {"hidden": [32]},
+         "synapse": {"mode": mode, "w_max": [1.0, 2.0], "epsilon_uS": [0.05, 0.05]},
+         "tile": {"quantize": False}}
+    cfg = config_from_dict(d)
+    be = make_backend("numpy", 3)
+    tr = Trainer(cfg, load_digits_fallback(), be, tmp, progress=False)
+    tr.run()
+    return tr
+
+
+def test_ideal_small_epsilon_tracks_fp32(tmp_path):
+    """Ideal devices with a fine granularity follow floating-point SGD closely."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    fp = _train(tmp_path / "a", "fp32", epochs=2)
+    ide = _train(tmp_path / "b", "ideal", epochs=2)
+    for Lf, Li in zip(fp.model.layers, ide.model.layers):
+        wf, wi = Lf.store.weights(), Li.store.weights()
+        eps_w = Li.store.epsilon_w
+        # chi holds at most one granule per weight; the rest is the float accumulation difference
+        assert np.abs(wf - wi).max() < 6 * eps_w
+        assert np.corrcoef(wf.ravel(), wi.ravel())[0, 1] > 0.999
+    assert abs(fp.metrics[-1]["test_accuracy"] - ide.metrics[-1]["test_accuracy"]) < 0.02
+    assert ide.metrics[-1]["pulses"] > 0
+
+
+def test_pcm_short_run_on_mnist_learns(tmp_path, data_root):
+    cfg = config_from_dict({"train": {"epochs": 1, "train_subset": 3000, "test_subset": 2000, "lr": 0.1},
+                            "synapse": {"mode": "pcm"}})
+    be = make_backend("numpy", 0)
+    tr = Trainer(cfg, load_mnist(data_root), be, tmp_path, progress=False)
+    tr.run()
+    m = tr.metrics[-1]
+    assert m["test_accuracy"] > 0.80, m
+    assert m["pulses"] > 1000
+    s = tr.summary()
+    assert s["events"]["set_pulses"] == s["total_pulses"]
+    assert s["events"]["cell_reads"] > 0 and s["events"]["chi_updates"] > 0
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    common = ["train", "mlp", "--dataset", "digits", "--synapse", "pcm", "--quiet", "--backend", "numpy",
+              "--seed", "5", "--set", "model.hidden=[16]", "--set", "train.lr=0.2"]
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert main(common + ["--epochs", "1", "--out", str(tmp_path / "part")]) == 0
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "part"), "--resume"]) == 0
+    a = [json.loads(line) for line in (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(line) for line in (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()]
+    assert len(a) == len(b) == 2
+    for ra, rb in zip(a, b):
+        for k in ("loss", "train_accuracy", "test_accuracy", "pulses", "refreshes"):
+            assert ra[k] == rb[k], k
+    sa = json.loads((tmp_path / "full" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert sa["events"] == sb["events"]
+    for f in ("accuracy.png", "pulses.png", "conductance_hist.png", "config.toml", "checkpoint.pkl"):
+        assert (tmp_path / "full" / f).is_file(), f
+
+
+def test_run_folder_is_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "summary.json").write_text("precious")
+    rc = main(["train", "mlp", "--dataset", "digits", "--synapse", "fp32", "--epochs", "1", "--quiet",
+               "--out", str(out)])
+    assert rc == 2
+    assert "exists" in capsys.readouterr().err
+    assert (out / "summary.json").read_text() == "precious"
+
+
+@pytest.mark.parametrize("d, msg", [
+    ({"train": {"lr": -1.0}}, "train.lr"),
+    ({"train": {"epochs": "3"}}, "train.epochs must be an integer"),
+    ({"train": {"nope": 1}}, "unknown key train.nope"),
+    ({"bogus": {}}, "unknown config section"),
+    ({"synapse": {"preset": "unobtainium"}}, "unknown preset"),
+    ({"synapse": {"w_max": [0.5, 1.0, 2.0]}}, "one per layer"),
+    ({"tile": {"adc_bits": 0}}, "adc_bits"),
+    ({"dpu": {"pmax": 0}}, "pmax"),
+])
+def test_bad_config_is_a_clear_error(d, msg):
+    with pytest.raises(ConfigError, match=msg):
+        config_from_dict(d)
+
+
+def test_cli_bad_config_file(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nlr = = 3\n")
+    rc = main(["train", "mlp", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert rc == 2
+    assert "invalid TOML" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_truncated_mnist_file_is_named(tmp_path, data_root):
+    src = Path(data_root) / "mnist"
+    dst = tmp_path / "mnist"
+    dst.mkdir()
+    for f in src.glob("*.gz"):
+        data = f.read_bytes()
+        if f.name.startswith("t10k-labels"):
+            data = gzip.compress(gzip.decompress(data)[:-100])   # truncated payload, valid gzip
+        (dst / f.name).write_bytes(data)
+    with pytest.raises(DatasetError, match="t10k-labels-idx1-ubyte"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_corrupt_gzip_is_named(tmp_path):
+    d = tmp_path / "mnist"
+    d.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (d / (stem + ".gz")).write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DatasetError, match="idx"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_load_config_overrides(tmp_path):
+    f = tmp_path / "c.toml"
+    f.write_text('[train]\nlr = 0.3\n[synapse]\nmode = "ideal"\n')
+    cfg = load_config(f, {"train": {"epochs": 4}})
+    assert cfg.train.lr == 0.3 and cfg.train.epochs == 4 and cfg.synapse.mode == "ideal"
+    again = config_from_dict(__import__("tomllib").loads(cfg.to_toml()))
+    assert again.to_dict() == cfg.to_dict()
