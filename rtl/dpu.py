@@ -4,7 +4,7 @@ Both take whole arrays per call: ``step(chi, inc, rand) -> (chi_new, signed_puls
 """
 from __future__ import annotations
 
-from .golden import golden_step
+from .golden import golden_step_signed
 from .spec import DPUSpec
 
 DPU_KINDS = ("golden", "rtl")
@@ -17,8 +17,7 @@ class GoldenDPU:
         self.spec, self.xp = spec, xp
 
     def step(self, chi, inc, rand=None):
-        chi_new, p, neg = golden_step(self.spec, chi, inc, rand, self.xp)
-        return chi_new, self.xp.where(neg, -p, p)
+        return golden_step_signed(self.spec, chi, inc, rand, self.xp)
 
 
 def make_dpu(kind: str, spec: DPUSpec, xp):

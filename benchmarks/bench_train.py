@@ -1,0 +1,78 @@
+"""Training cost: pcm vs fp32 on the same backend, and golden vs RTL digital unit, side by side.
+
+Times ``BATCHES`` mini-batches of the headline MLP (784-250-10, batch 10) per mode in one process,
+interleaved (fp32, pcm, fp32, pcm, ...) so that machine noise hits both alike, and reports
+seconds per epoch (60,000 images) and the ratios. Uses MNIST when it is found, else random
+inputs of MNIST's shape and sparsity.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from gpu_model.backend import make_backend
+from sim.config import config_from_dict
+from sim.data import Dataset, DatasetError, load_mnist
+from sim.train import Trainer
+
+BATCHES = 600          # mini-batches timed per repetition (6,000 images)
+REPEATS = 3            # interleaved repetitions; the minimum is reported
+EPOCH_IMAGES = 60_000
+
+
+def _data() -> Dataset:
+    try:
+        return load_mnist(download=False)
+    except DatasetError:
+        rng = np.random.default_rng(0)
+        x = (rng.random((12_000, 784)) * (rng.random((12_000, 784)) < 0.19)).astype(np.float32)
+        y = rng.integers(0, 10, 12_000)
+        return Dataset("random-mnist-shape", x, y, x[:1000], y[:1000], source="random")
+
+
+def _trainer(mode: str, dpu: str, ds: Dataset, batch: int, backend: str):
+    cfg = config_from_dict({"train": {"batch_size": batch, "lr": 0.1}, "synapse": {"mode": mode, "dpu": dpu}})
+    be = make_backend(backend, 0)
+    return Trainer(cfg, ds, be, out_dir=".", progress=False)
+
+
+def _time(tr: Trainer, batches: int, batch: int) -> float:
+    rng = tr.be.child_rng(7)
+    n = tr.x_train.shape[0]
+    t0 = time.perf_counter()
+    for b in range(batches):
+        i = (b * batch) % (n - batch)
+        tr._batch(tr.x_train[i:i + batch], tr.y_train[i:i + batch], 0.1, rng)
+    tr.be.synchronize()
+    return time.perf_counter() - t0
+
+
+def run(backend: str = "numpy", batch: int = 10, batches: int = BATCHES, with_rtl: bool = True) -> dict:
+    ds = _data()
+    modes = [("fp32", "golden"), ("pcm", "golden")]
+    if with_rtl:
+        try:
+            _trainer("pcm", "rtl", ds, batch, backend)
+            modes.append(("pcm", "rtl"))
+        except Exception as exc:  # verilator missing: report, do not fail the whole bench
+            print(f"bench_train: RTL DPU unavailable ({exc})")
+    trainers = {m: _trainer(m[0], m[1], ds, batch, backend) for m in modes}
+    for m, tr in trainers.items():       # warm-up (allocations, first Verilator call)
+        _time(tr, 20, batch)
+    best = {m: float("inf") for m in modes}
+    for _ in range(REPEATS):
+        for m, tr in trainers.items():
+            best[m] = min(best[m], _time(tr, batches, batch))
+    per_epoch = {f"{m[0]}/{m[1]}": best[m] / (batches * batch) * EPOCH_IMAGES for m in modes}
+    out = {"backend": backend, "batch_size": batch, "dataset": ds.name, "batches_timed": batches,
+           "seconds_per_epoch": per_epoch,
+           "pcm_over_fp32": per_epoch["pcm/golden"] / per_epoch["fp32/golden"]}
+    if ("pcm", "rtl") in best:
+        out["pcm_rtl_over_golden"] = per_epoch["pcm/rtl"] / per_epoch["pcm/golden"]
+    return out
+
+
+if __name__ == "__main__":
+    import json
+    print(json.dumps(run(), indent=2))
