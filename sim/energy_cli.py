@@ -72,7 +72,7 @@ def plot(rep, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     comps = list(dict.fromkeys(list(rep.digital) + list(rep.cm)))
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 6.5), gridspec_kw={"width_ratios": [1, 1.3]})
     cmap = plt.get_cmap("tab20")
     bottoms = [0.0, 0.0]
     for i, k in enumerate(comps):           # stacked bars, linear scale
@@ -83,8 +83,7 @@ def plot(rep, path: Path) -> None:
                            f"32-bit digital\n\n{rep.digital_total * 1e9:.3g} nJ"])
     ax.set_ylabel("energy per training image (nJ)")
     ax.set_title(f"ratio {rep.ratio:.1f}x  (table {rep.table})")
-    ax.set_xlim(-0.5, 2.9)                  # room for the legend right of the bars
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2)
     # per component, both designs, log scale (the small components are invisible in the stack)
     import numpy as np
     y = np.arange(len(comps))
