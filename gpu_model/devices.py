@@ -59,6 +59,18 @@ class PCMArray:
         self.reset(None, t)
         self.n_reset[:] = 0  # the initial RESET is the fabrication state, not a counted pulse
 
+    @property
+    def _trajectory(self):
+        """Mean SET trajectory from RESET as backend arrays (G increasing part, P), cached."""
+        if getattr(self, "_traj", None) is None:
+            gs, ps = self.preset.mean_set_trajectory()
+            # keep the monotonically increasing prefix (the mean saturates where mu -> 0)
+            n = 1
+            while n < len(gs) and gs[n] > gs[n - 1] + 1e-6:
+                n += 1
+            self._traj = (self.xp.asarray(gs[:n], dtype=FLOAT), self.xp.asarray(ps[:n], dtype=FLOAT))
+        return self._traj
+
     # --- helpers --------------------------------------------------------------------------------
     def _all(self):
         return self.xp.arange(self.size)
@@ -243,6 +255,14 @@ class PCMArray:
             stats.failed = int(pending.shape[0])
             self.g_prog[idx] = g
         self.t_prog[idx] = t
-        self.hist[idx] = 0.0   # a verified device has no pending history boost (engineering choice)
+        # History term left by the SET pulses that reached the target: the mean SET trajectory from
+        # RESET tells how many pulses k that took (k = first pulse whose mean G reaches the target;
+        # all pulses of the trajectory when the target lies above its saturation), P = P_k.
+        if p.ideal or p.prog_noise_model == "none":
+            self.hist[idx] = 0.0
+        else:
+            traj_g, traj_p = self._trajectory
+            k = xp.minimum(xp.searchsorted(traj_g, target), traj_g.shape[0] - 1)
+            self.hist[idx] = traj_p[k]
         self._update_nu(idx)
         return stats

@@ -81,6 +81,23 @@ class PCMPreset:
             g = min(max(g + mu, self.g_min), self.g_max)
         return (g - start) / n_pulses
 
+    def mean_set_trajectory(self, n_pulses: int = 64):
+        """Mean conductance G_k (µS) and history term P_k after k = 1..n_pulses SET pulses from RESET.
+
+        Deterministic recursion on the means; program-and-verify uses it to estimate how many SET
+        pulses reaching a target took, and so the history term a verified device is left with.
+        """
+        import math
+
+        g, p = self.reset_mean, 1.0
+        gs, ps = [], []
+        for _ in range(n_pulses):
+            p *= math.exp(-1.0 / self.history_tau_pulses)
+            g = min(max(g + self.set_mu_slope * g + self.set_mu_offset + self.set_mu_hist * p, self.g_min), self.g_max)
+            gs.append(g)
+            ps.append(p)
+        return gs, ps
+
     def with_overrides(self, **kw: Any) -> "PCMPreset":
         unknown = set(kw) - {f.name for f in fields(self)}
         if unknown:

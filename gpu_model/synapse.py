@@ -48,6 +48,7 @@ class DifferentialSynapses:
     def __init__(self, shape, preset: PCMPreset, backend: Backend, *, w_max: float,
                  epsilon_uS: float | None = None, refresh_threshold: float = 0.9,
                  refresh_tolerance_uS: float | None = None, drift_cache_rtol: float = 1e-3,
+                 common_mode_uS: float = 0.0,
                  stream: int = 0, t: float = 0.0):
         if w_max <= 0:
             raise PresetError(f"w_max must be > 0 weight units, got {w_max}")
@@ -69,6 +70,10 @@ class DifferentialSynapses:
         self.epsilon_uS = float(epsilon_uS)
         self.epsilon_w = self.beta * self.epsilon_uS
         self.refresh_threshold = float(refresh_threshold)
+        if not 0 <= common_mode_uS < refresh_threshold * preset.g_max:
+            raise PresetError(f"common_mode_uS must be in [0, refresh threshold = "
+                              f"{refresh_threshold * preset.g_max:g} µS), got {common_mode_uS}")
+        self.common_mode_uS = float(common_mode_uS)
         self.refresh_tolerance_uS = refresh_tolerance_uS
         self.drift_cache_rtol = float(drift_cache_rtol)
         self.gp = PCMArray(self.shape, preset, backend, rng=self.rng, t=t)
@@ -169,6 +174,8 @@ class DifferentialSynapses:
         """
         xp = self.xp
         cap = self.preset.g_max * self.refresh_threshold
+        if self.common_mode_uS > 0:
+            return self._write_common_mode(idx, w, tolerance_uS, cap)
         pos = w > 0
         neg = w < 0
         pulses = reads = 0
@@ -179,6 +186,24 @@ class DifferentialSynapses:
                 st = arr.program_verify(ii, g_target, self.t, tolerance_uS)
                 pulses += st.pulses
                 reads += st.verify_reads
+        return pulses, reads
+
+    def _write_common_mode(self, idx, w, tolerance_uS, cap):
+        """Program both devices of each pair: G+ = c + max(w, 0)/beta, G- = c + max(-w, 0)/beta.
+
+        With a common-mode level c > 0 neither device is left at RESET (history term P = 1), so the
+        first training pulses after a write have the small spread of a device already on its SET
+        trajectory instead of the large one right after RESET. Costs a second program-and-verify.
+        """
+        xp = self.xp
+        c = self.common_mode_uS
+        wpos = xp.maximum(w, 0) / self.beta
+        wneg = xp.maximum(-w, 0) / self.beta
+        pulses = reads = 0
+        for arr, g in ((self.gp, wpos), (self.gm, wneg)):
+            st = arr.program_verify(idx, xp.minimum(c + g, cap), self.t, tolerance_uS)
+            pulses += st.pulses
+            reads += st.verify_reads
         return pulses, reads
 
     # --- training updates -----------------------------------------------------------------------

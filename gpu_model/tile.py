@@ -24,7 +24,7 @@ class AnalogMatrix:
     def __init__(self, out_features: int, in_features: int, preset: PCMPreset, tile: TilePreset,
                  backend: Backend, *, w_max: float, epsilon_uS: float | None = None,
                  refresh_threshold: float = 0.9, refresh_tolerance_uS: float | None = None,
-                 read_noise: bool = True, stream: int = 0, t: float = 0.0):
+                 read_noise: bool = True, common_mode_uS: float = 0.0, stream: int = 0, t: float = 0.0):
         if out_features < 1 or in_features < 1:
             raise ValueError(f"matrix shape must be positive, got {out_features}x{in_features}")
         self.out_features, self.in_features = int(out_features), int(in_features)
@@ -35,7 +35,8 @@ class AnalogMatrix:
         self.read_noise = bool(read_noise)
         self.syn = DifferentialSynapses((out_features, in_features), preset, backend, w_max=w_max,
                                         epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
-                                        refresh_tolerance_uS=refresh_tolerance_uS, stream=stream, t=t)
+                                        refresh_tolerance_uS=refresh_tolerance_uS,
+                                        common_mode_uS=common_mode_uS, stream=stream, t=t)
         # tile grid: row blocks over in_features (crossbar rows), column blocks over out_features
         self.row_blocks = [(s, min(s + tile.max_rows, in_features)) for s in range(0, in_features, tile.max_rows)]
         self.col_blocks = [(s, min(s + tile.max_cols, out_features)) for s in range(0, out_features, tile.max_cols)]

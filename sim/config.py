@@ -58,6 +58,8 @@ class SynapseSection:
     epsilon_uS: list = field(default_factory=lambda: [0.5, 0.5])  # per layer device granularity (µS)
     refresh_threshold: float = 0.9   # refresh a pair when a device passes this fraction of g_max
     refresh_tolerance_uS: float = -1.0  # program-and-verify tolerance of refresh (<0: preset's)
+    common_mode_uS: float = 0.0      # >0: initial programming and refresh write both devices of a
+                                     # pair at this common-mode level (no device left at RESET)
     read_noise: bool = True          # ablation switch: read noise on crossbar reads
     drift: bool = True               # ablation switch: conductance drift
     dpu: str = "golden"              # golden | rtl
@@ -195,6 +197,8 @@ def validate(cfg: Config) -> None:
     need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
     need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
+    need(0 <= s.common_mode_uS < s.refresh_threshold * 25.0,
+         f"synapse.common_mode_uS must be >= 0 and below the refresh threshold, got {s.common_mode_uS}")
     n_layers = len(m.hidden) + 1
     for name in ("w_max", "epsilon_uS"):
         vals = cfg.per_layer(name, n_layers)

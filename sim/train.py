@@ -104,7 +104,8 @@ class Model:
                     w0, be, preset, cfg.tile_preset(), cfg.dpu_spec(), s.dpu, w_max=w_max[i],
                     epsilon_uS=eps[i], refresh_threshold=s.refresh_threshold,
                     refresh_tolerance_uS=None if s.refresh_tolerance_uS < 0 else s.refresh_tolerance_uS,
-                    read_noise=s.read_noise and preset.read_noise_model != "none", stream=100 + i)
+                    read_noise=s.read_noise and preset.read_noise_model != "none", stream=100 + i,
+                    common_mode_uS=s.common_mode_uS)
             act = cfg.model.activation if i < n_layers - 1 else None
             self.layers.append(Layer(f"fc{i + 1}", store, self.xp.zeros(sizes[i + 1], dtype=FLOAT), act))
         self.sizes = sizes
