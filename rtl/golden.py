@@ -7,19 +7,25 @@ from __future__ import annotations
 from .spec import DPUSpec
 
 
-def round_increment(spec: DPUSpec, inc, rand, xp):
-    """Drop ``round_bits`` fractional bits of ``inc`` (int64 arithmetic) per the rounding mode."""
+def _work_dtype(spec: DPUSpec) -> str:
+    """int32 when every intermediate provably fits (|chi + round(inc)| < 2^30), else int64."""
+    return "int32" if spec.chi_bits <= 30 and spec.inc_bits <= 30 else "int64"
+
+
+def round_increment(spec: DPUSpec, inc, rand, xp, dtype: str = "int64"):
+    """Drop ``round_bits`` fractional bits of ``inc`` per the rounding mode (new array of dtype)."""
     r = spec.round_bits
-    inc = inc.astype("int64")
+    out = inc.astype(dtype)                      # always a fresh array: safe to modify in place
     if r == 0:
-        return inc
+        return out
     if spec.rounding == "nearest":
-        return (inc + (1 << (r - 1))) >> r
-    if spec.rounding == "truncate":
-        return inc >> r
-    if rand is None:
-        raise ValueError("stochastic rounding needs the shared random source `rand`")
-    return (inc + (rand.astype("int64") & ((1 << r) - 1))) >> r
+        out += 1 << (r - 1)
+    elif spec.rounding == "stochastic":
+        if rand is None:
+            raise ValueError("stochastic rounding needs the shared random source `rand`")
+        out += rand.astype(dtype) & ((1 << r) - 1)
+    out >>= r                                    # arithmetic shift: floor
+    return out
 
 
 def golden_step(spec: DPUSpec, chi, inc, rand=None, xp=None):
@@ -28,20 +34,62 @@ def golden_step(spec: DPUSpec, chi, inc, rand=None, xp=None):
     chi: int array (chi format); inc: int array (inc format); rand: int array of ``round_bits``-bit
     uniform values (stochastic rounding only). Returns (chi_new int32, pulses int32 magnitude,
     neg bool) — the signed pulse count is ``where(neg, -pulses, pulses)``.
+
+    Same steps as the hardware: ``s = sat(chi + round(inc))``; ``p = min(|s| >> F, pmax)``;
+    ``chi' = sign(s) * (|s| - (p << F))``.
     """
     if xp is None:
         import numpy as xp  # noqa: N813
-    s = chi.astype("int64") + round_increment(spec, inc, rand, xp)
-    s = xp.clip(s, -spec.chi_max, spec.chi_max)
+    dt = _work_dtype(spec)
+    s = round_increment(spec, inc, rand, xp, dt)
+    s += chi.astype(dt, copy=False)
+    xp.clip(s, -spec.chi_max, spec.chi_max, out=s)
     neg = s < 0
-    mag = xp.abs(s)
-    p = xp.minimum(mag >> spec.frac_bits, spec.pmax)
-    chi_new = xp.where(neg, s + (p << spec.frac_bits), s - (p << spec.frac_bits))
-    return chi_new.astype("int32"), p.astype("int32"), neg
+    mag = xp.abs(s, out=s)
+    p = mag >> spec.frac_bits
+    xp.minimum(p, spec.pmax, out=p)
+    mag -= p << spec.frac_bits                   # residue magnitude (what is not pulsed)
+    chi_new = xp.where(neg, -mag, mag)
+    return chi_new.astype("int32", copy=False), p.astype("int32", copy=False), neg
 
 
 def signed_pulses(pulses, neg, xp):
     return xp.where(neg, -pulses, pulses)
+
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x: int) -> int:
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def shared_rand(spec: DPUSpec, shape, seed: int, step: int, xp=None):
+    """The shared random source for stochastic rounding: ``round_bits``-bit uniform integers
+    (int32 array of ``shape``), a counter-based hash (SplitMix64) of (seed, step, element index).
+
+    Stateless and reproducible: the same (seed, step, shape) gives the same bits on NumPy and
+    CuPy, for the golden model and the RTL alike (both take these bits as the ``rand`` input;
+    the hardware equivalent is a per-lane hash or LFSR feeding the ``rand`` field).
+    """
+    if xp is None:
+        import numpy as xp  # noqa: N813
+    n = 1
+    for d in (shape if isinstance(shape, tuple) else (shape,)):
+        n *= int(d)
+    r = spec.round_bits
+    if r == 0:
+        return xp.zeros(shape, dtype="int32")
+    key = _splitmix64(_splitmix64(int(seed) & _M64) ^ (int(step) & _M64))
+    u64 = xp.uint64
+    z = xp.arange(n, dtype="uint64") * u64(0x9E3779B97F4A7C15) + u64(key)
+    z = (z ^ (z >> u64(30))) * u64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> u64(27))) * u64(0x94D049BB133111EB)
+    z = z ^ (z >> u64(31))
+    return (z >> u64(64 - r)).astype("int32").reshape(shape)
 
 
 def fits_int32(spec: DPUSpec) -> bool:
