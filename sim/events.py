@@ -19,9 +19,12 @@ class EventCounts:
     dac_conversions: int = 0      # input DAC conversions
     adc_conversions: int = 0      # output ADC conversions
     # digital update path
-    update_macs: int = 0          # outer-product multiply-accumulates (batch x in x out per batch)
-    chi_updates: int = 0          # chi read-modify-writes (one per synapse per mini-batch)
+    update_macs: int = 0          # outer-product multiply-accumulates (batch x out x live inputs per batch)
+    chi_updates: int = 0          # chi read-modify-writes (one per synapse with a live input per mini-batch)
     optimizer_ops: int = 0        # elementwise optimizer operations (SGD 1, momentum 3, Adam ~12 per weight)
+    # "live" inputs: with plain SGD an input that is zero over the whole mini-batch gives a zero
+    # update column, which the digital unit skips (no MAC, no chi access); momentum/Adam touch all.
+    # Test-set evaluation MVMs are not training events and are not counted.
     chi_bits: int = 0             # width of one stored chi word (bits), for memory traffic
     # devices
     set_pulses: int = 0           # training SET pulses

@@ -224,7 +224,9 @@ class Trainer:
             L.bias += self.opt.delta(f"{L.name}.b", grad_b, lr)
             pulses += st["set_pulses"]
             refreshes += st["refreshes"]
-            n_w = L.store.shape[0] * L.store.shape[1]
+            # the digital unit works on the live columns only: a zero input gives a zero update,
+            # so it costs no MAC, no chi read-modify-write and no optimizer op
+            n_w = L.store.shape[0] * (L.store.shape[1] if cols is None else int(cols.shape[0]))
             ev.add(update_macs=B * n_w, chi_updates=n_w if L.store.kind == "analog" else 0,
                    optimizer_ops=Optimizer.OPS_PER_WEIGHT[self.opt.kind] * (n_w + grad_b.size),
                    bias_updates=grad_b.size)
@@ -240,7 +242,11 @@ class Trainer:
         return max(t.lr * t.lr_decay ** epoch, t.lr_min)
 
     def test_accuracy(self) -> float:
+        """Test accuracy with fresh noisy reads; its MVMs are not training events (not counted)."""
+        saved = [dict(L.store.matrix.events) for L in self.model.layers if isinstance(L.store, AnalogWeights)]
         pred = self.model.predict(self.x_test, self.cfg.train.eval_batch)
+        for L, ev in zip((L for L in self.model.layers if isinstance(L.store, AnalogWeights)), saved):
+            L.store.matrix.events.update(ev)
         return float((pred == self.y_test).mean())
 
     def run(self) -> dict:
