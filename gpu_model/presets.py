@@ -253,6 +253,9 @@ class TilePreset:
     dac_fixed_scale: float = 1.0 # used when dac_scaling == "fixed"
     adc_bits: int = 9            # engineering choice, after aihwkit IOParameters out_res = 1/(2^9-2)
     adc_range: float = 12.0      # normalised units (multiples of w_max * input scale); aihwkit out_bound = 12
+    adc_range_backward: float = 0.0  # ADC range of the transposed (backward) pass; 0: same as adc_range.
+                                 # Backward signals are small (errors scaled to max 1 over few rows), so
+                                 # a programmable-gain ADC with a smaller range keeps their resolution
     max_rows: int = 512          # engineering choice: 512x512 arrays (Joshi 2020 chip scale)
     max_cols: int = 512
     quantize: bool = True        # False bypasses DAC and ADC (ablations)
@@ -267,11 +270,16 @@ class TilePreset:
         need(self.dac_scaling in ("max", "fixed"), f"dac_scaling must be 'max' or 'fixed', got {self.dac_scaling!r}")
         need(self.dac_fixed_scale > 0, f"dac_fixed_scale must be > 0, got {self.dac_fixed_scale}")
         need(self.adc_range > 0, f"adc_range must be > 0, got {self.adc_range}")
+        need(self.adc_range_backward >= 0, f"adc_range_backward must be >= 0 (0: same as adc_range), got {self.adc_range_backward}")
         need(self.max_rows >= 1 and self.max_cols >= 1, f"max_rows/max_cols must be >= 1, got {self.max_rows}x{self.max_cols}")
 
     @property
     def dac_levels(self) -> int:
         return 2 ** self.dac_bits - 1
+
+    @property
+    def backward_range(self) -> float:
+        return self.adc_range_backward or self.adc_range
 
     @property
     def adc_levels(self) -> int:

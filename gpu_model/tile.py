@@ -62,12 +62,14 @@ class AnalogMatrix:
             xn = xp.rint(xn * half) / half
         return xn.astype(FLOAT, copy=False), s
 
-    def _adc(self, yn):
-        """Clip normalised outputs to [-adc_range, adc_range] and quantise (2^b - 1 levels)."""
+    def _adc(self, yn, backward: bool = False):
+        """Clip normalised outputs to [-range, range] and quantise (2^b - 1 levels).
+
+        range: ``adc_range`` forward, ``backward_range`` for the transposed pass."""
         xp, tp = self.xp, self.tile
         if not tp.quantize:
             return yn
-        r = tp.adc_range
+        r = tp.backward_range if backward else tp.adc_range
         half = (tp.adc_levels - 1) // 2
         yn = xp.clip(yn, -r, r)
         return xp.rint(yn * (half / r)) * (r / half)
@@ -81,7 +83,7 @@ class AnalogMatrix:
             v = (xn * xn) @ (var if transpose else var.T)   # output variance (x^2) @ V^T
             y += xp.sqrt(v) * self.rng.standard_normal(y.shape, dtype=FLOAT)
         wm = self.syn.w_max
-        return self._adc(y / wm) * (wm * s)
+        return self._adc(y / wm, backward=transpose) * (wm * s)
 
     @staticmethod
     def _check(x, n: int, what: str):
