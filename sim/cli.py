@@ -12,6 +12,7 @@ COMMANDS = {
     "device-curve": ("sim.device_curve", "characterise a PCM preset: G vs pulse number, drift"),
     "bench": ("sim.bench", "micro-benchmarks (e.g. `mcasim bench dpu`)"),
     "energy": ("sim.energy_cli", "training energy per image: computational memory vs 32-bit digital"),
+    "report": ("sim.report", "Markdown table of runs from their summary files"),
 }
 
 
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     if getattr(args, "_missing", None):
         ap.error(f"command {args.command!r} is not available in this build")
     try:

@@ -99,6 +99,8 @@ def run(args) -> int:
         print(f"training {cfg.model.arch} on {ds.name} ({ds.source}), synapse={cfg.synapse.mode}, "
               f"backend={be.name}, dpu={cfg.synapse.dpu} -> {out}", file=sys.stderr)
     summary = tr.run()
+    import shlex
+    summary["command"] = "mcasim " + shlex.join(getattr(args, "_argv", []))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
         from .plots import plot_run
