@@ -166,7 +166,9 @@ class DPUUnit(wiring.Component):
                 m.d.sync += [
                     s1_inc.eq(rounded), s1_chi.eq(li.chi),
                     s2_sum.eq(s1_chi + s1_inc),
-                    s3_neg.eq(s2_sum[-1]), s3_mag.eq(Mux(s2_sum[-1], -s2_sum, s2_sum)),
+                    s3_neg.eq(s2_sum[-1]),
+                    # |sum| = (sum XOR sign) + sign: one carry chain, no mux behind it
+                    s3_mag.eq((s2_sum.as_unsigned() ^ s2_sum[-1].replicate(sum_bits)) + s2_sum[-1]),
                     s4_neg.eq(s3_neg),
                     s4_p.eq(Mux(ge, s.pmax, ip)),
                     s4_res.eq(Cat(mag[:F], Mux(ge, d[:ibits], 0))),
