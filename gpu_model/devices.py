@@ -56,7 +56,9 @@ class PCMArray:
         self.nu = xp.zeros(n, dtype=FLOAT)
         self.n_set = xp.zeros(n, dtype="int64")
         self.n_reset = xp.zeros(n, dtype="int64")
+        self._nu_fixed = False
         self.reset(None, t)
+        self._nu_fixed = True
         self.n_reset[:] = 0  # the initial RESET is the fabrication state, not a counted pulse
 
     @property
@@ -76,8 +78,14 @@ class PCMArray:
         return self.xp.arange(self.size)
 
     def _update_nu(self, idx):
-        """nu of the devices ``idx`` (flat indices) from their programmed conductance."""
+        """nu of the devices ``idx`` (flat indices) from their programmed conductance.
+
+        The "constant" model's nu depends only on the device (z_nu), not on G: computed once at
+        construction, later calls are no-ops.
+        """
         p, xp = self.preset, self.xp
+        if p.drift_model == "constant" and getattr(self, "_nu_fixed", False):
+            return
         z = self.z_nu[idx]
         if p.drift_model == "constant":
             nu = p.nu_mean + p.nu_std * z
@@ -172,8 +180,12 @@ class PCMArray:
         xp, p = self.xp, self.preset
         tp = self.t_prog if idx is None else self.t_prog[idx]
         nu = self.nu if idx is None else self.nu[idx]
-        ratio = xp.maximum((t - tp) / p.drift_t0, 1.0).astype(FLOAT)
-        return xp.exp(-nu * xp.log(ratio))
+        ratio = (t - tp).astype(FLOAT)          # float64 only for the subtraction of times
+        ratio *= 1.0 / p.drift_t0
+        xp.maximum(ratio, 1.0, out=ratio)
+        xp.log(ratio, out=ratio)
+        ratio *= -nu
+        return xp.exp(ratio, out=ratio)
 
     def conductance_at(self, t: float, idx=None):
         """Noise-free conductance (µS) at time ``t`` including drift."""

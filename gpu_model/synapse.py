@@ -217,7 +217,7 @@ class DifferentialSynapses:
         if tuple(pulses.shape) != self.shape:
             raise ValueError(f"pulse array has shape {tuple(pulses.shape)}, synapses {self.shape}")
         flat = pulses.reshape(-1)
-        nz = xp.flatnonzero(flat)
+        nz = xp.flatnonzero(flat != 0)   # via a bool mask: ~5x faster than on the integers (NumPy)
         if nz.shape[0] == 0:
             return {"set_pulses": 0, "refreshes": 0}
         self.sync()

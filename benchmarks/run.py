@@ -1,0 +1,91 @@
+"""Run every benchmark module ``benchmarks/bench_<name>.py`` (``make bench``).
+
+A benchmark module exposes ``run() -> dict`` and optionally ``table(result) -> str`` for a
+human-readable table (otherwise the result is printed flattened, one ``key = value`` a line).
+Modules are discovered by glob, so adding a benchmark needs no change here. Results of all modules
+go to ``build/bench/results.json`` (``{name: result}``; a module that fails records
+``{"error": ...}`` and the exit status becomes 1).
+
+    python -m benchmarks.run            # all modules
+    python -m benchmarks.run analog     # only bench_analog
+    python -m benchmarks.run --list
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OUT = HERE.parent / "build" / "bench" / "results.json"
+
+
+def discover() -> list[str]:
+    return sorted(p.stem[len("bench_"):] for p in HERE.glob("bench_*.py"))
+
+
+def _flatten(obj, prefix=""):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _flatten(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(obj, (list, tuple)) and obj and isinstance(obj[0], (dict, list)):
+        for i, v in enumerate(obj):
+            yield from _flatten(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, obj
+
+
+def _fmt(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.splitlines()[0])
+    ap.add_argument("names", nargs="*", help="benchmarks to run (default: all discovered)")
+    ap.add_argument("--list", action="store_true", help="list discovered benchmarks and exit")
+    ap.add_argument("--out", default=str(OUT), help=f"results file (default {OUT.relative_to(HERE.parent)})")
+    args = ap.parse_args(argv)
+    names = discover()
+    if args.list:
+        print("\n".join(names))
+        return 0
+    unknown = sorted(set(args.names) - set(names))
+    if unknown:
+        ap.error(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(names)}")
+    selected = args.names or names
+    results = {"_meta": {"python": sys.version.split()[0], "machine": platform.machine(),
+                         "processor": platform.processor(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}}
+    rc = 0
+    for name in selected:
+        print(f"\n=== bench_{name} ===", flush=True)
+        t0 = time.perf_counter()
+        try:
+            mod = importlib.import_module(f"benchmarks.bench_{name}")
+            res = mod.run()
+        except Exception as exc:  # report and go on with the other benchmarks
+            traceback.print_exc()
+            results[name] = {"error": f"{exc.__class__.__name__}: {exc}"}
+            rc = 1
+            continue
+        results[name] = res
+        table = getattr(mod, "table", None)
+        if table is not None:
+            print(table(res))
+        else:
+            for k, v in _flatten(res):
+                print(f"  {k} = {_fmt(v)}")
+        print(f"  ({time.perf_counter() - t0:.1f} s)")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1, default=str))
+    print(f"\nwrote {out}")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
