@@ -35,8 +35,13 @@ class ToolchainError(RuntimeError):
 
 
 def build_root() -> Path:
+    """``MCASIM_BUILD_DIR``, else ``build/`` of the checkout, else (installed package) a user cache."""
     env = os.environ.get("MCASIM_BUILD_DIR")
-    return Path(env) if env else _REPO / "build"
+    if env:
+        return Path(env)
+    if (_REPO / "pyproject.toml").exists():
+        return _REPO / "build"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mcasim"
 
 
 def find_verilator() -> str | None:

@@ -1,7 +1,7 @@
 """pytest runner of the DPU cocotb bench (``tb/dpu_tb.py``) on Verilator.
 
 One build folder per parameter set (``build/tb/<spec key>``); waves only on request
-(``WAVES=1 pytest tb``, FST in the build folder). ``test_checker_catches_broken_model`` proves the
+(``WAVES=1 pytest tb``: a VCD in the test folder). ``test_checker_catches_broken_model`` proves the
 scoreboard fails against deliberately wrong models.
 """
 from __future__ import annotations
