@@ -16,9 +16,8 @@ slice), on iCE40 ``SB_LUT4`` (carries ride on LUTs there).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import re  # noqa: F401  (log fallback)
+import re
 import shutil
 import subprocess
 import sys
