@@ -102,7 +102,7 @@ def run_bench(spec: DPUSpec, model: str = "golden", name: str = "run", test_filt
 @pytest.mark.parametrize("label", list(SPECS))
 def test_dpu_unit(label):
     failed, total = run_bench(SPECS[label], name="golden")
-    assert total >= 7, f"expected the whole bench to run, got {total} testcases"
+    assert total >= 8, f"expected the whole bench to run, got {total} testcases"
     assert not failed, "cocotb failures:\n" + "\n".join(f"{k}: {v[:600]}" for k, v in failed.items())
 
 
@@ -115,3 +115,14 @@ def test_checker_catches_broken_model(model):
     assert total == 5, f"expected the 4 random_stream variants and edge_cases, ran {total}"
     assert failed, f"bench passed against the broken model {model!r}: the checker is blind"
     assert any("mismatch" in m for m in failed.values()), failed
+
+
+@pytest.mark.slow
+def test_dpu_unit_long_stream():
+    """1e6 lane-updates through cocotb (shipped spec, 8 lanes) with 30 % idle cycles and 40 %
+    back-pressure: 125,000 beats, zero mismatches."""
+    failed, total = run_bench(SPECS["default8"], name="long",
+                              test_filter=r"random_stream/idle=0\.3/backpressure=0\.4",
+                              extra={"DPU_TB_BEATS": "125000", "DPU_TB_SEED": "2"})
+    assert total == 1
+    assert not failed, failed
