@@ -15,6 +15,13 @@ Number formats (all two's complement):
   |s| in units of epsilon); ``chi' = s - sign(s) * p`` (what exceeds pmax stays in chi);
   outputs ``chi'``, ``p`` and ``neg = s < 0``. ``sat_chi`` clamps to
   [-(2^(chi_bits-1) - 1), 2^(chi_bits-1) - 1] (symmetric, so |s| always fits).
+* ``rand`` for stochastic rounding comes from one shared source, :func:`rtl.golden.shared_rand`
+  (counter-based hash of seed, step and element index: reproducible, backend-independent); the
+  golden model and the RTL take the same bits as an input.
+* ``neg`` is set for every negative ``s``, also when ``p == 0`` (signed pulses ``-0 == 0``).
+
+The hardware (:mod:`rtl.unit`) carries ``lanes`` lane-updates per clock; the lane count never
+changes the arithmetic.
 """
 from __future__ import annotations
 
