@@ -48,6 +48,9 @@ class ModelSection:
     activation: str = "sigmoid"
     init: str = "xavier_uniform"     # initial weight distribution (programmed by program-and-verify)
     init_gain: float = 1.0
+    output_gain: bool = False        # learned digital gain per output column on each MVM result
+                                     # (y = g * (W x) + b): absorbs drift and device-range scaling
+    output_gain_lr_scale: float = 1.0  # learning rate of the gains relative to train.lr
 
 
 @dataclass
@@ -193,6 +196,7 @@ def validate(cfg: Config) -> None:
     need(m.activation in ("sigmoid", "relu", "tanh"), f"model.activation must be sigmoid, relu or tanh, got {m.activation!r}")
     need(m.init in ("xavier_uniform", "xavier_normal"), f"model.init must be xavier_uniform or xavier_normal, got {m.init!r}")
     need(m.init_gain > 0, f"model.init_gain must be > 0, got {m.init_gain}")
+    need(m.output_gain_lr_scale >= 0, f"model.output_gain_lr_scale must be >= 0, got {m.output_gain_lr_scale}")
     need(s.mode in SYNAPSE_MODES, f"synapse.mode must be one of {SYNAPSE_MODES}, got {s.mode!r}")
     need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
     need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")

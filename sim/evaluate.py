@@ -47,6 +47,8 @@ def _layer_mean_abs(model, x, scales):
     out, h = [], x
     for i, L in enumerate(model.layers):
         y = L.store.forward(h)
+        if L.gain is not None:
+            y = y * L.gain
         if scales is not None:
             y = y * scales[i]
         out.append(float(xp.abs(y).mean()))

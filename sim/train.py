@@ -74,6 +74,7 @@ class Layer:
     store: object          # FP32Weights | AnalogWeights
     bias: object           # digital bias (xp array)
     activation: str | None
+    gain: object = None    # optional digital per-output gain on the MVM result (xp array), learned
 
 
 class Model:
@@ -107,7 +108,8 @@ class Model:
                     read_noise=s.read_noise and preset.read_noise_model != "none", stream=100 + i,
                     common_mode_uS=s.common_mode_uS)
             act = cfg.model.activation if i < n_layers - 1 else None
-            self.layers.append(Layer(f"fc{i + 1}", store, self.xp.zeros(sizes[i + 1], dtype=FLOAT), act))
+            gain = self.xp.ones(sizes[i + 1], dtype=FLOAT) if cfg.model.output_gain else None
+            self.layers.append(Layer(f"fc{i + 1}", store, self.xp.zeros(sizes[i + 1], dtype=FLOAT), act, gain))
         self.sizes = sizes
 
     # --- passes -----------------------------------------------------------------------------------
@@ -118,9 +120,13 @@ class Model:
         compensation at inference).
         """
         outs = []
+        self.raw = []          # MVM outputs before the digital gain (for its gradient)
         h = x
         for i, L in enumerate(self.layers):
             y = L.store.forward(h)
+            if L.gain is not None:
+                self.raw.append(y)
+                y = y * L.gain
             if scales is not None:
                 y = y * scales[i]
             z = y + L.bias
@@ -173,6 +179,10 @@ def backprop(model: Model, xb, outs, d, sparse_ok: bool = False):
         L = model.layers[i]
         a_in = outs[i - 1] if i > 0 else xb
         grad_b = d.sum(axis=0)
+        grad_g = None
+        if L.gain is not None:                # y = gain * (W a) + b
+            grad_g = (d * model.raw[i]).sum(axis=0)
+            d = d * L.gain
         cols = None
         if sparse_ok:
             live = xp.flatnonzero(xp.any(a_in != 0, axis=0))
@@ -182,7 +192,7 @@ def backprop(model: Model, xb, outs, d, sparse_ok: bool = False):
         if i > 0:
             prev = model.layers[i - 1]
             d_next = L.store.backward(d) * _act_grad(prev.activation, xp, outs[i - 1])
-        yield i, grad_w, grad_b, cols
+        yield i, grad_w, grad_b, cols, grad_g
         if i > 0:
             d = d_next
 
@@ -218,10 +228,13 @@ class Trainer:
         ev = self.events
         pulses = refreshes = 0
         sparse_ok = self.opt.kind == "sgd"
-        for i, grad_w, grad_b, cols in backprop(m, xb, outs, d, sparse_ok):
+        for i, grad_w, grad_b, cols, grad_g in backprop(m, xb, outs, d, sparse_ok):
             L = m.layers[i]
             st = L.store.apply_update(self.opt.delta(f"{L.name}.w", grad_w, lr), rand_rng, cols)
             L.bias += self.opt.delta(f"{L.name}.b", grad_b, lr)
+            if grad_g is not None:
+                L.gain += self.opt.delta(f"{L.name}.g", grad_g, lr * self.cfg.model.output_gain_lr_scale)
+                ev.add(bias_updates=grad_g.size)
             pulses += st["set_pulses"]
             refreshes += st["refreshes"]
             # the digital unit works on the live columns only: a zero input gives a zero update,
@@ -348,7 +361,8 @@ class Trainer:
         return {
             "config": self.cfg.to_dict(), "epoch": self.epoch, "clock": self.clock, "images": self.images,
             "metrics": self.metrics, "events": self.events.as_dict(), "optimizer": self.opt.state_dict(be),
-            "layers": [{"store": L.store.state_dict(be), "bias": be.asnumpy(L.bias)} for L in self.model.layers],
+            "layers": [{"store": L.store.state_dict(be), "bias": be.asnumpy(L.bias),
+                        "gain": None if L.gain is None else be.asnumpy(L.gain)} for L in self.model.layers],
         }
 
     def save_checkpoint(self):
@@ -365,6 +379,8 @@ class Trainer:
         for L, ls in zip(self.model.layers, st["layers"]):
             L.store.load_state_dict(ls["store"])
             L.bias[...] = self.xp.asarray(ls["bias"])
+            if L.gain is not None:
+                L.gain[...] = self.xp.asarray(ls["gain"])
         self.model.set_time(self.clock)
 
 

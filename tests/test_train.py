@@ -22,13 +22,14 @@ def tiny_dataset(n=64, d=12, k=3, seed=0):
 
 def test_gradient_matches_finite_differences():
     """Backprop of the digital loop (fp32 mode) against central finite differences (float64)."""
-    cfg = config_from_dict({"model": {"hidden": [7]}, "synapse": {"mode": "fp32"}})
+    cfg = config_from_dict({"model": {"hidden": [7], "output_gain": True}, "synapse": {"mode": "fp32"}})
     be = make_backend("numpy", 0)
     ds = tiny_dataset()
     model = Model(cfg, ds.n_features, ds.n_classes, be)
     for L in model.layers:   # float64 for a clean finite-difference check
         L.store.w = L.store.w.astype(np.float64)
         L.bias = np.random.default_rng(1).normal(0, 0.1, L.bias.shape)
+        L.gain = np.random.default_rng(2).uniform(0.5, 1.5, L.gain.shape)
     xb, yb = ds.x_train[:5].astype(np.float64), ds.y_train[:5]
 
     def loss_fn():
@@ -36,7 +37,7 @@ def test_gradient_matches_finite_differences():
 
     outs = model.forward(xb)
     _, _, d = loss_and_error(np, outs[-1], yb)
-    grads = {i: (gw.copy(), gb.copy()) for i, gw, gb, _ in backprop(model, xb, outs, d)}
+    grads = {i: (gw.copy(), gb.copy(), gg) for i, gw, gb, _, gg in backprop(model, xb, outs, d)}
     h = 1e-6
     rng = np.random.default_rng(2)
     for i, L in enumerate(model.layers):
@@ -58,6 +59,13 @@ def test_gradient_matches_finite_differences():
         lm = loss_fn()
         L.bias[j] = old
         assert grads[i][1][j] == pytest.approx((lp - lm) / (2 * h), rel=1e-4, abs=1e-8)
+        old = L.gain[j]
+        L.gain[j] = old + h
+        lp = loss_fn()
+        L.gain[j] = old - h
+        lm = loss_fn()
+        L.gain[j] = old
+        assert grads[i][2][j] == pytest.approx((lp - lm) / (2 * h), rel=1e-4, abs=1e-8)
 
 
 def _train(tmp, mode, epochs=1, **train):
