@@ -29,7 +29,9 @@ bench: setup
 	$(PYTHON) -m benchmarks.run
 
 demo: setup
-	$(BIN)/mcasim train mlp --dataset mnist --synapse pcm --config configs/demo.toml --out runs/demo
+	$(BIN)/mcasim train mlp --dataset mnist --config configs/demo.toml --out runs/demo --overwrite
+	$(BIN)/mcasim energy runs/demo
+	@echo "demo results: runs/demo (summary.json, metrics.jsonl, accuracy.png, pulses.png, conductance_hist.png, energy.png)"
 
 verilog: setup
 	$(PYTHON) -m rtl.generate --out build/verilog
