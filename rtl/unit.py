@@ -10,7 +10,7 @@ in and out, so the unit can be pipelined freely):
  S1   ``r = (inc + k) >>> R`` with ``k = rand`` (stochastic), ``2^(R-1)`` (nearest), ``0``
       (truncate)
  S2   ``sum = chi + r`` (one bit wider than both, cannot overflow)
- S3   ``neg = sum < 0``; ``mag = |sum|``
+ S3   ``neg = sum < 0``; ``mag = |sum| = (sum ^ neg) + neg``
  S4   saturate ``mag`` to ``chi_max`` (an OR of the high bits, no compare chain);
       ``ip = mag >> F``; ``d = ip - pmax``; ``p = d >= 0 ? pmax : ip``;
       ``residue = {d >= 0 ? d : 0, mag[F-1:0]}``
