@@ -53,7 +53,9 @@ def _best(fn, repeat: int):
 
 
 def bench_dpu(args) -> dict:
-    from rtl.golden import golden_step
+    """Both backends through the interface training uses: ``make_dpu(kind).step`` ->
+    (chi_new, signed pulses)."""
+    from rtl.dpu import make_dpu
     from rtl.spec import DPUSpec
     from rtl.verilated import VerilatedDPU
     spec = DPUSpec()
@@ -61,11 +63,12 @@ def bench_dpu(args) -> dict:
         spec = dataclasses.replace(spec, rounding=args.rounding)
     chi, inc, rand = _workload(spec, args.n, args.seed)
     t0 = time.perf_counter()
-    rtl = VerilatedDPU(spec, np, lanes=args.lanes)
+    rtl = VerilatedDPU(spec, np, lanes=args.lanes) if args.lanes else make_dpu("rtl", spec, np)
     build_s = time.perf_counter() - t0
-    tg, g = _best(lambda: golden_step(spec, chi, inc, rand, np), args.repeat)
+    golden = make_dpu("golden", spec, np)
+    tg, g = _best(lambda: golden.step(chi, inc, rand), args.repeat)
     c0 = rtl.cycles
-    tr, r = _best(lambda: rtl.run(chi, inc, rand), args.repeat)
+    tr, r = _best(lambda: rtl.step(chi, inc, rand), args.repeat)
     cycles = (rtl.cycles - c0) / max(1, args.repeat)
     mism = [int(np.count_nonzero(np.asarray(a) != np.asarray(b))) for a, b in zip(g, r)]
     res = {
@@ -74,7 +77,7 @@ def bench_dpu(args) -> dict:
         "rtl_lane_updates_per_s": round(args.n / tr),
         "rtl_cycles_per_s": round(cycles / tr),
         "match": sum(mism) == 0,
-        "mismatches": dict(zip(("chi", "pulses", "neg"), mism)),
+        "mismatches": dict(zip(("chi", "signed_pulses"), mism)),
         "pulses_total": int(np.abs(g[1]).sum()),
         "rtl_build_or_load_s": round(build_s, 2), "repeat": args.repeat,
     }

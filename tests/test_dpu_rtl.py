@@ -90,6 +90,7 @@ def test_fuzz_golden_vs_rtl(spec, lanes):
     """>= 1e6 random / near-threshold / edge lane-updates per parameter set, zero mismatches,
     plus a chained run (chi fed back, as in training) of 64 steps."""
     dut = verilated.VerilatedDPU(spec, np, lanes=lanes)
+    golden_dpu = make_dpu("golden", spec, np)
     rng = np.random.default_rng(lanes * 1000 + spec.chi_bits)
     total = 0
     for _ in range(4):
@@ -103,6 +104,8 @@ def test_fuzz_golden_vs_rtl(spec, lanes):
         c_g, p_g, n_g = golden_step(spec, chi, inc, rand, np)
         c_r, p_r, n_r = dut.run(chi, inc, rand)
         assert np.array_equal(c_g, c_r) and np.array_equal(p_g, p_r) and np.array_equal(n_g, n_r)
+        c_t, s_t = golden_dpu.step(chi, inc, rand)       # the training path of the golden backend
+        assert np.array_equal(c_t, c_r) and np.array_equal(s_t, np.where(n_r, -p_r, p_r))
         chi = c_r
         total += chi.size
     assert total >= 1_000_000
