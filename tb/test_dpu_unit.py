@@ -6,6 +6,7 @@ scoreboard fails against deliberately wrong models.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import sys
@@ -77,7 +78,18 @@ def build(spec: DPUSpec):
 
 def run_bench(spec: DPUSpec, model: str = "golden", name: str = "run", test_filter=None,
               extra: dict | None = None):
-    """Run the cocotb bench; returns (failed testcases {name: message}, number of testcases)."""
+    """Run the cocotb bench; returns (failed testcases {name: message}, number of testcases).
+
+    Holds a lock on the parameter set's build folder: the checkout is shared, and two pytest
+    processes must not build or run in one folder at once."""
+    lock_dir = REPO / "build" / "tb"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f".{spec_key(spec)}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run_bench_locked(spec, model, name, test_filter, extra)
+
+
+def _run_bench_locked(spec, model, name, test_filter, extra):
     runner, bdir = build(spec)
     tdir = bdir / name
     results = tdir / "results.xml"
