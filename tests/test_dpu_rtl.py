@@ -133,3 +133,15 @@ def test_rtl_backend_training_call_pattern(rtl_default):
     c_r, p_r = rtl_default.step(view, inc, rand)
     c_g, p_g = make_dpu("golden", spec, np).step(np.ascontiguousarray(view), inc, rand)
     assert c_r.shape == inc.shape and np.array_equal(c_r, c_g) and np.array_equal(p_r, p_g)
+
+
+def test_two_rtl_instances_are_independent(rtl_default):
+    """One model per layer: two instances of the same library keep separate state."""
+    spec = DPUSpec()
+    other = make_dpu("rtl", spec, np)
+    rng = np.random.default_rng(8)
+    for _ in range(3):
+        for dut in (rtl_default, other):
+            chi, inc, rand = lane_updates(spec, 1001, rng)
+            _assert_same(spec, dut, chi, inc, rand)
+    other.close()
