@@ -39,33 +39,25 @@ def test_gradient_matches_finite_differences():
     _, _, d = loss_and_error(np, outs[-1], yb)
     grads = {i: (gw.copy(), gb.copy(), gg) for i, gw, gb, _, gg in backprop(model, xb, outs, d)}
     h = 1e-6
+
+    def numeric(arr, idx):
+        """Central finite difference of the loss with respect to arr[idx]."""
+        old = arr[idx]
+        arr[idx] = old + h
+        lp = loss_fn()
+        arr[idx] = old - h
+        lm = loss_fn()
+        arr[idx] = old
+        return (lp - lm) / (2 * h)
+
     rng = np.random.default_rng(2)
     for i, L in enumerate(model.layers):
         for _ in range(6):
-            r, c = rng.integers(L.store.w.shape[0]), rng.integers(L.store.w.shape[1])
-            old = L.store.w[r, c]
-            L.store.w[r, c] = old + h
-            lp = loss_fn()
-            L.store.w[r, c] = old - h
-            lm = loss_fn()
-            L.store.w[r, c] = old
-            num = (lp - lm) / (2 * h)
-            assert grads[i][0][r, c] == pytest.approx(num, rel=1e-4, abs=1e-8)
+            rc = (rng.integers(L.store.w.shape[0]), rng.integers(L.store.w.shape[1]))
+            assert grads[i][0][rc] == pytest.approx(numeric(L.store.w, rc), rel=1e-4, abs=1e-8)
         j = rng.integers(L.bias.shape[0])
-        old = L.bias[j]
-        L.bias[j] = old + h
-        lp = loss_fn()
-        L.bias[j] = old - h
-        lm = loss_fn()
-        L.bias[j] = old
-        assert grads[i][1][j] == pytest.approx((lp - lm) / (2 * h), rel=1e-4, abs=1e-8)
-        old = L.gain[j]
-        L.gain[j] = old + h
-        lp = loss_fn()
-        L.gain[j] = old - h
-        lm = loss_fn()
-        L.gain[j] = old
-        assert grads[i][2][j] == pytest.approx((lp - lm) / (2 * h), rel=1e-4, abs=1e-8)
+        assert grads[i][1][j] == pytest.approx(numeric(L.bias, j), rel=1e-4, abs=1e-8)
+        assert grads[i][2][j] == pytest.approx(numeric(L.gain, j), rel=1e-4, abs=1e-8)
 
 
 def _train(tmp, mode, epochs=1, **train):
