@@ -48,7 +48,38 @@ def _time(tr: Trainer, batches: int, batch: int) -> float:
     return time.perf_counter() - t0
 
 
-def run(backend: str = "numpy", batch: int = 10, batches: int = BATCHES, with_rtl: bool = True) -> dict:
+def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
+    """Headline batch (10) with golden and RTL units, plus batch 100 (fp32 vs pcm) for scale.
+
+    BLAS is pinned to ``blas_threads`` (as in bench_analog: multi-threaded BLAS spins on a small
+    shared machine and makes small matmuls erratic).
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        threadpool_limits = None
+    import contextlib
+    ctx = (threadpool_limits(limits=blas_threads, user_api="blas")
+           if threadpool_limits is not None and blas_threads is not None else contextlib.nullcontext())
+    with ctx:
+        out = {"batch_10": run_batch(backend, 10, BATCHES, with_rtl=True)}
+        out["batch_100"] = run_batch(backend, 100, BATCHES // 10, with_rtl=False)
+    return out
+
+
+def table(res: dict) -> str:
+    lines = ["  batch  mode          s/epoch (60k images)",]
+    for key in ("batch_10", "batch_100"):
+        r = res[key]
+        for mode, sec in r["seconds_per_epoch"].items():
+            lines.append(f"  {r['batch_size']:5d}  {mode:12s}  {sec:8.1f}")
+        lines.append(f"  {r['batch_size']:5d}  pcm / fp32 = {r['pcm_over_fp32']:.2f}x"
+                     + (f";  pcm rtl / golden = {r['pcm_rtl_over_golden']:.2f}x" if "pcm_rtl_over_golden" in r else ""))
+    lines.append(f"  (backend {res['batch_10']['backend']}, data {res['batch_10']['dataset']})")
+    return "\n".join(lines)
+
+
+def run_batch(backend: str = "numpy", batch: int = 10, batches: int = BATCHES, with_rtl: bool = True) -> dict:
     ds = _data()
     modes = [("fp32", "golden"), ("pcm", "golden")]
     if with_rtl:
