@@ -104,7 +104,7 @@ class AnalogWeights:
         inc, sat = spec.encode_update(delta_w * (1.0 / self.epsilon_w), xp)
         rand = None
         if spec.rounding == "stochastic" and spec.round_bits > 0:
-            rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="uint8" if spec.round_bits <= 8 else "int32")
+            rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="uint8" if spec.round_bits <= 8 and self.be.name == "numpy" else "int32")
         if cols is None:
             self.chi, pulses = self.dpu.step(self.chi, inc, rand)
         else:
