@@ -35,7 +35,8 @@ class TrainSection:
     adam_beta2: float = 0.999
     adam_eps: float = 1e-8
     seed: int = 0
-    seconds_per_batch: float = 0.1   # simulated time per mini-batch (s); drift during training
+    seconds_per_batch: float = 0.001 # simulated time per mini-batch (s); drift during training. 1 ms:
+                                     # the architecture's own pace (docs/training.md)
     train_subset: int = 0            # use only the first N training images (0: all)
     test_subset: int = 0             # evaluate on the first N test images (0: all)
     eval_batch: int = 1000           # test-set MVM batch
@@ -57,9 +58,10 @@ class ModelSection:
 class SynapseSection:
     mode: str = "pcm"                # fp32 | ideal | pcm
     preset: str = "jap2018"          # PCM preset for mode "pcm"
-    w_max: list = field(default_factory=lambda: [0.5, 2.0])      # per layer: w_max = beta * g_max
+    w_max: list = field(default_factory=lambda: [1.1, 4.4])      # per layer: w_max = beta * g_max
     epsilon_uS: list = field(default_factory=lambda: [0.5, 0.5])  # per layer device granularity (µS)
-    refresh_threshold: float = 0.9   # refresh a pair when a device passes this fraction of g_max
+    refresh_threshold: float = 0.45  # refresh a pair when a device passes this fraction of g_max
+                                     # (0.45 x 20 uS: below where the JAP-2018 mean SET step vanishes)
     refresh_tolerance_uS: float = -1.0  # program-and-verify tolerance of refresh (<0: preset's)
     common_mode_uS: float = 0.0      # >0: initial programming and refresh write both devices of a
                                      # pair at this common-mode level (no device left at RESET)

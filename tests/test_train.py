@@ -62,7 +62,7 @@ def test_gradient_matches_finite_differences():
 
 def _train(tmp, mode, epochs=1, **train):
     d = {"train": {"epochs": epochs, "lr": 0.1, "seed": 3, **train}, "model": {"hidden": [32]},
-         "synapse": {"mode": mode, "w_max": [1.0, 2.0], "epsilon_uS": [0.05, 0.05]},
+         "synapse": {"mode": mode, "w_max": [1.0, 2.0], "epsilon_uS": [0.05, 0.05], "refresh_threshold": 0.9},
          "tile": {"quantize": False}}
     cfg = config_from_dict(d)
     be = make_backend("numpy", 3)
