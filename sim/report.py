@@ -14,6 +14,7 @@ def add_arguments(p):
     p.add_argument("runs", nargs="+", help="run folders written by `mcasim train`")
     p.add_argument("--labels", help="comma-separated row labels (default: folder names)")
     p.add_argument("--out", help="also write the table to this file")
+    p.add_argument("--stats", action="store_true", help="add a line with the mean and std of the final accuracies")
 
 
 def row(run: Path, label: str) -> str:
@@ -36,6 +37,11 @@ def run(args) -> int:
     lines = ["| run | test acc. (%) final | best (%) | epochs | SET pulses | refreshes | s/epoch | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [row(r, lab) for r, lab in zip(runs, labels)]
+    if args.stats:
+        import statistics
+        acc = [100 * json.loads((r / "summary.json").read_text())["test_accuracy"] for r in runs]
+        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
+        lines.append(f"| mean ± std of {len(acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | | | | | | |")
     text = "\n".join(lines)
     print(text)
     if args.out:
