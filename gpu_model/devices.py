@@ -57,6 +57,7 @@ class PCMArray:
         self.n_set = xp.zeros(n, dtype="int64")
         self.n_reset = xp.zeros(n, dtype="int64")
         self._nu_fixed = False
+        self._nu_max = None       # cache of nu.max(); dropped by nu_changed()
         self.reset(None, t)
         self._nu_fixed = True
         self.n_reset[:] = 0  # the initial RESET is the fabrication state, not a counted pulse
@@ -98,6 +99,17 @@ class PCMArray:
             sd = xp.clip(a * lg + b, lo, hi)
             nu = mu + sd * z
         self.nu[idx] = xp.maximum(nu, 0.0).astype(FLOAT)
+        self.nu_changed()
+
+    def nu_changed(self):
+        """Drop the cached largest drift exponent (call after writing ``nu`` from outside)."""
+        self._nu_max = None
+
+    def nu_max(self) -> float:
+        """Largest drift exponent of the array (cached until ``nu`` changes through this class)."""
+        if self._nu_max is None:
+            self._nu_max = float(self.nu.max())
+        return self._nu_max
 
     # --- programming ----------------------------------------------------------------------------
     def reset(self, idx, t: float) -> None:

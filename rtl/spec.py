@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 ROUNDING_MODES = ("nearest", "truncate", "stochastic")
 
 
@@ -91,14 +93,30 @@ class DPUSpec:
         return 2 ** self.frac_bits
 
     # --- digital front end ----------------------------------------------------------------------
-    def encode_update(self, delta_eps, xp):
+    def encode_update(self, delta_eps, xp, scale: float = 1.0):
         """Float update in units of epsilon -> raw ``inc`` integers (round to nearest, saturate).
+
+        ``scale``: optional factor folded into the encoding (``delta_eps * scale`` is encoded; e.g.
+        1/epsilon for an update in weight units). The product with the power-of-two ``inc_scale``
+        is exact, so this equals encoding ``delta_eps * scale`` computed beforehand.
 
         Returns (inc int32 array, number of saturated entries).
         """
-        raw = xp.rint(delta_eps * float(self.inc_scale))
-        sat = int(xp.count_nonzero((raw > self.inc_max) | (raw < self.inc_min)))
-        return xp.clip(raw, self.inc_min, self.inc_max).astype("int32"), sat
+        dt = getattr(delta_eps, "dtype", None)
+        if scale != 1.0 and dt is not None and dt.kind == "f":
+            # (delta * scale) rounded to the array's precision, times 2^k, is exact: the same as one
+            # product with (scale rounded to that precision) * 2^k
+            factor = float(np.dtype(dt).type(scale)) * float(self.inc_scale)
+            raw = xp.asarray(delta_eps * factor)
+        else:
+            raw = xp.asarray((delta_eps * scale if scale != 1.0 else delta_eps) * float(self.inc_scale))
+        xp.rint(raw, out=raw)
+        if raw.size and (float(raw.max()) > self.inc_max or float(raw.min()) < self.inc_min):
+            sat = int(xp.count_nonzero((raw > self.inc_max) | (raw < self.inc_min)))
+            xp.clip(raw, self.inc_min, self.inc_max, out=raw)
+        else:
+            sat = 0
+        return raw.astype("int32"), sat
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

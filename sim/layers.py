@@ -101,18 +101,23 @@ class AnalogWeights:
         update, which leaves chi unchanged and sends no pulse).
         """
         xp, spec = self.xp, self.spec
-        inc, sat = spec.encode_update(delta_w * (1.0 / self.epsilon_w), xp)
+        inc, sat = spec.encode_update(delta_w, xp, scale=1.0 / self.epsilon_w)
         rand = None
         if spec.rounding == "stochastic" and spec.round_bits > 0:
             rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="uint8" if spec.round_bits <= 8 and self.be.name == "numpy" else "int32")
         if cols is None:
-            self.chi, pulses = self.dpu.step(self.chi, inc, rand)
+            self.chi, p = self.dpu.step(self.chi, inc, rand)
         else:
-            chi_c, p_c = self.dpu.step(self.chi[:, cols], inc, rand)
+            chi_c, p = self.dpu.step(self.chi[:, cols], inc, rand)
             self.chi[:, cols] = chi_c
-            pulses = xp.zeros(self.chi.shape, dtype=p_c.dtype)
-            pulses[:, cols] = p_c
-        st = self.syn.apply_pulses(pulses)
+        # pulses are sparse: hand the synapses (flat index, signed count) of the non-zero ones
+        p = p.reshape(-1)
+        k = xp.flatnonzero(p != 0)          # ascending, as the device random draws expect
+        counts = p[k]
+        if cols is not None:                # (row, position in cols) -> flat index in the matrix
+            n_c = int(cols.shape[0])
+            k = (k // n_c) * self.chi.shape[1] + cols[k % n_c]
+        st = self.syn.apply_pulse_list(k, counts)
         self.stats["inc_saturated"] += sat
         return st
 
