@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from gpu_model.backend import Backend
 from gpu_model.devices import FLOAT
 from gpu_model.presets import PCMPreset, TilePreset
@@ -104,7 +106,10 @@ class AnalogWeights:
         inc, sat = spec.encode_update(delta_w, xp, scale=1.0 / self.epsilon_w)
         rand = None
         if spec.rounding == "stochastic" and spec.round_bits > 0:
-            rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="uint8" if spec.round_bits <= 8 and self.be.name == "numpy" else "int32")
+            if spec.round_bits <= 8 and self.be.name == "numpy":
+                rand = uniform_bits_uint8(rand_rng, spec.round_bits, inc.shape)
+            else:
+                rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="int32")
         if cols is None:
             self.chi, p = self.dpu.step(self.chi, inc, rand)
         else:
@@ -135,6 +140,71 @@ class AnalogWeights:
         _set_rng_state(self.matrix.rng, st["matrix_rng"])
         _set_rng_state(self.syn.rng, st["syn_rng"])
         self.matrix.events.update(st["events"])
+
+
+def _uniform_bits_pcg64(rng, bits: int, shape):
+    """Same result and generator state as ``rng.integers(0, 2**bits, size=shape, dtype="uint8")``
+    for a NumPy ``Generator`` on PCG64 (1 <= bits <= 8), about 4x faster.
+
+    NumPy draws those from 32-bit words (one 64-bit PCG64 output = low word, then high word; a
+    spare high word is kept in the bit generator's ``has_uint32``/``uinteger`` buffer), each word
+    split into 4 bytes, low byte first; Lemire's bounded method with a power-of-two range never
+    rejects and returns ``byte >> (8 - bits)``. Checked against ``integers`` once per process
+    (:func:`_pcg64_shortcut_ok`); not used when the check fails.
+    """
+    n = 1
+    for d in shape:
+        n *= int(d)
+    bg = rng.bit_generator
+    st = bg.state
+    have = st["has_uint32"]
+    nw = (n + 3) // 4                      # 32-bit words consumed
+    if have and nw:
+        nw -= 1                            # the first one is the buffered spare word
+    nraw = (nw + 1) // 2
+    w = bg.random_raw(nraw).astype("<u8", copy=False).view("<u4") if nraw else np.empty(0, "<u4")
+    if have and n:
+        w = np.concatenate([np.array([st["uinteger"]], dtype="<u4"), w])
+    if n and (nraw or have):
+        st = bg.state
+        if nraw:
+            st["uinteger"] = int(w[-1])    # high word of the last output: spare if unused
+        st["has_uint32"] = nw % 2
+        bg.state = st
+    b = w.view(np.uint8)[:n]
+    return (b >> (8 - bits)).reshape(shape)
+
+
+_PCG64_SHORTCUT_OK = None
+
+
+def _pcg64_shortcut_ok() -> bool:
+    """Once per process: does :func:`_uniform_bits_pcg64` reproduce this NumPy's ``integers``?"""
+    global _PCG64_SHORTCUT_OK
+    if _PCG64_SHORTCUT_OK is None:
+        ok = True
+        try:
+            a, b = np.random.default_rng(12345), np.random.default_rng(12345)
+            for i, shape in enumerate([(250, 37), (3, 3), (1, 1), (2, 5), (7, 1), (10, 25), (0, 4), (4, 9)]):
+                bits = 1 + i % 8
+                x = a.integers(0, 1 << bits, size=shape, dtype="uint8")
+                y = _uniform_bits_pcg64(b, bits, shape)
+                ok = ok and x.dtype == y.dtype and x.shape == y.shape and bool((x == y).all())
+                ok = ok and a.bit_generator.state == b.bit_generator.state
+                a.integers(0, 16, size=(i + 1,), dtype="uint8")     # leave a spare word at times
+                b.integers(0, 16, size=(i + 1,), dtype="uint8")
+        except Exception:  # pragma: no cover - a NumPy without these internals
+            ok = False
+        _PCG64_SHORTCUT_OK = ok
+    return _PCG64_SHORTCUT_OK
+
+
+def uniform_bits_uint8(rng, bits: int, shape):
+    """``rng.integers(0, 2**bits, size=shape, dtype="uint8")`` for a NumPy generator (bit-identical,
+    fast path for PCG64)."""
+    if type(rng.bit_generator) is np.random.PCG64 and 1 <= bits <= 8 and _pcg64_shortcut_ok():
+        return _uniform_bits_pcg64(rng, bits, tuple(shape))
+    return rng.integers(0, 1 << bits, size=shape, dtype="uint8")
 
 
 def _rng_state(rng):
