@@ -178,7 +178,8 @@ class PCMArray:
                 if p.step_d2d_std > 0:
                     dg *= mult[:m]                                           # device-to-device multiplier
                 gj += dg
-                xp.clip(gj, p.g_min, p.g_max, out=gj)
+                xp.maximum(gj, p.g_min, out=gj)                             # clip (= np.clip,
+                xp.minimum(gj, p.g_max, out=gj)                             # less overhead)
             self.g_prog[idx] = g
             self.hist[idx] = hist
         self.t_prog[idx] = t

@@ -53,13 +53,17 @@ class AnalogMatrix:
         xp, tp = self.xp, self.tile
         if tp.dac_scaling == "max":
             s = xp.max(xp.abs(x), axis=1, keepdims=True)
-            s = xp.where(s > 0, s, 1.0).astype(FLOAT)
+            s = xp.where(s > 0, s, 1.0).astype(FLOAT, copy=False)
         else:
             s = xp.full((x.shape[0], 1), tp.dac_fixed_scale, dtype=FLOAT)
-        xn = xp.clip(x / s, -1.0, 1.0)
+        xn = x / s                                   # fresh array: the steps below work in place
+        xp.maximum(xn, -1.0, out=xn)                 # clip to [-1, 1] (= np.clip, less overhead)
+        xp.minimum(xn, 1.0, out=xn)
         if tp.quantize:
             half = (tp.dac_levels - 1) // 2          # 2^b - 1 levels: integers -half..half
-            xn = xp.rint(xn * half) / half
+            xn *= half
+            xp.rint(xn, out=xn)
+            xn /= half
         return xn.astype(FLOAT, copy=False), s
 
     def _adc(self, yn, backward: bool = False):
@@ -71,8 +75,12 @@ class AnalogMatrix:
             return yn
         r = tp.backward_range if backward else tp.adc_range
         half = (tp.adc_levels - 1) // 2
-        yn = xp.clip(yn, -r, r)
-        return xp.rint(yn * (half / r)) * (r / half)
+        yn = xp.maximum(yn, -r)                      # clip to [-r, r]; a fresh array from here on
+        xp.minimum(yn, r, out=yn)
+        yn *= half / r
+        xp.rint(yn, out=yn)
+        yn *= r / half
+        return yn
 
     def _mvm(self, x, w, var, transpose: bool):
         """One tile's analog MVM in normalised units, with read noise, before the ADC."""
@@ -81,9 +89,14 @@ class AnalogMatrix:
         y = xn @ (w if transpose else w.T)
         if self.read_noise:
             v = (xn * xn) @ (var if transpose else var.T)   # output variance (x^2) @ V^T
-            y += xp.sqrt(v) * self.rng.standard_normal(y.shape, dtype=FLOAT)
+            xp.sqrt(v, out=v)
+            v *= self.rng.standard_normal(y.shape, dtype=FLOAT)
+            y += v
         wm = self.syn.w_max
-        return self._adc(y / wm, backward=transpose) * (wm * s)
+        y /= wm
+        out = self._adc(y, backward=transpose)
+        out *= wm * s
+        return out
 
     @staticmethod
     def _check(x, n: int, what: str):
