@@ -185,7 +185,7 @@ def backprop(model: Model, xb, outs, d, sparse_ok: bool = False):
             d = d * L.gain
         cols = None
         if sparse_ok:
-            live = xp.flatnonzero(xp.any(a_in != 0, axis=0))
+            live = xp.flatnonzero(xp.any(a_in, axis=0))   # columns with a non-zero input
             if live.shape[0] < SPARSE_COLUMN_FRACTION * a_in.shape[1]:
                 cols = live
         grad_w = d.T @ (a_in if cols is None else a_in[:, cols])   # outer-product sum over the batch
