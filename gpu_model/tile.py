@@ -42,6 +42,7 @@ class AnalogMatrix:
         self.col_blocks = [(s, min(s + tile.max_cols, out_features)) for s in range(0, out_features, tile.max_cols)]
         self.events = {"fwd_vectors": 0, "bwd_vectors": 0, "cell_reads": 0,
                        "dac_conversions": 0, "adc_conversions": 0}
+        self.count_events = True   # False: MVMs that are not training work (evaluation) go uncounted
 
     @property
     def n_tiles(self) -> int:
@@ -103,6 +104,16 @@ class AnalogMatrix:
         if x.ndim != 2 or x.shape[1] != n:
             raise ValueError(f"{what} must have shape (batch, {n}), got {tuple(x.shape)}")
 
+    def _count(self, direction: str, b: int, dac_per_vector: int, adc_per_vector: int):
+        """Event counts of ``b`` vectors through the whole matrix (every cell read once each)."""
+        if not self.count_events:
+            return
+        ev = self.events
+        ev[direction] += b
+        ev["cell_reads"] += b * self.out_features * self.in_features
+        ev["dac_conversions"] += b * dac_per_vector
+        ev["adc_conversions"] += b * adc_per_vector
+
     # --- public MVMs ----------------------------------------------------------------------------
     def forward(self, x):
         """y = W x for a batch ``x`` of shape (B, in_features); returns (B, out_features)."""
@@ -112,12 +123,7 @@ class AnalogMatrix:
         for r0, r1 in self.row_blocks:
             part = self._mvm(x[:, r0:r1], w[:, r0:r1], var[:, r0:r1], transpose=False)
             out = part if out is None else out + part
-        b = x.shape[0]
-        ev = self.events
-        ev["fwd_vectors"] += b
-        ev["cell_reads"] += b * self.out_features * self.in_features
-        ev["dac_conversions"] += b * self.in_features
-        ev["adc_conversions"] += b * self.out_features * len(self.row_blocks)
+        self._count("fwd_vectors", x.shape[0], self.in_features, self.out_features * len(self.row_blocks))
         return out
 
     def backward(self, d):
@@ -128,12 +134,7 @@ class AnalogMatrix:
         for c0, c1 in self.col_blocks:
             part = self._mvm(d[:, c0:c1], w[c0:c1, :], var[c0:c1, :], transpose=True)
             out = part if out is None else out + part
-        b = d.shape[0]
-        ev = self.events
-        ev["bwd_vectors"] += b
-        ev["cell_reads"] += b * self.out_features * self.in_features
-        ev["dac_conversions"] += b * self.out_features
-        ev["adc_conversions"] += b * self.in_features * len(self.col_blocks)
+        self._count("bwd_vectors", d.shape[0], self.out_features, self.in_features * len(self.col_blocks))
         return out
 
     def explicit_forward(self, x):

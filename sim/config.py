@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gpu_model.presets import PCM_PRESETS, PresetError, TilePreset
+from gpu_model.presets import IDEAL, PCM_PRESETS, PresetError, TilePreset
 from rtl.spec import DPUSpec, SpecError
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
@@ -203,8 +203,10 @@ def validate(cfg: Config) -> None:
     need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
     need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
-    need(0 <= s.common_mode_uS < s.refresh_threshold * 25.0,
-         f"synapse.common_mode_uS must be >= 0 and below the refresh threshold, got {s.common_mode_uS}")
+    g_max = (IDEAL if s.mode == "ideal" else PCM_PRESETS[s.preset]).g_max
+    need(0 <= s.common_mode_uS < s.refresh_threshold * g_max,
+         f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "
+         f"({s.refresh_threshold * g_max:g} µS), got {s.common_mode_uS}")
     n_layers = len(m.hidden) + 1
     for name in ("w_max", "epsilon_uS"):
         vals = cfg.per_layer(name, n_layers)

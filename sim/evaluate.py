@@ -43,22 +43,16 @@ def parse_times(text: str) -> list[float]:
 
 def _layer_mean_abs(model, x, scales):
     """Per-layer mean |MVM output| along a forward pass (with the given compensation scales)."""
-    xp = model.xp
-    out, h = [], x
-    for i, L in enumerate(model.layers):
-        y = L.store.forward(h)
-        if L.gain is not None:
-            y = y * L.gain
-        if scales is not None:
-            y = y * scales[i]
-        out.append(float(xp.abs(y).mean()))
-        z = y + L.bias
-        from .train import _act
-        h = _act(L.activation, xp, z) if L.activation else z
-    return out
+    model.forward(x, scales)
+    return [float(model.xp.abs(y).mean()) for y in model.mvm]
 
 
 def evaluate_drift(tr, times, repeats=1) -> dict:
+    with tr.model.uncounted():
+        return _evaluate_drift(tr, times, repeats)
+
+
+def _evaluate_drift(tr, times, repeats) -> dict:
     m = tr.model
     t_end = tr.clock
     xcal = tr.x_train[:CALIBRATION_IMAGES]

@@ -30,7 +30,6 @@ class FP32Weights:
     def __init__(self, w0, backend: Backend):
         self.xp = backend.xp
         self.w = self.xp.asarray(w0, dtype=FLOAT).copy()
-        self.stats = {"set_pulses": 0, "refreshes": 0, "inc_saturated": 0}
 
     @property
     def shape(self):
@@ -79,7 +78,7 @@ class AnalogWeights:
         self.dpu = make_dpu(dpu_kind, spec, self.xp)
         self.chi = self.xp.zeros((out_f, in_f), dtype="int32")
         self.syn.program(self.xp.asarray(w0, dtype=FLOAT))
-        self.stats = {"set_pulses": 0, "refreshes": 0, "inc_saturated": 0}
+        self.inc_saturated = 0   # updates clipped to the increment range (rtl.spec.encode_update)
 
     @property
     def shape(self):
@@ -123,7 +122,7 @@ class AnalogWeights:
             n_c = int(cols.shape[0])
             k = (k // n_c) * self.chi.shape[1] + cols[k % n_c]
         st = self.syn.apply_pulse_list(k, counts)
-        self.stats["inc_saturated"] += sat
+        self.inc_saturated += sat
         return st
 
     def weights(self):
@@ -132,7 +131,7 @@ class AnalogWeights:
     def state_dict(self, be):
         return {"chi": be.asnumpy(self.chi), "syn": self.syn.state_dict(),
                 "matrix_rng": _rng_state(self.matrix.rng), "syn_rng": _rng_state(self.syn.rng),
-                "events": dict(self.matrix.events)}
+                "events": dict(self.matrix.events), "inc_saturated": self.inc_saturated}
 
     def load_state_dict(self, st):
         self.chi = self.xp.asarray(st["chi"]).astype("int32")
@@ -140,6 +139,7 @@ class AnalogWeights:
         _set_rng_state(self.matrix.rng, st["matrix_rng"])
         _set_rng_state(self.syn.rng, st["syn_rng"])
         self.matrix.events.update(st["events"])
+        self.inc_saturated = st.get("inc_saturated", 0)
 
 
 def _uniform_bits_pcg64(rng, bits: int, shape):

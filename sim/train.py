@@ -16,6 +16,7 @@ Biases are digital (fp32), updated by the same optimizer.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
@@ -26,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from gpu_model.backend import Backend, make_backend
+from gpu_model.backend import Backend
 from gpu_model.devices import FLOAT
 from gpu_model.presets import IDEAL, get_pcm_preset
 from .config import Config
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .events import EventCounts
 from .layers import AnalogWeights, FP32Weights, Optimizer, init_weights
 
@@ -121,6 +122,7 @@ class Model:
         """
         outs = []
         self.raw = []          # MVM outputs before the digital gain (for its gradient)
+        self.mvm = []          # MVM outputs after gain and compensation (for drift calibration)
         h = x
         for i, L in enumerate(self.layers):
             y = L.store.forward(h)
@@ -129,6 +131,7 @@ class Model:
                 y = y * L.gain
             if scales is not None:
                 y = y * scales[i]
+            self.mvm.append(y)
             z = y + L.bias
             h = _act(L.activation, self.xp, z) if L.activation else z
             outs.append(h)
@@ -140,6 +143,18 @@ class Model:
         for i in range(0, x.shape[0], batch):
             preds.append(xp.argmax(self.forward(x[i:i + batch], scales)[-1], axis=1))
         return xp.concatenate(preds)
+
+    @contextlib.contextmanager
+    def uncounted(self):
+        """Crossbar MVMs inside this block are not training events (evaluation, calibration)."""
+        mats = [L.store.matrix for L in self.layers if isinstance(L.store, AnalogWeights)]
+        for mat in mats:
+            mat.count_events = False
+        try:
+            yield
+        finally:
+            for mat in mats:
+                mat.count_events = True
 
     def set_time(self, t: float):
         for L in self.layers:
@@ -256,10 +271,8 @@ class Trainer:
 
     def test_accuracy(self) -> float:
         """Test accuracy with fresh noisy reads; its MVMs are not training events (not counted)."""
-        saved = [dict(L.store.matrix.events) for L in self.model.layers if isinstance(L.store, AnalogWeights)]
-        pred = self.model.predict(self.x_test, self.cfg.train.eval_batch)
-        for L, ev in zip((L for L in self.model.layers if isinstance(L.store, AnalogWeights)), saved):
-            L.store.matrix.events.update(ev)
+        with self.model.uncounted():
+            pred = self.model.predict(self.x_test, self.cfg.train.eval_batch)
         return float((pred == self.y_test).mean())
 
     def run(self) -> dict:
@@ -337,7 +350,7 @@ class Trainer:
             if isinstance(L.store, AnalogWeights):
                 syn = L.store.syn
                 entry.update(w_max=syn.w_max, epsilon_uS=syn.epsilon_uS, epsilon_w=syn.epsilon_w,
-                             tiles=L.store.matrix.n_tiles, inc_saturated=L.store.stats["inc_saturated"],
+                             tiles=L.store.matrix.n_tiles, inc_saturated=L.store.inc_saturated,
                              init_prog_pulses=syn.counters.init_prog_pulses)
             layers.append(entry)
         return {

@@ -140,6 +140,7 @@ def test_run_folder_is_not_overwritten(tmp_path, capsys):
     ({"synapse": {"w_max": [0.5, 1.0, 2.0]}}, "one per layer"),
     ({"tile": {"adc_bits": 0}}, "adc_bits"),
     ({"dpu": {"pmax": 0}}, "pmax"),
+    ({"synapse": {"common_mode_uS": 10.0}}, r"common_mode_uS .*\(9 µS\)"),
 ])
 def test_bad_config_is_a_clear_error(d, msg):
     with pytest.raises(ConfigError, match=msg):
