@@ -40,7 +40,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 class DatasetError(RuntimeError):
-    """A dataset file is missing, truncated or corrupt."""
+    """A dataset is missing, or a dataset file is truncated or corrupt."""
+
+
+class DatasetCorruptError(DatasetError):
+    """A dataset file exists but is truncated, corrupt or inconsistent: never fall back over it."""
 
 
 @dataclass
@@ -90,23 +94,23 @@ def _read_bytes(path: Path) -> bytes:
                 return f.read()
         return path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetError(f"cannot read {path}: {exc} (file truncated or corrupt?)") from exc
+        raise DatasetCorruptError(f"cannot read {path}: {exc} (file truncated or corrupt?)") from exc
 
 
 def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
     """Parse an IDX byte string (ubyte data only) with size checks."""
     if len(raw) < 4:
-        raise DatasetError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
+        raise DatasetCorruptError(f"{path}: too short to be an IDX file ({len(raw)} bytes)")
     zero, dtype, ndim = raw[0] << 8 | raw[1], raw[2], raw[3]
     if zero != 0 or dtype != 0x08 or not 1 <= ndim <= 4:
-        raise DatasetError(f"{path}: not an unsigned-byte IDX file (header {raw[:4].hex()})")
+        raise DatasetCorruptError(f"{path}: not an unsigned-byte IDX file (header {raw[:4].hex()})")
     if len(raw) < 4 + 4 * ndim:
-        raise DatasetError(f"{path}: truncated IDX header")
+        raise DatasetCorruptError(f"{path}: truncated IDX header")
     dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
     n = int(np.prod(dims))
     body = raw[4 + 4 * ndim:]
     if len(body) != n:
-        raise DatasetError(f"{path}: expected {n} data bytes for shape {dims}, found {len(body)} "
+        raise DatasetCorruptError(f"{path}: expected {n} data bytes for shape {dims}, found {len(body)} "
                            "(file truncated or corrupt)")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
 
@@ -116,7 +120,7 @@ def _load_file(path: Path, stem: str, verify: bool) -> np.ndarray:
     if verify:
         digest = hashlib.sha256(raw).hexdigest()
         if digest != MNIST_SHA256[stem]:
-            raise DatasetError(f"{path}: SHA-256 {digest[:16]}… does not match the published MNIST "
+            raise DatasetCorruptError(f"{path}: SHA-256 {digest[:16]}… does not match the published MNIST "
                                f"file {stem} (corrupt or a different file)")
     return parse_idx(raw, path)
 
@@ -169,7 +173,7 @@ def load_mnist(data_dir=None, download: bool = True, verify: bool = True) -> Dat
     xte = arrs["test_images"].reshape(len(arrs["test_images"]), -1).astype(np.float32) / 255.0
     ytr, yte = arrs["train_labels"].astype(np.int64), arrs["test_labels"].astype(np.int64)
     if len(xtr) != len(ytr) or len(xte) != len(yte):
-        raise DatasetError(f"{folder}: image and label counts differ")
+        raise DatasetCorruptError(f"{folder}: image and label counts differ")
     return Dataset("mnist", xtr, ytr, xte, yte, source=str(paths["train_images"].parent))
 
 
@@ -193,8 +197,10 @@ def load_dataset(name: str, data_dir=None, allow_fallback: bool = False) -> Data
     if name == "mnist":
         try:
             return load_mnist(data_dir)
+        except DatasetCorruptError:
+            raise
         except DatasetError as exc:
-            if not allow_fallback or "corrupt" in str(exc) or "truncated" in str(exc):
+            if not allow_fallback:
                 raise
             print("=" * 78 + f"\nWARNING: MNIST is not available ({exc}).\n"
                   "WARNING: falling back to the 8x8 digits bundled with scikit-learn.\n"

@@ -7,6 +7,7 @@ after every epoch), and plots (``accuracy.png``, ``pulses.png``, ``conductance_h
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -99,7 +100,6 @@ def run(args) -> int:
         print(f"training {cfg.model.arch} on {ds.name} ({ds.source}), synapse={cfg.synapse.mode}, "
               f"backend={be.name}, dpu={cfg.synapse.dpu} -> {out}", file=sys.stderr)
     summary = tr.run()
-    import shlex
     summary["command"] = "mcasim " + shlex.join(getattr(args, "_argv", []))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     try:

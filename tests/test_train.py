@@ -200,3 +200,15 @@ def test_rtl_dpu_in_the_loop_matches_golden(tmp_path):
     assert g["events"]["set_pulses"] > 0
     for k in ("test_accuracy", "loss", "total_pulses", "total_refreshes", "events"):
         assert g[k] == r[k], k
+
+
+def test_corrupt_mnist_never_falls_back(tmp_path):
+    """A present but corrupt file is an error even when the bundled-digits fallback is allowed."""
+    from sim.data import DatasetCorruptError, load_dataset
+    d = tmp_path / "mnist"
+    d.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (d / stem).write_bytes(b"\x00\x00\x0d\x03" + b"\x00" * 16)   # float IDX header: not ubyte
+    with pytest.raises(DatasetCorruptError, match="does not match the published MNIST"):
+        load_dataset("mnist", tmp_path, allow_fallback=True)
