@@ -13,6 +13,7 @@ COMMANDS = {
     "bench": ("sim.bench", "micro-benchmarks (e.g. `mcasim bench dpu`)"),
     "energy": ("sim.energy_cli", "training energy per image: computational memory vs 32-bit digital"),
     "report": ("sim.report", "Markdown table of runs from their summary files"),
+    "sweep": ("sim.sweep.cli", "many runs (grid, zip, random search, seeds) on Ray or one after another"),
 }
 
 
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         try:
             importlib.import_module(mod).add_arguments(p)
         except ModuleNotFoundError as exc:
-            if exc.name != mod:
+            if exc.name is None or not (mod == exc.name or mod.startswith(exc.name + ".")):
                 raise
             p.set_defaults(_missing=mod)
         p.set_defaults(_module=mod)

@@ -239,3 +239,19 @@ def dump_toml(d: dict) -> str:
             lines.append(f"{k} = {fmt(v)}")
         lines.append("")
     return "\n".join(lines)
+
+
+def parse_sets(items) -> dict:
+    """``--set SECTION.KEY=VALUE`` items (VALUE in TOML syntax, else a bare string) -> overrides dict."""
+    out: dict = {}
+    for it in items:
+        if "=" not in it or "." not in it.split("=", 1)[0]:
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {it!r}")
+        key, val = it.split("=", 1)
+        sec, k = key.split(".", 1)
+        try:
+            v = tomllib.loads(f"v = {val}")["v"]
+        except tomllib.TOMLDecodeError:
+            v = val   # bare string
+        out.setdefault(sec, {})[k] = v
+    return out

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
-from .config import ConfigError, load_config
+from .config import ConfigError, load_config, parse_sets
 from .data import DatasetError, load_dataset
 from .train import RunError, Trainer, load_checkpoint
 
@@ -36,22 +36,6 @@ def add_arguments(p):
     p.add_argument("--no-fallback", action="store_true",
                    help="fail instead of using the bundled 8x8 digits when MNIST is unavailable")
     p.add_argument("--quiet", action="store_true", help="no progress output")
-
-
-def parse_sets(items) -> dict:
-    import tomllib
-    out: dict = {}
-    for it in items:
-        if "=" not in it or "." not in it.split("=", 1)[0]:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {it!r}")
-        key, val = it.split("=", 1)
-        sec, k = key.split(".", 1)
-        try:
-            v = tomllib.loads(f"v = {val}")["v"]
-        except tomllib.TOMLDecodeError:
-            v = val   # bare string
-        out.setdefault(sec, {})[k] = v
-    return out
 
 
 def run(args) -> int:
