@@ -7,12 +7,12 @@ import sys
 
 # sub-command -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
 COMMANDS = {
-    "train": ("sim.train_cli", "train a network with the mixed-precision scheme"),
-    "evaluate": ("sim.evaluate", "re-read a trained run after drift and report accuracy vs time"),
-    "device-curve": ("sim.device_curve", "characterise a PCM preset: G vs pulse number, drift"),
-    "bench": ("sim.bench", "micro-benchmarks (e.g. `mcasim bench dpu`)"),
-    "energy": ("sim.energy_cli", "training energy per image: computational memory vs 32-bit digital"),
-    "report": ("sim.report", "Markdown table of runs from their summary files"),
+    "train": ("sim.cli.train", "train a network with the mixed-precision scheme"),
+    "evaluate": ("sim.cli.evaluate", "re-read a trained run after drift and report accuracy vs time"),
+    "device-curve": ("sim.cli.device_curve", "characterise a PCM preset: G vs pulse number, drift"),
+    "bench": ("sim.cli.bench", "micro-benchmarks (e.g. `mcasim bench dpu`)"),
+    "energy": ("sim.energy.cli", "training energy per image: computational memory vs 32-bit digital"),
+    "report": ("sim.cli.report", "Markdown table of runs from their summary files"),
     "sweep": ("sim.sweep.cli", "many runs (grid, zip, random search, seeds) on Ray or one after another"),
 }
 

@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
-from .config import ConfigError, load_config, parse_sets
-from .data import DatasetError, load_dataset
-from .train import RunError, Trainer, load_checkpoint
+from ..config import ConfigError, load_config, parse_sets
+from ..data import DatasetError, load_dataset
+from ..train import RunError, Trainer, load_checkpoint
 
 
 def add_arguments(p):
@@ -87,7 +87,7 @@ def run(args) -> int:
     summary["command"] = "mcasim " + shlex.join(getattr(args, "_argv", []))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
-        from .plots import plot_run
+        from ..plots import plot_run
         plot_run(out, tr)
     except Exception as exc:  # plots must never lose a finished run
         print(f"warning: plotting failed: {exc}", file=sys.stderr)

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from gpu_model.backend import BackendError, make_backend
-from .config import ConfigError, load_config
-from .data import DatasetError, load_dataset
-from .train import RunError, restore_trainer
+from ..config import ConfigError, load_config
+from ..data import DatasetError, load_dataset
+from ..train import RunError, restore_trainer
 
 DEFAULT_TIMES = "1,3600,86400,2592000,31536000"
 CALIBRATION_IMAGES = 1000   # engineering choice: GDC calibration batch (training images)

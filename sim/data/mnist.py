@@ -1,23 +1,22 @@
-"""Datasets: MNIST from IDX files (gzip or raw), with a bundled fallback (scikit-learn 8x8 digits).
+"""MNIST from IDX files (gzip or raw), with a bundled fallback (scikit-learn 8x8 digits).
 
-Where MNIST is looked for, in order: ``--data-dir``, ``$MCASIM_DATA``, ``../shared/data`` beside
-the checkout, the user cache ``~/.cache/mcasim`` (or ``$XDG_CACHE_HOME/mcasim``). Each location may
-hold the files directly or in a ``mnist/`` sub-folder. If none has them, they are downloaded into
-the user cache from the standard mirrors and verified against known checksums. Truncated or
-corrupt files raise :class:`DatasetError` naming the file.
+Found like every dataset (:mod:`sim.data.common`), in a ``mnist/`` (or ``MNIST/raw``) sub-folder or
+directly; if no location has the files they are downloaded into the user cache from the standard
+mirrors and verified against known checksums. Truncated or corrupt files raise
+:class:`DatasetCorruptError` naming the file.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
 import struct
 import sys
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from .common import (Dataset, DatasetCorruptError, DatasetError, candidate_dirs, find_file, read_bytes,
+                     sha256, user_cache)
 
 MNIST_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -36,65 +35,10 @@ MNIST_MIRRORS = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
 )
-REPO = Path(__file__).resolve().parents[1]
-
-
-class DatasetError(RuntimeError):
-    """A dataset is missing, or a dataset file is truncated or corrupt."""
-
-
-class DatasetCorruptError(DatasetError):
-    """A dataset file exists but is truncated, corrupt or inconsistent: never fall back over it."""
-
-
-@dataclass
-class Dataset:
-    name: str
-    x_train: np.ndarray   # (N, D) float32 in [0, 1]
-    y_train: np.ndarray   # (N,) int64
-    x_test: np.ndarray
-    y_test: np.ndarray
-    source: str           # where it was read from
-    n_classes: int = 10
-
-    @property
-    def n_features(self) -> int:
-        return int(self.x_train.shape[1])
-
-
-def user_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "mcasim"
-
-
-def candidate_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
-    out = []
-    if data_dir:
-        out.append(Path(data_dir))
-    if os.environ.get("MCASIM_DATA"):
-        out.append(Path(os.environ["MCASIM_DATA"]))
-    out.append(REPO.parent / "shared" / "data")
-    out.append(user_cache())
-    return out
 
 
 def _find(folder: Path, stem: str) -> Path | None:
-    for sub in ("mnist", "MNIST/raw", ""):
-        for name in (stem + ".gz", stem):
-            p = folder / sub / name if sub else folder / name
-            if p.is_file():
-                return p
-    return None
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DatasetCorruptError(f"cannot read {path}: {exc} (file truncated or corrupt?)") from exc
+    return find_file(folder, ("mnist", "MNIST/raw", ""), stem, (".gz", ""))
 
 
 def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
@@ -116,9 +60,9 @@ def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
 
 
 def _load_file(path: Path, stem: str, verify: bool) -> np.ndarray:
-    raw = _read_bytes(path)
+    raw = read_bytes(path)
     if verify:
-        digest = hashlib.sha256(raw).hexdigest()
+        digest = sha256(raw)
         if digest != MNIST_SHA256[stem]:
             raise DatasetCorruptError(f"{path}: SHA-256 {digest[:16]}… does not match the published MNIST "
                                f"file {stem} (corrupt or a different file)")
@@ -141,7 +85,7 @@ def download_mnist(dest: Path, quiet: bool = False) -> Path:
                 with urllib.request.urlopen(mirror + stem + ".gz", timeout=30) as r:
                     data = r.read()
                 raw = gzip.decompress(data)
-                if hashlib.sha256(raw).hexdigest() != MNIST_SHA256[stem]:
+                if sha256(raw) != MNIST_SHA256[stem]:
                     raise DatasetError(f"checksum mismatch for {stem} from {mirror}")
                 tmp = out.with_suffix(".part")
                 tmp.write_bytes(data)
@@ -193,19 +137,3 @@ def load_digits_fallback() -> Dataset:
     return Dataset("digits8x8", x[:cut], y[:cut], x[cut:], y[cut:], source="sklearn.datasets.load_digits")
 
 
-def load_dataset(name: str, data_dir=None, allow_fallback: bool = False) -> Dataset:
-    if name == "mnist":
-        try:
-            return load_mnist(data_dir)
-        except DatasetCorruptError:
-            raise
-        except DatasetError as exc:
-            if not allow_fallback:
-                raise
-            print("=" * 78 + f"\nWARNING: MNIST is not available ({exc}).\n"
-                  "WARNING: falling back to the 8x8 digits bundled with scikit-learn.\n"
-                  "WARNING: results are NOT MNIST results.\n" + "=" * 78, file=sys.stderr)
-            return load_digits_fallback()
-    if name == "digits":
-        return load_digits_fallback()
-    raise DatasetError(f"unknown dataset {name!r}; choose 'mnist' or 'digits'")

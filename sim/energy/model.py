@@ -2,7 +2,7 @@
 
 The model is a pure function of a run's event counts (``sim/events.py``), its layer shapes, the
 mini-batch size, the optimizer and a per-event energy table (TOML, default
-``sim/presets/energy_default.toml``). See ``docs/energy.md``.
+``sim/energy/tables/energy_default.toml``). See ``docs/energy.md``.
 
 Computational-memory (CM) design, per run:
 
@@ -93,7 +93,7 @@ class EnergyTable:
 
 
 def default_table_path() -> Path:
-    return Path(str(resources.files("sim").joinpath("presets/energy_default.toml")))
+    return Path(str(resources.files("sim.energy").joinpath("tables/energy_default.toml")))
 
 
 def table_from_dict(d: dict, source: str = "<dict>") -> EnergyTable:

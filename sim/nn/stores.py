@@ -1,18 +1,13 @@
-"""Weight stores and layers: one interface for floating-point and crossbar weights.
+"""Weight stores: one interface for floating-point and crossbar weights.
 
 A layer needs three things from its weight matrix W (out x in): ``forward(x) = x W^T``,
 ``backward(d) = d W`` and ``apply_update(delta_w)``. :class:`FP32Weights` does them in digital
 floating point (the software baseline); :class:`AnalogWeights` does the MVMs on PCM crossbar tiles
 and routes the update through the digital unit: delta_w (weight units) -> increments in units of
-epsilon -> chi accumulator -> pulse counts -> SET pulses on the devices. A convolution (im2col)
-or a recurrent layer uses the same store: it only ever calls these three methods on a 2-D batch.
-
-The optimizer (SGD, momentum, Adam) lives in the digital domain and produces delta_w; biases stay
-digital (floating point, updated by the same optimizer).
+epsilon -> chi accumulator -> pulse counts -> SET pulses on the devices. Dense, convolution
+(im2col) and recurrent layers use the same store: they only call these three methods on 2-D batches.
 """
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
@@ -215,57 +210,3 @@ def _rng_state(rng):
 def _set_rng_state(rng, state):
     if state is not None:
         rng.bit_generator.state = state
-
-
-class Optimizer:
-    """Digital-domain optimizer producing delta_w from a gradient (one state per parameter)."""
-
-    OPS_PER_WEIGHT = {"sgd": 1, "momentum": 3, "adam": 12}   # elementwise ops per weight update
-
-    def __init__(self, kind: str, xp, momentum=0.9, beta1=0.9, beta2=0.999, eps=1e-8):
-        self.kind, self.xp = kind, xp
-        self.momentum, self.beta1, self.beta2, self.eps = momentum, beta1, beta2, eps
-        self.state: dict = {}
-        self.t = 0
-
-    def step_begin(self):
-        self.t += 1
-
-    def delta(self, key: str, grad, lr: float):
-        xp = self.xp
-        if self.kind == "sgd":
-            return (-lr) * grad
-        if self.kind == "momentum":
-            v = self.state.get(key)
-            if v is None:
-                v = self.state[key] = xp.zeros_like(grad)
-            v *= self.momentum
-            v += grad
-            return (-lr) * v
-        m, v = self.state.get(key + ".m"), self.state.get(key + ".v")
-        if m is None:
-            m = self.state[key + ".m"] = xp.zeros_like(grad)
-            v = self.state[key + ".v"] = xp.zeros_like(grad)
-        m *= self.beta1
-        m += (1 - self.beta1) * grad
-        v *= self.beta2
-        v += (1 - self.beta2) * grad * grad
-        mhat_scale = 1.0 / (1 - self.beta1 ** self.t)
-        vhat_scale = 1.0 / (1 - self.beta2 ** self.t)
-        return (-lr * mhat_scale) * m / (xp.sqrt(v * vhat_scale) + self.eps)
-
-    def state_dict(self, be):
-        return {"t": self.t, "state": {k: be.asnumpy(v) for k, v in self.state.items()}}
-
-    def load_state_dict(self, st):
-        self.t = st["t"]
-        self.state = {k: self.xp.asarray(v) for k, v in st["state"].items()}
-
-
-def init_weights(out_f: int, in_f: int, kind: str, gain: float, rng):
-    """Xavier/Glorot initial weights (NumPy, float32)."""
-    if kind == "xavier_uniform":
-        a = gain * math.sqrt(6.0 / (in_f + out_f))
-        return rng.uniform(-a, a, size=(out_f, in_f)).astype("float32")
-    sd = gain * math.sqrt(2.0 / (in_f + out_f))
-    return (sd * rng.standard_normal((out_f, in_f))).astype("float32")

@@ -12,11 +12,11 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-from .energy import EnergyError, estimate_summary, load_table
+from .model import EnergyError, estimate_summary, load_table
 
 
 def preset_names() -> list[str]:
-    d = resources.files("sim").joinpath("presets")
+    d = resources.files("sim.energy").joinpath("tables")
     return sorted(p.name[len("energy_"):-len(".toml")] for p in d.iterdir()
                   if p.name.startswith("energy_") and p.name.endswith(".toml"))
 
@@ -30,7 +30,7 @@ def resolve_table(spec):
         return load_table(p)
     name = spec.replace("-", "_")
     if name in preset_names():
-        return load_table(resources.files("sim").joinpath(f"presets/energy_{name}.toml"))
+        return load_table(resources.files("sim.energy").joinpath(f"tables/energy_{name}.toml"))
     raise EnergyError(f"energy table not found: {spec} (not a file, nor a preset: {', '.join(preset_names())})")
 
 

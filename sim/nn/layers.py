@@ -1,0 +1,557 @@
+"""Layers with an explicit forward and backward, and a Sequential container.
+
+No autodiff framework: every analog layer is a crossbar and stays visible. A layer's
+``forward(x)`` keeps what its ``backward`` needs; ``backward(d, need_dx)`` stores the parameter
+gradients in its :class:`Param` objects and returns the error for the layer below (or ``None``
+when ``need_dx`` is false: the first layer's transposed crossbar read is never done). The trainer
+then asks every parameter for its update (:func:`apply_updates`): weight matrices are weight
+stores (:mod:`sim.nn.stores`: fp32, or PCM crossbar tiles updated through chi and the DPU), the
+other parameters (biases, gains, BatchNorm scale and shift) are digital floating point.
+
+Image tensors are NHWC: (batch, height, width, channels). A convolution kernel is the
+(C_out, k*k*C_in) matrix of one weight store, its columns ordered (kh, kw, c_in); every im2col
+patch is one crossbar read (its own DAC scaling, fresh read noise, ADC), and the weight gradient,
+summed over batch and positions, goes through chi once per mini-batch, as for a dense layer.
+
+Shapes (B: batch, F: features, P = H_out*W_out: positions per image):
+
+============  ====================  ====================  =========================================
+layer         input                 output                parameters
+============  ====================  ====================  =========================================
+Dense         (B, F_in)             (B, F_out)            W (F_out, F_in) store, b (F_out), [gain]
+Conv2d        (B, H, W, C_in)       (B, Ho, Wo, C_out)    W (C_out, k*k*C_in) store, b (C_out)
+MaxPool2d     (B, H, W, C)          (B, H/k, W/k, C)      -
+AvgPool2d     (B, H, W, C)          (B, H/k, W/k, C)      -
+Flatten       (B, H, W, C)          (B, H*W*C)            -
+ReLU/...      any                   same                  -
+BatchNorm     (B, F) or NHWC        same                  gamma, beta (C or F); running stats
+Dropout       any                   same                  - (its own seeded random stream)
+============  ====================  ====================  =========================================
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..events import EventCounts
+from .optim import Optimizer
+
+# sparse update of a dense layer: skip all-zero input columns when fewer than this fraction is
+# live (engineering choice: below ~80 % the gather/scatter is cheaper than the dense update)
+SPARSE_COLUMN_FRACTION = 0.8
+BN_MOMENTUM = 0.1    # running-statistics update factor of BatchNorm (engineering choice, as PyTorch)
+BN_EPS = 1e-5        # variance floor of BatchNorm (engineering choice, as PyTorch)
+
+
+class LayerError(ValueError):
+    """A layer built or called with inconsistent shapes or parameters."""
+
+
+@dataclass
+class Param:
+    """One trainable parameter: a weight store (``store``) or a digital array (``value``).
+
+    ``grad``: its gradient from the last backward (shape of the parameter, or of the live columns
+    ``cols`` of a store); ``macs``: multiply-accumulates spent on that gradient (energy counts).
+    """
+
+    key: str
+    store: object = None
+    value: object = None
+    grad: object = None
+    cols: object = None
+    macs: int = 0
+    lr_scale: float = 1.0
+
+    @property
+    def size(self) -> int:
+        if self.store is not None:
+            n_in = self.store.shape[1] if self.cols is None else int(self.cols.shape[0])
+            return int(self.store.shape[0]) * int(n_in)
+        return int(self.value.size)
+
+
+class Module:
+    """Base class: training flag, event counter, parameters and state."""
+
+    name = ""
+    training = True
+    events: EventCounts | None = None
+
+    def params(self) -> list[Param]:
+        return []
+
+    def store_layers(self) -> list["Module"]:
+        return [self] if getattr(self, "store", None) is not None else []
+
+    def modules(self) -> list["Module"]:
+        return [self]
+
+    def _count(self, **kw):
+        if self.training and self.events is not None:
+            self.events.add(**kw)
+
+    def state_dict(self, be) -> dict:
+        return {}
+
+    def load_state_dict(self, st: dict) -> None:
+        pass
+
+
+# --- weight layers ---------------------------------------------------------------------------------
+class Dense(Module):
+    """y = gain * (W x) + b with W on a weight store. x (B, F_in) -> (B, F_out).
+
+    ``gain``: optional learned digital factor per output (absorbs drift and device-range scaling).
+    ``sparse_update``: with plain SGD an input column that is zero over the whole batch has a zero
+    gradient; only the live columns are handed to the store (work proportional to what changes).
+    """
+
+    def __init__(self, name: str, store, xp, bias: bool = True, gain: bool = False, dtype="float32"):
+        self.name, self.store, self.xp = name, store, xp
+        n_out, self.n_in = int(store.shape[0]), int(store.shape[1])
+        self.n_out = n_out
+        self.w = Param(f"{name}.w", store=store)
+        self.b = Param(f"{name}.b", value=xp.zeros(n_out, dtype=dtype)) if bias else None
+        self.g = Param(f"{name}.g", value=xp.ones(n_out, dtype=dtype)) if gain else None
+        self.sparse_update = False
+        self.out_scale = None      # digital factor on the MVM output (global drift compensation)
+        self.record_mvm = False    # keep the last MVM output (drift calibration)
+        self.mvm = None
+
+    def params(self):
+        return [p for p in (self.w, self.b, self.g) if p is not None]
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != self.n_in:
+            raise LayerError(f"{self.name}: input must be (batch, {self.n_in}), got {tuple(x.shape)}")
+        self.x = x
+        y = self.store.forward(x)                  # crossbar read (or fp32 matmul): (B, F_out)
+        if self.g is not None:
+            self.raw = y
+            y = y * self.g.value
+        if self.out_scale is not None:
+            y = y * self.out_scale
+        if self.record_mvm:
+            self.mvm = y
+        return y + self.b.value if self.b is not None else y
+
+    def backward(self, d, need_dx: bool = True):
+        xp, x = self.xp, self.x
+        if self.b is not None:
+            self.b.grad = d.sum(axis=0)            # dL/db = sum over the batch
+        if self.g is not None:
+            self.g.grad = (d * self.raw).sum(axis=0)
+            d = d * self.g.value
+        cols = None
+        if self.sparse_update:
+            live = xp.flatnonzero(xp.any(x, axis=0))   # columns with a non-zero input
+            if live.shape[0] < SPARSE_COLUMN_FRACTION * x.shape[1]:
+                cols = live
+        self.w.cols = cols
+        self.w.grad = d.T @ (x if cols is None else x[:, cols])   # dL/dW = d^T x: outer products summed
+        self.w.macs = int(x.shape[0]) * self.w.size
+        return self.store.backward(d) if need_dx else None     # transposed crossbar read: d W
+
+
+def _pad_hw(xp, x, pad: int):
+    if pad == 0:
+        return x
+    return xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+
+
+def im2col(xp, x, k: int, stride: int, pad: int):
+    """(B, H, W, C) -> patches (B*Ho*Wo, k*k*C), columns ordered (kh, kw, c); returns (patches, Ho, Wo)."""
+    B, H, W, C = x.shape
+    Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
+    xpad = _pad_hw(xp, x, pad)
+    cols = xp.empty((B, Ho, Wo, k, k, C), dtype=x.dtype)
+    for i in range(k):                 # k*k strided copies (kernel offsets, not devices)
+        for j in range(k):
+            cols[:, :, :, i, j, :] = xpad[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :]
+    return cols.reshape(B * Ho * Wo, k * k * C), Ho, Wo
+
+
+def col2im(xp, g, shape, k: int, stride: int, pad: int, Ho: int, Wo: int):
+    """Adjoint of :func:`im2col`: patch gradients (B*Ho*Wo, k*k*C) summed back onto (B, H, W, C)."""
+    B, H, W, C = shape
+    g = g.reshape(B, Ho, Wo, k, k, C)
+    out = xp.zeros((B, H + 2 * pad, W + 2 * pad, C), dtype=g.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[:, i:i + stride * Ho:stride, j:j + stride * Wo:stride, :] += g[:, :, :, i, j, :]
+    return out[:, pad:pad + H, pad:pad + W, :] if pad else out
+
+
+class Conv2d(Module):
+    """2-D convolution by im2col on a weight store. x (B, H, W, C_in) -> (B, Ho, Wo, C_out).
+
+    Kernel matrix W: (C_out, k*k*C_in). Forward: one crossbar read per patch (B*Ho*Wo vectors);
+    backward: one transposed read per output position, then col2im; weight gradient
+    dL/dW = d^T patches, summed over batch and positions (one chi update per mini-batch).
+    """
+
+    def __init__(self, name: str, store, xp, c_in: int, kernel: int, stride: int = 1, padding: int = 0,
+                 bias: bool = True, dtype="float32"):
+        self.name, self.store, self.xp = name, store, xp
+        self.c_out = int(store.shape[0])
+        self.c_in, self.k, self.stride, self.pad = int(c_in), int(kernel), int(stride), int(padding)
+        if self.k < 1 or self.stride < 1 or self.pad < 0:
+            raise LayerError(f"{name}: kernel >= 1, stride >= 1, padding >= 0 required")
+        if store.shape[1] != self.k * self.k * self.c_in:
+            raise LayerError(f"{name}: store has {store.shape[1]} columns, kernel needs "
+                             f"{self.k}*{self.k}*{self.c_in} = {self.k * self.k * self.c_in}")
+        self.w = Param(f"{name}.w", store=store)
+        self.b = Param(f"{name}.b", value=xp.zeros(self.c_out, dtype=dtype)) if bias else None
+        self.out_scale = None
+        self.record_mvm = False
+        self.mvm = None
+        self.positions = None      # Ho*Wo of the last input (crossbar reads per image)
+
+    def params(self):
+        return [p for p in (self.w, self.b) if p is not None]
+
+    def out_shape(self, h: int, w: int) -> tuple[int, int]:
+        return (h + 2 * self.pad - self.k) // self.stride + 1, (w + 2 * self.pad - self.k) // self.stride + 1
+
+    def forward(self, x):
+        if x.ndim != 4 or x.shape[3] != self.c_in:
+            raise LayerError(f"{self.name}: input must be (batch, H, W, {self.c_in}), got {tuple(x.shape)}")
+        B = x.shape[0]
+        cols, Ho, Wo = im2col(self.xp, x, self.k, self.stride, self.pad)
+        if Ho < 1 or Wo < 1:
+            raise LayerError(f"{self.name}: input {tuple(x.shape[1:3])} smaller than the kernel")
+        self.x_shape, self.cols, self.Ho, self.Wo = x.shape, cols, Ho, Wo
+        self.positions = Ho * Wo
+        y = self.store.forward(cols)               # one crossbar read per patch: (B*Ho*Wo, C_out)
+        if self.out_scale is not None:
+            y = y * self.out_scale
+        if self.record_mvm:
+            self.mvm = y
+        if self.b is not None:
+            y += self.b.value
+        return y.reshape(B, Ho, Wo, self.c_out)
+
+    def backward(self, d, need_dx: bool = True):
+        d2 = d.reshape(-1, self.c_out)             # (B*Ho*Wo, C_out)
+        if self.b is not None:
+            self.b.grad = d2.sum(axis=0)
+        self.w.cols = None
+        self.w.grad = d2.T @ self.cols             # (C_out, k*k*C_in), summed over batch and positions
+        self.w.macs = int(d2.shape[0]) * self.w.size
+        self.cols = None                           # free the patches
+        if not need_dx:
+            return None
+        g = self.store.backward(d2)                # transposed read per position: (B*Ho*Wo, k*k*C_in)
+        return col2im(self.xp, g, self.x_shape, self.k, self.stride, self.pad, self.Ho, self.Wo)
+
+
+# --- parameter-free layers -------------------------------------------------------------------------
+def _pool_view(x, k: int, name: str):
+    B, H, W, C = x.shape
+    if H % k or W % k:
+        raise LayerError(f"{name}: input {H}x{W} is not divisible by the pool size {k}")
+    return x.reshape(B, H // k, k, W // k, k, C)
+
+
+class MaxPool2d(Module):
+    """Max over k x k windows (stride k). (B, H, W, C) -> (B, H/k, W/k, C); gradient to the argmax."""
+
+    def __init__(self, name: str, xp, k: int = 2):
+        self.name, self.xp, self.k = name, xp, int(k)
+
+    def forward(self, x):
+        xp, k = self.xp, self.k
+        v = _pool_view(x, k, self.name)                      # (B, Ho, k, Wo, k, C)
+        v = v.transpose(0, 1, 3, 5, 2, 4).reshape(v.shape[0], v.shape[1], v.shape[3], v.shape[5], k * k)
+        self.arg = xp.argmax(v, axis=-1)                     # first maximum of each window
+        self.x_shape = x.shape
+        self._count(activations=v.size // (k * k))
+        return xp.take_along_axis(v, self.arg[..., None], axis=-1)[..., 0]
+
+    def backward(self, d, need_dx: bool = True):
+        if not need_dx:
+            return None
+        xp, k = self.xp, self.k
+        onehot = self.arg[..., None] == xp.arange(k * k)     # (B, Ho, Wo, C, k*k)
+        g = onehot * d[..., None]
+        B, Ho, Wo, C, _ = g.shape
+        g = g.reshape(B, Ho, Wo, C, k, k).transpose(0, 1, 4, 2, 5, 3)
+        return g.reshape(self.x_shape).astype(d.dtype, copy=False)
+
+
+class AvgPool2d(Module):
+    """Mean over k x k windows (stride k). (B, H, W, C) -> (B, H/k, W/k, C)."""
+
+    def __init__(self, name: str, xp, k: int = 2):
+        self.name, self.xp, self.k = name, xp, int(k)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return _pool_view(x, self.k, self.name).mean(axis=(2, 4))
+
+    def backward(self, d, need_dx: bool = True):
+        if not need_dx:
+            return None
+        k = self.k
+        g = self.xp.broadcast_to((d / (k * k))[:, :, None, :, None, :],
+                                 (d.shape[0], d.shape[1], k, d.shape[2], k, d.shape[3]))
+        return g.reshape(self.x_shape)
+
+
+class Flatten(Module):
+    """(B, ...) -> (B, prod(...)) (NHWC order)."""
+
+    def __init__(self, name: str = "flatten"):
+        self.name = name
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, d, need_dx: bool = True):
+        return d.reshape(self.x_shape) if need_dx else None
+
+
+class _Activation(Module):
+    """Elementwise nonlinearity in digital; derivative expressed through the output ``a``."""
+
+    def __init__(self, name: str, xp):
+        self.name, self.xp = name, xp
+
+    def forward(self, z):
+        a = self.fn(z)
+        self.a = a
+        self._count(activations=a.size)
+        return a
+
+    def backward(self, d, need_dx: bool = True):
+        if not need_dx:
+            return None
+        self._count(activations=self.a.size)
+        return d * self.grad(self.a)
+
+
+class Sigmoid(_Activation):
+    def fn(self, z):
+        return 1.0 / (1.0 + self.xp.exp(-z))       # a = 1 / (1 + e^-z)
+
+    def grad(self, a):
+        return a * (1.0 - a)                       # da/dz = a (1 - a)
+
+
+class Tanh(_Activation):
+    def fn(self, z):
+        return self.xp.tanh(z)
+
+    def grad(self, a):
+        return 1.0 - a * a                         # da/dz = 1 - a^2
+
+
+class ReLU(_Activation):
+    def fn(self, z):
+        return self.xp.maximum(z, 0)
+
+    def grad(self, a):
+        return (a > 0).astype(a.dtype)             # da/dz = [a > 0]
+
+
+ACTIVATIONS = {"sigmoid": Sigmoid, "tanh": Tanh, "relu": ReLU}
+
+
+class BatchNorm(Module):
+    """Digital batch normalisation over every axis but the last (features or channels).
+
+    Training: batch mean/variance, running statistics updated with ``BN_MOMENTUM``; evaluation:
+    running statistics. y = gamma * (x - mean) / sqrt(var + eps) + beta.
+    """
+
+    def __init__(self, name: str, xp, n: int, dtype="float32"):
+        self.name, self.xp, self.n = name, xp, int(n)
+        self.gamma = Param(f"{name}.gamma", value=xp.ones(n, dtype=dtype))
+        self.beta = Param(f"{name}.beta", value=xp.zeros(n, dtype=dtype))
+        self.running_mean = xp.zeros(n, dtype=dtype)
+        self.running_var = xp.ones(n, dtype=dtype)
+
+    def params(self):
+        return [self.gamma, self.beta]
+
+    def forward(self, x):
+        xp = self.xp
+        if x.shape[-1] != self.n:
+            raise LayerError(f"{self.name}: last axis must be {self.n}, got {tuple(x.shape)}")
+        x2 = x.reshape(-1, self.n)
+        if self.training:
+            mean = x2.mean(axis=0)
+            var = x2.var(axis=0)
+            m = x2.shape[0]
+            self.running_mean *= 1 - BN_MOMENTUM
+            self.running_mean += BN_MOMENTUM * mean
+            self.running_var *= 1 - BN_MOMENTUM
+            self.running_var += BN_MOMENTUM * var * (m / max(m - 1, 1))   # unbiased, as PyTorch
+        else:
+            mean, var = self.running_mean, self.running_var
+        inv = 1.0 / xp.sqrt(var + BN_EPS)
+        xhat = (x2 - mean) * inv
+        self.xhat, self.inv = xhat, inv
+        self._count(activations=x2.size)
+        return (xhat * self.gamma.value + self.beta.value).reshape(x.shape)
+
+    def backward(self, d, need_dx: bool = True):
+        d2 = d.reshape(-1, self.n)
+        xhat = self.xhat
+        self.beta.grad = d2.sum(axis=0)
+        self.gamma.grad = (d2 * xhat).sum(axis=0)
+        if not need_dx:
+            return None
+        self._count(activations=d2.size)
+        m = d2.shape[0]
+        # dL/dx = gamma/sigma * (d - mean(d) - xhat * mean(d * xhat))
+        dx = (self.gamma.value * self.inv) * (d2 - self.beta.grad / m - xhat * (self.gamma.grad / m))
+        return dx.reshape(d.shape)
+
+    def state_dict(self, be):
+        return {"running_mean": be.asnumpy(self.running_mean), "running_var": be.asnumpy(self.running_var)}
+
+    def load_state_dict(self, st):
+        self.running_mean[...] = self.xp.asarray(st["running_mean"])
+        self.running_var[...] = self.xp.asarray(st["running_var"])
+
+
+class Dropout(Module):
+    """Inverted dropout in digital: training zeroes each element with probability ``p`` and scales
+    the rest by 1/(1-p); evaluation is the identity. Masks come from its own seeded generator."""
+
+    def __init__(self, name: str, xp, p: float, rng):
+        if not 0 <= p < 1:
+            raise LayerError(f"{name}: dropout probability must be in [0, 1), got {p}")
+        self.name, self.xp, self.p, self.rng = name, xp, float(p), rng
+
+    def forward(self, x):
+        if not self.training or self.p == 0:
+            self.mask = None
+            return x
+        keep = self.rng.random(x.shape, dtype="float32") >= self.p
+        self.mask = keep.astype(x.dtype) * (1.0 / (1.0 - self.p))
+        return x * self.mask
+
+    def backward(self, d, need_dx: bool = True):
+        if not need_dx:
+            return None
+        return d if self.mask is None else d * self.mask
+
+    def state_dict(self, be):
+        bg = getattr(self.rng, "bit_generator", None)
+        return {"rng": bg.state if bg is not None else None}
+
+    def load_state_dict(self, st):
+        if st.get("rng") is not None:
+            self.rng.bit_generator.state = st["rng"]
+
+
+# --- container -------------------------------------------------------------------------------------
+class Sequential(Module):
+    """Layers applied in order; backward in reverse order (first layer: no input gradient)."""
+
+    def __init__(self, layers: list, name: str = "net"):
+        self.name = name
+        self.layers = list(layers)
+        names = [L.name for L in self.layers]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise LayerError(f"{name}: duplicate layer names {dup}")
+
+    def modules(self):
+        out = []
+        for L in self.layers:
+            out.extend(L.modules())
+        return out
+
+    def params(self):
+        return [p for L in self.layers for p in L.params()]
+
+    def store_layers(self):
+        return [m for L in self.layers for m in L.store_layers()]
+
+    def bind_events(self, ev: EventCounts | None):
+        for m in self.modules():
+            m.events = ev
+
+    def train(self, mode: bool = True):
+        for m in self.modules():
+            m.training = mode
+        self.training = mode
+
+    def eval(self):
+        self.train(False)
+
+    def forward(self, x):
+        for L in self.layers:
+            x = L.forward(x)
+        return x
+
+    def backward(self, d, need_dx: bool = False):
+        n = len(self.layers)
+        for i in range(n - 1, -1, -1):
+            d = self.layers[i].backward(d, need_dx=need_dx or i > 0)
+        return d
+
+    def update_order(self) -> list[Param]:
+        """Parameters in update order: last layer first (the order of the devices' random draws)."""
+        return [p for L in reversed(self.layers) for p in L.params()]
+
+    def state_dict(self, be) -> dict:
+        out = {}
+        for m in self.modules():
+            st = m.state_dict(be) if m is not self else {}
+            for p in m.params() if m is not self else []:
+                st[p.key] = p.store.state_dict(be) if p.store is not None else be.asnumpy(p.value)
+            if st:
+                out[m.name] = st
+        return out
+
+    def load_state_dict(self, st: dict) -> None:
+        for m in self.modules():
+            if m is self:
+                continue
+            ms = st.get(m.name)
+            if ms is None:
+                if m.params() or m.state_dict.__func__ is not Module.state_dict:
+                    raise LayerError(f"checkpoint has no state for layer {m.name}")
+                continue
+            m.load_state_dict(ms)
+            for p in m.params():
+                if p.store is not None:
+                    p.store.load_state_dict(ms[p.key])
+                else:
+                    p.value[...] = m.xp.asarray(ms[p.key])
+
+
+def apply_updates(params: list[Param], opt: Optimizer, lr: float, rand_rng, events: EventCounts | None,
+                  batch_size: int) -> tuple[int, int]:
+    """Optimizer deltas for every parameter (in the given order); stores route theirs through chi.
+
+    Returns (SET pulses, refreshes) of this mini-batch. Event counts: update MACs, chi
+    read-modify-writes (one per analog weight with a live input), optimizer ops, digital
+    parameter updates. ``batch_size`` is only used for parameters that report no MACs.
+    """
+    pulses = refreshes = 0
+    ops = Optimizer.OPS_PER_WEIGHT[opt.kind]
+    for p in params:
+        if p.grad is None:
+            continue
+        if p.store is not None:
+            st = p.store.apply_update(opt.delta(p.key, p.grad, lr), rand_rng, p.cols)
+            pulses += st["set_pulses"]
+            refreshes += st["refreshes"]
+            if events is not None:
+                n_w = p.size
+                events.add(update_macs=p.macs or batch_size * n_w,
+                           chi_updates=n_w if p.store.kind == "analog" else 0, optimizer_ops=ops * n_w)
+        else:
+            p.value += opt.delta(p.key, p.grad, lr * p.lr_scale)
+            if events is not None:
+                events.add(optimizer_ops=ops * p.value.size, bias_updates=p.value.size)
+        p.grad = None
+    return pulses, refreshes
