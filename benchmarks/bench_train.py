@@ -39,11 +39,11 @@ def _trainer(mode: str, dpu: str, ds: Dataset, batch: int, backend: str):
 
 def _time(tr: Trainer, batches: int, batch: int) -> float:
     rng = tr.be.child_rng(7)
-    n = tr.x_train.shape[0]
+    n = tr.task.n_train
     t0 = time.perf_counter()
     for b in range(batches):
         i = (b * batch) % (n - batch)
-        tr._batch(tr.x_train[i:i + batch], tr.y_train[i:i + batch], 0.1, rng)
+        tr.step(tr.xp.arange(i, i + batch), 0.1, rng)
     tr.be.synchronize()
     return time.perf_counter() - t0
 

@@ -16,6 +16,8 @@ from rtl.spec import DPUSpec, SpecError
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
 OPTIMIZERS = ("sgd", "momentum", "adam")
+ARCHS = ("mlp", "cnn")
+INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
 
 
 class ConfigError(ValueError):
@@ -40,13 +42,22 @@ class TrainSection:
     train_subset: int = 0            # use only the first N training images (0: all)
     test_subset: int = 0             # evaluate on the first N test images (0: all)
     eval_batch: int = 1000           # test-set MVM batch
+    augment: bool = True             # image datasets (NHWC): seeded random crop (4-pixel padding) and
+                                     # horizontal flip, in digital; ignored for flat inputs (MNIST MLP)
 
 
 @dataclass
 class ModelSection:
-    arch: str = "mlp"
-    hidden: list = field(default_factory=lambda: [250])   # hidden layer widths
-    activation: str = "sigmoid"
+    arch: str = "mlp"                # mlp | cnn (sim/tasks/models.py)
+    hidden: list = field(default_factory=lambda: [250])   # hidden dense layer widths (cnn: after the
+                                     # conv stack; may be empty)
+    activation: str = "sigmoid"      # sigmoid | relu | tanh
+    conv: list = field(default_factory=list)  # cnn: output channels per conv layer, "M" = 2x2 pooling,
+                                     # e.g. [32, "M", 64, "M"] (VGG notation)
+    kernel: int = 3                  # cnn: conv kernel size (same padding, stride 1)
+    pool: str = "max"                # cnn: max | avg pooling for "M"
+    batch_norm: bool = False         # digital BatchNorm after every conv / hidden dense layer
+    dropout: float = 0.0             # digital dropout before dense layers (cnn: also the first)
     init: str = "xavier_uniform"     # initial weight distribution (programmed by program-and-verify)
     init_gain: float = 1.0
     output_gain: bool = False        # learned digital gain per output column on each MVM result
@@ -93,6 +104,12 @@ class Config:
         if len(vals) != n_layers:
             raise ConfigError(f"synapse.{name}: need 1 or {n_layers} values (one per layer), got {len(vals)}")
         return [float(x) for x in vals]
+
+    def n_weight_layers(self) -> int:
+        """Weight matrices of the network (conv layers, hidden dense layers, output layer)."""
+        m = self.model
+        n_conv = sum(1 for c in m.conv if not isinstance(c, str)) if m.arch == "cnn" else 0
+        return n_conv + len(m.hidden) + 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -192,11 +209,19 @@ def validate(cfg: Config) -> None:
     need(t.seconds_per_batch >= 0, f"train.seconds_per_batch must be >= 0, got {t.seconds_per_batch}")
     need(t.train_subset >= 0 and t.test_subset >= 0, "train.train_subset/test_subset must be >= 0")
     need(t.eval_batch >= 1, f"train.eval_batch must be >= 1, got {t.eval_batch}")
-    need(m.arch == "mlp", f"model.arch: only 'mlp' is implemented, got {m.arch!r}")
-    need(len(m.hidden) >= 1 and all(isinstance(h, int) and h >= 1 for h in m.hidden),
-         f"model.hidden must be a list of positive integers, got {m.hidden!r}")
+    need(m.arch in ARCHS, f"model.arch must be one of {ARCHS}, got {m.arch!r}")
+    need((len(m.hidden) >= 1 or m.arch == "cnn") and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
+                                                         for h in m.hidden),
+         f"model.hidden must be a list of positive integers (mlp: at least one), got {m.hidden!r}")
     need(m.activation in ("sigmoid", "relu", "tanh"), f"model.activation must be sigmoid, relu or tanh, got {m.activation!r}")
-    need(m.init in ("xavier_uniform", "xavier_normal"), f"model.init must be xavier_uniform or xavier_normal, got {m.init!r}")
+    need(m.init in INITS, f"model.init must be one of {INITS}, got {m.init!r}")
+    if m.arch == "cnn":
+        need(any(not isinstance(c, str) for c in m.conv), "model.conv: a cnn needs at least one conv layer")
+    need(all(c == "M" or (isinstance(c, int) and not isinstance(c, bool) and c >= 1) for c in m.conv),
+         f'model.conv must list positive channel counts and "M" (pooling), got {m.conv!r}')
+    need(m.kernel >= 1 and m.kernel % 2 == 1, f"model.kernel must be an odd size >= 1 (same padding), got {m.kernel}")
+    need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {m.pool!r}")
+    need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(m.init_gain > 0, f"model.init_gain must be > 0, got {m.init_gain}")
     need(m.output_gain_lr_scale >= 0, f"model.output_gain_lr_scale must be >= 0, got {m.output_gain_lr_scale}")
     need(s.mode in SYNAPSE_MODES, f"synapse.mode must be one of {SYNAPSE_MODES}, got {s.mode!r}")
@@ -207,7 +232,7 @@ def validate(cfg: Config) -> None:
     need(0 <= s.common_mode_uS < s.refresh_threshold * g_max,
          f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "
          f"({s.refresh_threshold * g_max:g} µS), got {s.common_mode_uS}")
-    n_layers = len(m.hidden) + 1
+    n_layers = cfg.n_weight_layers()
     for name in ("w_max", "epsilon_uS"):
         vals = cfg.per_layer(name, n_layers)
         need(all(v > 0 for v in vals), f"synapse.{name} must be > 0, got {vals}")

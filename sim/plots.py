@@ -18,7 +18,8 @@ def plot_run(out: Path, trainer) -> None:
     m = trainer.metrics
     ep = [r["epoch"] for r in m]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ep, [100 * r["train_accuracy"] for r in m], "o-", label="train (running)")
+    ax.plot(ep, [100 * r["train_accuracy"] for r in m], "o-", label="train (running, augmented)"
+            if getattr(trainer.task, "augment", False) else "train (running)")
     ax.plot(ep, [100 * r["test_accuracy"] for r in m], "s-", label="test")
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)")
@@ -40,8 +41,9 @@ def plot_run(out: Path, trainer) -> None:
     fig.savefig(out / "pulses.png", dpi=120)
     plt.close(fig)
 
-    from .layers import AnalogWeights
-    analog = [L for L in trainer.model.layers if isinstance(L.store, AnalogWeights)]
+    from .nn.stores import AnalogWeights
+    layers = trainer.task.store_layers()
+    analog = [L for L in layers if isinstance(L.store, AnalogWeights)]
     if analog:
         be = trainer.be
         fig, axes = plt.subplots(1, len(analog), figsize=(5 * len(analog), 3.6), squeeze=False)
@@ -59,7 +61,7 @@ def plot_run(out: Path, trainer) -> None:
         plt.close(fig)
     else:
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for L in trainer.model.layers:
+        for L in layers:
             ax.hist(np.ravel(trainer.be.asnumpy(L.store.weights())), bins=80, histtype="step", label=L.name, density=True)
         ax.set_xlabel("weight")
         ax.legend()

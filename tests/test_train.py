@@ -10,7 +10,7 @@ from gpu_model.backend import make_backend
 from sim.cli import main
 from sim.config import ConfigError, config_from_dict, load_config
 from sim.data import Dataset, DatasetError, load_digits_fallback, load_mnist
-from sim.train import Model, Trainer, backprop, loss_and_error
+from sim.train import Trainer
 
 
 def tiny_dataset(n=64, d=12, k=3, seed=0):
@@ -21,23 +21,26 @@ def tiny_dataset(n=64, d=12, k=3, seed=0):
 
 
 def test_gradient_matches_finite_differences():
-    """Backprop of the digital loop (fp32 mode) against central finite differences (float64)."""
+    """The MLP as built from config (fp32 mode, output gains) against central finite differences."""
+    from sim.nn import softmax_cross_entropy
+    from sim.tasks.models import build_network
     cfg = config_from_dict({"model": {"hidden": [7], "output_gain": True}, "synapse": {"mode": "fp32"}})
     be = make_backend("numpy", 0)
     ds = tiny_dataset()
-    model = Model(cfg, ds.n_features, ds.n_classes, be)
-    for L in model.layers:   # float64 for a clean finite-difference check
-        L.store.w = L.store.w.astype(np.float64)
-        L.bias = np.random.default_rng(1).normal(0, 0.1, L.bias.shape)
-        L.gain = np.random.default_rng(2).uniform(0.5, 1.5, L.gain.shape)
+    net = build_network(cfg, (ds.n_features,), ds.n_classes, be)
+    rng = np.random.default_rng(1)
+    for p in net.params():   # float64 for a clean finite-difference check
+        if p.store is not None:
+            p.store.w = p.store.w.astype(np.float64)
+        else:
+            p.value = rng.uniform(0.5, 1.5, p.value.shape) if p.key.endswith(".g") else rng.normal(0, 0.1, p.value.shape)
     xb, yb = ds.x_train[:5].astype(np.float64), ds.y_train[:5]
 
     def loss_fn():
-        return loss_and_error(np, model.forward(xb)[-1], yb)[0]
+        return softmax_cross_entropy(np, net.forward(xb), yb)[0]
 
-    outs = model.forward(xb)
-    _, _, d = loss_and_error(np, outs[-1], yb)
-    grads = {i: (gw.copy(), gb.copy(), gg) for i, gw, gb, _, gg in backprop(model, xb, outs, d)}
+    _, _, d = softmax_cross_entropy(np, net.forward(xb), yb)
+    net.backward(d)
     h = 1e-6
 
     def numeric(arr, idx):
@@ -50,14 +53,30 @@ def test_gradient_matches_finite_differences():
         arr[idx] = old
         return (lp - lm) / (2 * h)
 
-    rng = np.random.default_rng(2)
-    for i, L in enumerate(model.layers):
+    assert [p.key for p in net.params()] == ["fc1.w", "fc1.b", "fc1.g", "fc2.w", "fc2.b", "fc2.g"]
+    for p in net.params():
+        arr = p.store.w if p.store is not None else p.value
         for _ in range(6):
-            rc = (rng.integers(L.store.w.shape[0]), rng.integers(L.store.w.shape[1]))
-            assert grads[i][0][rc] == pytest.approx(numeric(L.store.w, rc), rel=1e-4, abs=1e-8)
-        j = rng.integers(L.bias.shape[0])
-        assert grads[i][1][j] == pytest.approx(numeric(L.bias, j), rel=1e-4, abs=1e-8)
-        assert grads[i][2][j] == pytest.approx(numeric(L.gain, j), rel=1e-4, abs=1e-8)
+            idx = tuple(int(rng.integers(s)) for s in arr.shape)
+            assert p.grad[idx] == pytest.approx(numeric(arr, idx), rel=1e-4, abs=1e-8), p.key
+
+
+REFERENCE = Path(__file__).parent / "data" / "mlp_reference_06c5263.json"
+
+
+@pytest.mark.parametrize("name", ["pcm_sgd", "pcm_mom"])
+def test_mlp_on_the_layer_library_keeps_its_results(tmp_path, name):
+    """The MLP is one instance of the layer library: the same commands give the summaries the
+    MLP-only trainer gave (commit 06c5263): accuracy, loss, pulses, refreshes, every event count."""
+    import shlex
+    ref = json.loads(REFERENCE.read_text())[name]
+    argv = shlex.split(ref["command"].replace("RUNS/", str(tmp_path) + "/"))[1:]
+    assert main(argv) == 0
+    s = json.loads((tmp_path / name / "summary.json").read_text())
+    for k in ("test_accuracy", "best_test_accuracy", "train_accuracy", "loss", "total_pulses", "total_refreshes",
+              "images_trained", "events"):
+        assert s[k] == ref[k], k
+    assert s["total_pulses"] > 0 and s["total_refreshes"] >= 0
 
 
 def _train(tmp, mode, epochs=1, **train):
@@ -77,7 +96,7 @@ def test_ideal_small_epsilon_tracks_fp32(tmp_path):
     (tmp_path / "b").mkdir()
     fp = _train(tmp_path / "a", "fp32", epochs=2)
     ide = _train(tmp_path / "b", "ideal", epochs=2)
-    for Lf, Li in zip(fp.model.layers, ide.model.layers):
+    for Lf, Li in zip(fp.task.store_layers(), ide.task.store_layers()):
         wf, wi = Lf.store.weights(), Li.store.weights()
         eps_w = Li.store.epsilon_w
         # chi holds at most one granule per weight; the rest is the float accumulation difference

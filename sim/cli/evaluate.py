@@ -41,39 +41,68 @@ def parse_times(text: str) -> list[float]:
     return times
 
 
-def _layer_mean_abs(model, x, scales):
-    """Per-layer mean |MVM output| along a forward pass (with the given compensation scales)."""
-    model.forward(x, scales)
-    return [float(model.xp.abs(y).mean()) for y in model.mvm]
+def _set_scales(task, scales):
+    for L, sc in zip(task.store_layers(), scales if scales is not None else [None] * len(task.store_layers())):
+        L.out_scale = sc
+
+
+def _layer_mean_abs(task, x, scales, batch: int):
+    """Per-weight-layer mean |MVM output| along forward passes (with the given compensation scales)."""
+    layers = task.store_layers()
+    _set_scales(task, scales)
+    sums = [0.0] * len(layers)
+    counts = [0] * len(layers)
+    for L in layers:
+        L.record_mvm = True
+    try:
+        for i in range(0, x.shape[0], batch):
+            task.predict(x[i:i + batch], batch)
+            for j, L in enumerate(layers):
+                sums[j] += float(task.xp.abs(L.mvm).sum())
+                counts[j] += int(L.mvm.size)
+    finally:
+        for L in layers:
+            L.record_mvm, L.mvm = False, None
+        _set_scales(task, None)
+    return [s / c for s, c in zip(sums, counts)]
 
 
 def evaluate_drift(tr, times, repeats=1) -> dict:
-    with tr.model.uncounted():
+    with tr.task.uncounted():
         return _evaluate_drift(tr, times, repeats)
 
 
+def _accuracy(task, scales) -> float:
+    _set_scales(task, scales)
+    try:
+        return float((task.predict(task.x_test, task.cfg.train.eval_batch) == task.y_test).mean())
+    finally:
+        _set_scales(task, None)
+
+
 def _evaluate_drift(tr, times, repeats) -> dict:
-    m = tr.model
+    task = tr.task
+    n_layers = len(task.store_layers())
+    batch = tr.cfg.train.eval_batch
     t_end = tr.clock
-    xcal = tr.x_train[:CALIBRATION_IMAGES]
-    m.set_time(t_end)
-    ref = _layer_mean_abs(m, xcal, None)
+    xcal = task.x_train[:CALIBRATION_IMAGES]
+    task.set_time(t_end)
+    ref = _layer_mean_abs(task, xcal, None, batch)
     rows = []
     for T in times:
-        m.set_time(t_end + T)
+        task.set_time(t_end + T)
         # GDC factors, layer by layer (each computed with the earlier layers already compensated)
-        scales = [1.0] * len(m.layers)
-        for i in range(len(m.layers)):
-            now = _layer_mean_abs(m, xcal, scales)
+        scales = [1.0] * n_layers
+        for i in range(n_layers):
+            now = _layer_mean_abs(task, xcal, scales, batch)
             scales[i] = ref[i] / now[i] if now[i] > 0 else 1.0
-        acc_raw = [float((m.predict(tr.x_test, tr.cfg.train.eval_batch) == tr.y_test).mean()) for _ in range(repeats)]
-        acc_gdc = [float((m.predict(tr.x_test, tr.cfg.train.eval_batch, scales) == tr.y_test).mean())
-                   for _ in range(repeats)]
+        acc_raw = [_accuracy(task, None) for _ in range(repeats)]
+        acc_gdc = [_accuracy(task, scales) for _ in range(repeats)]
         rows.append({"t_after_training_s": T, "accuracy": float(np.mean(acc_raw)),
                      "accuracy_gdc": float(np.mean(acc_gdc)), "gdc_scales": scales})
         print(f"t = {T:>12g} s   accuracy {rows[-1]['accuracy']:.4f}   with GDC {rows[-1]['accuracy_gdc']:.4f}",
               file=sys.stderr)
-    m.set_time(t_end)
+    task.set_time(t_end)
     return {"t_end_of_training_s": t_end, "repeats": repeats, "points": rows}
 
 

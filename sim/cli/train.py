@@ -12,14 +12,14 @@ import sys
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
-from ..config import ConfigError, load_config, parse_sets
-from ..data import DatasetError, load_dataset
+from ..config import ARCHS, ConfigError, load_config, parse_sets
+from ..data import DATASETS, DatasetError, load_dataset
 from ..train import RunError, Trainer, load_checkpoint
 
 
 def add_arguments(p):
-    p.add_argument("arch", choices=["mlp"], help="network architecture")
-    p.add_argument("--dataset", default="mnist", choices=["mnist", "digits"],
+    p.add_argument("arch", choices=list(ARCHS), help="network architecture (model.arch)")
+    p.add_argument("--dataset", default="mnist", choices=list(DATASETS),
                    help="dataset (digits: the 8x8 set bundled with scikit-learn)")
     p.add_argument("--synapse", choices=["fp32", "ideal", "pcm"], help="weight store (default: config's, else pcm)")
     p.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
@@ -38,12 +38,28 @@ def add_arguments(p):
     p.add_argument("--quiet", action="store_true", help="no progress output")
 
 
+def _check_arch(path, arch: str) -> None:
+    """A config file written for another architecture is an error, not silently overridden."""
+    import tomllib
+    try:
+        d = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return   # load_config reports it
+    file_arch = d.get("model", {}).get("arch") if isinstance(d.get("model"), dict) else None
+    if file_arch is not None and file_arch != arch:
+        raise ConfigError(f"{path} sets model.arch = {file_arch!r} but the command trains {arch!r}")
+
+
 def run(args) -> int:
     out = Path(args.out)
     try:
         overrides = parse_sets(args.set)
         overrides.setdefault("synapse", {})
         overrides.setdefault("train", {})
+        overrides.setdefault("model", {})
+        if args.config and not args.resume:
+            _check_arch(args.config, args.arch)
+        overrides["model"]["arch"] = args.arch
         if args.synapse:
             overrides["synapse"]["mode"] = args.synapse
         if args.dpu:

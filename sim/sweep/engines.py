@@ -36,6 +36,15 @@ class Progress:
         self.lock = threading.Lock()
         self.t0 = time.perf_counter()
 
+    def __getstate__(self):   # Tune pickles its callbacks into the experiment state
+        d = dict(self.__dict__)
+        d.pop("lock", None)
+        d.pop("stream", None)
+        return d
+
+    def __setstate__(self, d):
+        self.__dict__.update(d, lock=threading.Lock(), stream=sys.stderr)
+
     def set(self, tid, status, note=""):
         with self.lock:
             self.state[tid] = status
@@ -111,7 +120,7 @@ def init_ray(address=None, num_cpus=None, num_gpus=None):
     import ray
     t0 = time.perf_counter()
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")   # no tensorboard/csv/json loggers
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
     kw = dict(include_dashboard=False, log_to_driver=False, ignore_reinit_error=True, logging_level="ERROR")
@@ -191,19 +200,19 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
     metric = spec.metric
 
     class Cb(tune.Callback):
-        def on_trial_start(self, iteration, trials_, trial, **info):
+        def on_trial_start(self, iteration, trials, trial, **info):
             progress.set(trial.config["trial"], "running", "started")
 
-        def on_trial_result(self, iteration, trials_, trial, result, **info):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
             progress.note(trial.config["trial"], f"epoch {result.get('epoch')}/{by_id[trial.config['trial']].epochs} "
                                                  f"{metric} {result.get(metric, float('nan')):.4f}")
 
-        def on_trial_complete(self, iteration, trials_, trial, **info):
+        def on_trial_complete(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]
             progress.set(tid, "stopped" if tid in stopped else "done",
                          "stopped early by the scheduler" if tid in stopped else "done")
 
-        def on_trial_error(self, iteration, trials_, trial, **info):
+        def on_trial_error(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]
             st = __import__("sim.sweep.trial", fromlist=["read_state"]).read_state(out / "trials" / tid)
             progress.set(tid, "failed", f"failed: {st.get('error', 'see its sweep_train.log')}")
@@ -212,7 +221,7 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
     fn = tune.with_parameters(_trainable, trials=by_id, out=str(out.resolve()), retries=retries, cpus=cpus_per_trial,
                               data_dir=data_dir, fault=os.environ.get(FAULT_ENV), cwd=os.getcwd())
     fn = tune.with_resources(fn, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-    tc = dict(num_samples=1, reuse_actors=False)
+    tc = dict(num_samples=1, reuse_actors=True)
     if max_concurrent:
         tc["max_concurrent_trials"] = max_concurrent
     if spec.early_stop:

@@ -1,0 +1,85 @@
+"""The interface between a task and the trainer's loop."""
+from __future__ import annotations
+
+import contextlib
+
+from ..nn import Sequential
+from ..nn.stores import AnalogWeights
+
+
+class Task:
+    """A task owns its network(s) and data; the trainer owns the loop, optimizer, clock and files.
+
+    Subclasses set ``metric`` (the per-epoch figure that ranks epochs, e.g. ``test_accuracy``),
+    ``higher_is_better``, ``train_metric`` and implement :meth:`epoch_batches`, :meth:`train_step`
+    and :meth:`evaluate`.
+    """
+
+    metric = "test_accuracy"
+    higher_is_better = True
+    train_metric = "train_accuracy"
+    networks: dict[str, Sequential]
+
+    # --- what the trainer calls ----------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list:
+        """Batch keys of one epoch (the trainer hands each to :meth:`train_step`)."""
+        raise NotImplementedError
+
+    def train_step(self, key, lr: float, rand_rng, opt, events) -> dict:
+        """One mini-batch: forward, loss, backward, updates. Returns {"loss_sum", "metric_sum", "n",
+        "pulses", "refreshes"} (sums over the batch's samples)."""
+        raise NotImplementedError
+
+    def evaluate(self) -> dict:
+        """Figures at the end of an epoch (evaluation MVMs are not training events)."""
+        raise NotImplementedError
+
+    def state_dict(self, be) -> dict:
+        return {name: net.state_dict(be) for name, net in self.networks.items()}
+
+    def load_state_dict(self, st: dict) -> None:
+        for name, net in self.networks.items():
+            net.load_state_dict(st[name])
+
+    # --- shared helpers -----------------------------------------------------------------------------
+    def store_layers(self):
+        return [L for net in self.networks.values() for L in net.store_layers()]
+
+    def analog_stores(self):
+        return [L.store for L in self.store_layers() if isinstance(L.store, AnalogWeights)]
+
+    @contextlib.contextmanager
+    def uncounted(self):
+        """Crossbar MVMs inside this block are not training events (evaluation, calibration)."""
+        mats = [s.matrix for s in self.analog_stores()]
+        for mat in mats:
+            mat.count_events = False
+        try:
+            yield
+        finally:
+            for mat in mats:
+                mat.count_events = True
+
+    def set_time(self, t: float):
+        for s in self.analog_stores():
+            s.syn.set_time(t)
+
+    def advance(self, dt: float):
+        for s in self.analog_stores():
+            s.syn.advance(dt)
+
+    def layer_summary(self) -> list[dict]:
+        """One entry per weight matrix: shape, kind, crossbar reads per sample (energy model)."""
+        out = []
+        for L in self.store_layers():
+            st = L.store
+            entry = {"name": L.name, "out": int(st.shape[0]), "in": int(st.shape[1]), "kind": st.kind}
+            if getattr(L, "positions", None):
+                entry["vectors_per_image"] = int(L.positions)
+            if isinstance(st, AnalogWeights):
+                syn = st.syn
+                entry.update(w_max=syn.w_max, epsilon_uS=syn.epsilon_uS, epsilon_w=syn.epsilon_w,
+                             tiles=st.matrix.n_tiles, inc_saturated=st.inc_saturated,
+                             init_prog_pulses=syn.counters.init_prog_pulses)
+            out.append(entry)
+        return out

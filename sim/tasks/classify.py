@@ -1,0 +1,93 @@
+"""Image classification (MNIST MLP, CIFAR-10 CNN): softmax cross-entropy, accuracy.
+
+Batches: a seeded permutation per epoch (``SeedSequence([seed, 2, epoch])``); with
+``train.augment`` and an image dataset, a seeded random crop (4-pixel zero padding) and horizontal
+flip per image, in digital (``SeedSequence([seed, 3, epoch])``).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..nn import Dense, apply_updates, softmax_cross_entropy
+from .base import Task
+from .models import build_network
+
+PERMUTATION_STREAM = 2
+AUGMENT_STREAM = 3
+AUGMENT_PAD = 4            # pixels of zero padding for the random crop (standard CIFAR-10 practice)
+
+
+class ClassifyTask(Task):
+    metric = "test_accuracy"
+    higher_is_better = True
+    train_metric = "train_accuracy"
+
+    def __init__(self, cfg, ds, be):
+        self.cfg, self.ds, self.be, self.xp = cfg, ds, be, be.xp
+        xp, t = self.xp, cfg.train
+        ntr = t.train_subset or len(ds.x_train)
+        nte = t.test_subset or len(ds.x_test)
+        self.x_train = xp.asarray(ds.x_train[:ntr])
+        self.y_train = xp.asarray(ds.y_train[:ntr])
+        self.x_test = xp.asarray(ds.x_test[:nte])
+        self.y_test = xp.asarray(ds.y_test[:nte])
+        self.net = build_network(cfg, ds.input_shape if cfg.model.arch == "cnn" else (ds.n_features,),
+                                 ds.n_classes, be)
+        self.networks = {"net": self.net}
+        sparse = t.optimizer == "sgd"
+        for L in self.net.layers:
+            if isinstance(L, Dense):
+                L.sparse_update = sparse
+        self.augment = bool(t.augment) and len(ds.input_shape) == 3
+        self._aug_rng = None
+
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.shape[0])
+
+    def epoch_batches(self, epoch: int) -> list:
+        t = self.cfg.train
+        n = self.n_train
+        perm = np.random.default_rng(np.random.SeedSequence([t.seed, PERMUTATION_STREAM, epoch])).permutation(n)
+        perm = self.xp.asarray(perm)
+        if self.augment:
+            self._aug_rng = np.random.default_rng(np.random.SeedSequence([t.seed, AUGMENT_STREAM, epoch]))
+        return [perm[i * t.batch_size:(i + 1) * t.batch_size] for i in range(math.ceil(n / t.batch_size))]
+
+    def _augment(self, xb):
+        from ..data.cifar10 import augment
+        return augment(self.xp, xb, self._aug_rng, pad=AUGMENT_PAD, flip=True)
+
+    def train_step(self, idx, lr, rand_rng, opt, events) -> dict:
+        xp, net = self.xp, self.net
+        xb, yb = self.x_train[idx], self.y_train[idx]
+        if self.augment:
+            xb = self._augment(xb)
+        B = int(xb.shape[0])
+        net.train()
+        net.bind_events(events)
+        logits = net.forward(xb)
+        loss, correct, d = softmax_cross_entropy(xp, logits, yb)
+        opt.step_begin()
+        net.backward(d)
+        pulses, refreshes = apply_updates(net.update_order(), opt, lr, rand_rng, events, B)
+        events.add(softmax_outputs=B * self.ds.n_classes)
+        return {"loss_sum": loss * B, "metric_sum": correct, "n": B, "pulses": pulses, "refreshes": refreshes}
+
+    def predict(self, x, batch: int):
+        xp, net = self.xp, self.net
+        net.eval()
+        net.bind_events(None)
+        preds = [xp.argmax(net.forward(x[i:i + batch]), axis=1) for i in range(0, x.shape[0], batch)]
+        return xp.concatenate(preds)
+
+    def accuracy(self, x, y) -> float:
+        with self.uncounted():
+            pred = self.predict(x, self.cfg.train.eval_batch)
+        return float((pred == y).mean())
+
+    def evaluate(self) -> dict:
+        """Test accuracy with fresh noisy reads (not training events)."""
+        return {"test_accuracy": self.accuracy(self.x_test, self.y_test)}
