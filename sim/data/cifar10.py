@@ -83,10 +83,13 @@ def _empty_bytes(*args):
 
 
 def _allowed_globals() -> dict:
-    core = getattr(np, "_core", None) or np.core   # NumPy 2 (numpy._core) or 1.x (numpy.core)
+    try:   # NumPy 2 (numpy._core); pickles name either module, whichever NumPy wrote them
+        from numpy._core import multiarray
+    except ImportError:   # NumPy 1.x
+        from numpy.core import multiarray
     mods = ("numpy.core.multiarray", "numpy._core.multiarray")
-    allowed = {(m, "_reconstruct"): core.multiarray._reconstruct for m in mods}
-    allowed.update({(m, "scalar"): core.multiarray.scalar for m in mods})
+    allowed = {(m, "_reconstruct"): multiarray._reconstruct for m in mods}
+    allowed.update({(m, "scalar"): multiarray.scalar for m in mods})
     allowed.update({
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
