@@ -233,7 +233,7 @@ def validate(cfg: Config) -> None:
          f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "
          f"({s.refresh_threshold * g_max:g} µS), got {s.common_mode_uS}")
     n_layers = cfg.n_weight_layers()
-    for name in ("w_max", "epsilon_uS"):
+    for name in ("w_max", "epsilon_uS") if s.mode != "fp32" else ():   # fp32 weights have no devices
         vals = cfg.per_layer(name, n_layers)
         need(all(v > 0 for v in vals), f"synapse.{name} must be > 0, got {vals}")
     try:

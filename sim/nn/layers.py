@@ -256,29 +256,37 @@ def _pool_view(x, k: int, name: str):
 
 
 class MaxPool2d(Module):
-    """Max over k x k windows (stride k). (B, H, W, C) -> (B, H/k, W/k, C); gradient to the argmax."""
+    """Max over k x k windows (stride k). (B, H, W, C) -> (B, H/k, W/k, C).
+
+    Gradient to the window's maximum; tied maxima share it equally (a valid subgradient; ties are
+    rare except for windows of ReLU zeros, whose own gradient is zero anyway).
+    """
 
     def __init__(self, name: str, xp, k: int = 2):
         self.name, self.xp, self.k = name, xp, int(k)
 
     def forward(self, x):
-        xp, k = self.xp, self.k
-        v = _pool_view(x, k, self.name)                      # (B, Ho, k, Wo, k, C)
-        v = v.transpose(0, 1, 3, 5, 2, 4).reshape(v.shape[0], v.shape[1], v.shape[3], v.shape[5], k * k)
-        self.arg = xp.argmax(v, axis=-1)                     # first maximum of each window
-        self.x_shape = x.shape
-        self._count(activations=v.size // (k * k))
-        return xp.take_along_axis(v, self.arg[..., None], axis=-1)[..., 0]
+        v = _pool_view(x, self.k, self.name)                 # (B, Ho, k, Wo, k, C), a view
+        y = v.max(axis=(2, 4))
+        self.x, self.y = x, y
+        self._count(activations=y.size)
+        return y
 
     def backward(self, d, need_dx: bool = True):
         if not need_dx:
             return None
-        xp, k = self.xp, self.k
-        onehot = self.arg[..., None] == xp.arange(k * k)     # (B, Ho, Wo, C, k*k)
-        g = onehot * d[..., None]
-        B, Ho, Wo, C, _ = g.shape
-        g = g.reshape(B, Ho, Wo, C, k, k).transpose(0, 1, 4, 2, 5, 3)
-        return g.reshape(self.x_shape).astype(d.dtype, copy=False)
+        k = self.k
+        v = _pool_view(self.x, k, self.name)
+        mask = v == self.y[:, :, None, :, None, :]           # where each window's maximum is
+        share = d / mask.sum(axis=(2, 4))                    # split among ties (1 almost always)
+        g = mask * share[:, :, None, :, None, :]
+        self.x = self.y = None
+        return g.reshape(self.x_shape_of(g)).astype(d.dtype, copy=False)
+
+    @staticmethod
+    def x_shape_of(g):
+        B, Ho, k, Wo, k2, C = g.shape
+        return (B, Ho * k, Wo * k2, C)
 
 
 class AvgPool2d(Module):

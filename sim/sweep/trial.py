@@ -140,9 +140,13 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
     fault_t = parse_fault(fault)
     reported = 0
 
-    def emit_new():
+    def emit_new(hold_last=False):
+        # hold_last: the last epoch is reported only once the child has exited (its summary written),
+        # because a scheduler stops a trial that reaches its last epoch
         nonlocal reported
         for rec in read_metrics(run):
+            if hold_last and rec.get("epoch", 0) >= trial.epochs:
+                break
             if rec.get("epoch", 0) > reported:
                 reported = rec["epoch"]
                 if report:
@@ -155,7 +159,7 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
           "knobs": trial.knobs, "seed": trial.seed}
     run.mkdir(parents=True, exist_ok=True)
     if (run / "checkpoint.pkl").is_file():
-        emit_new()   # epochs done in an earlier session
+        emit_new(hold_last=True)   # epochs done in an earlier session
     env = child_env(cpus)
     tries = 0
     while True:
@@ -177,7 +181,7 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
             try:
                 while proc.poll() is None:
                     time.sleep(0.02 if kill_at else poll)
-                    emit_new()
+                    emit_new(hold_last=True)
                     if kill_at is not None and reported >= kill_at and killed_after is None:
                         proc.kill()
                         killed_after = reported
@@ -186,7 +190,6 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
                 if proc.poll() is None:   # interrupted (Ctrl-C, Tune stopping the trial): no orphans
                     proc.kill()
                     proc.wait()
-        emit_new()
         summary = read_summary(run)
         if rc == 0 and summary is not None and summary.get("epochs") == trial.epochs:
             # the summary's command: the plain, uninterrupted command that reproduces this run
@@ -195,9 +198,11 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
             st["status"] = "done"
             st["epochs_done"] = summary["epochs"]
             write_state(run, st)
+            emit_new()   # the last epoch, now that the run folder is complete (Tune may end us here)
             if on_event:
                 on_event("done", trial, st)
             return st
+        emit_new(hold_last=True)
         err = _last_error(run / LOG, rc) if rc != 0 else "the run ended without a complete summary.json"
         if killed_after is not None:
             err = f"killed by SIGKILL after epoch {killed_after} (fault injection, {FAULT_ENV})"

@@ -45,8 +45,9 @@ class _Builder:
     def __init__(self, cfg: Config, be: Backend):
         self.cfg, self.be, self.xp = cfg, be, be.xp
         n = cfg.n_weight_layers()
-        self.w_max = cfg.per_layer("w_max", n)
-        self.eps = cfg.per_layer("epsilon_uS", n)
+        analog = cfg.synapse.mode != "fp32"            # fp32 weights have no device range
+        self.w_max = cfg.per_layer("w_max", n) if analog else [None] * n
+        self.eps = cfg.per_layer("epsilon_uS", n) if analog else [None] * n
         self.rng = np.random.default_rng(np.random.SeedSequence([cfg.train.seed, INIT_STREAM]))
         self.i = 0          # weight layers built so far
         self.n_drop = 0
