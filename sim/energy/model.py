@@ -188,23 +188,27 @@ class EnergyReport:
 
 def _layer_sizes(layers) -> tuple[int, int, int, int, int, int]:
     """(analog weights, analog weights with a backward MVM, digital weights, digital fwd MACs/image,
-    digital bwd MACs/image, biases). The first layer needs no backward MVM."""
+    digital bwd MACs/image, biases). The first layer needs no backward MVM. A conv layer's
+    ``vectors_per_image`` (output positions: one matrix read per im2col patch) multiplies its MACs."""
     n_an = n_an_bwd = n_dig = dig_fwd = dig_bwd = n_b = 0
     for i, L in enumerate(layers):
         try:
             n = int(L["in"]) * int(L["out"])
             n_b += int(L["out"])
+            vpi = int(L.get("vectors_per_image", 1))
         except (KeyError, TypeError, ValueError):
             raise EnergyError(f"layer {i}: needs integer 'in' and 'out', got {L!r}") from None
+        if vpi < 1:
+            raise EnergyError(f"layer {i}: vectors_per_image must be >= 1, got {vpi}")
         if L.get("kind", "analog") == "analog":
             n_an += n
             if i > 0:
                 n_an_bwd += n
         else:
             n_dig += n
-            dig_fwd += n
+            dig_fwd += n * vpi
             if i > 0:                     # the first layer's input error is not needed
-                dig_bwd += n
+                dig_bwd += n * vpi
     return n_an, n_an_bwd, n_dig, dig_fwd, dig_bwd, n_b
 
 
@@ -296,9 +300,10 @@ def estimate(events: dict, images: int, layers: list, table: EnergyTable,
     if n_dig:
         digital["digital layers"] = dig_layers
 
-    n_analog_layers = sum(1 for L in layers if L.get("kind", "analog") == "analog")
-    if n_analog_layers and c("fwd_vectors") > images * n_analog_layers * 1.001:
-        extra = c("fwd_vectors") / n_analog_layers - images
+    # forward vectors per training image: one per analog dense layer, one per position of a conv
+    fwd_per_image = sum(int(L.get("vectors_per_image", 1)) for L in layers if L.get("kind", "analog") == "analog")
+    if fwd_per_image and c("fwd_vectors") > images * fwd_per_image * 1.001:
+        extra = c("fwd_vectors") / fwd_per_image - images
         notes.append(f"the counts hold ~{extra:,.0f} forward passes beyond the {images:,} training images "
                      "(evaluation?); both designs are charged for them")
     cm = {k: v / images for k, v in cm.items()}
