@@ -46,8 +46,12 @@ def plot_run(out: Path, trainer) -> None:
     analog = [L for L in layers if isinstance(L.store, AnalogWeights)]
     if analog:
         be = trainer.be
-        fig, axes = plt.subplots(1, len(analog), figsize=(5 * len(analog), 3.6), squeeze=False)
-        for ax, L in zip(axes[0], analog):
+        ncol = min(len(analog), 3)
+        nrow = -(-len(analog) // ncol)
+        fig, axes = plt.subplots(nrow, ncol, figsize=(5 * ncol, 3.6 * nrow), squeeze=False)
+        for ax in axes.ravel()[len(analog):]:
+            ax.set_visible(False)
+        for ax, L in zip(axes.ravel(), analog):
             syn = L.store.syn
             for arr, lab in ((syn.gp, "G+"), (syn.gm, "G-")):
                 g = be.asnumpy(arr.conductance_at(syn.t))

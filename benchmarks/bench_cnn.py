@@ -1,0 +1,146 @@
+"""CNN training cost: PCM vs fp32 epoch of the same net, and im2col/conv cost vs a plain matmul.
+
+Side by side in one process, BLAS pinned to one thread, interleaved repetitions (fp32, pcm,
+fp32, pcm, ...; the minimum of each is reported) so that machine noise hits both alike. The net
+and its knobs are those of ``configs/cnn_cifar10_{fp32,pcm}.toml`` (batch 64); CIFAR-10 when it
+is found, else random inputs of its shape. Conv layers: for each conv of the net at batch 64, the
+forward cost of (a) a plain matmul of the patch matrix (B*H*W, 9*C_in) with the kernel,
+(b) im2col + that matmul (the fp32 conv), (c) im2col + the crossbar read of every patch (DAC,
+read noise, ADC), and the backward of (c) (transposed read of every position + col2im + the
+weight-gradient matmul), as ratios to (a).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpu_model.backend import make_backend
+from sim.config import load_config
+from sim.data import Dataset, DatasetError
+from sim.nn import im2col
+from sim.train import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BATCHES = 8            # mini-batches timed per repetition (512 images)
+REPEATS = 3
+EPOCH_IMAGES = 50_000
+CONV_REPEATS = 5
+
+
+def _data(n: int = 2048) -> Dataset:
+    try:
+        from sim.data.cifar10 import load_cifar10
+        ds = load_cifar10()
+        return Dataset("cifar10", ds.x_train[:n], ds.y_train[:n], ds.x_test[:256], ds.y_test[:256],
+                       source=ds.source, n_classes=10)
+    except DatasetError:
+        rng = np.random.default_rng(0)
+        x = rng.normal(size=(n, 32, 32, 3)).astype(np.float32)
+        y = rng.integers(0, 10, n)
+        return Dataset("random-cifar-shape", x, y, x[:256], y[:256], source="random")
+
+
+def _trainer(mode: str, ds: Dataset, backend: str) -> Trainer:
+    cfg = load_config(CONFIGS / f"cnn_cifar10_{mode}.toml")
+    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
+
+
+def _time_batches(tr: Trainer, keys, lr: float, rng) -> float:
+    t0 = time.perf_counter()
+    for k in keys:
+        tr.step(k, lr, rng)
+    tr.be.synchronize()
+    return time.perf_counter() - t0
+
+
+def _blas_one_thread(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
+
+
+def epoch_ratio(backend: str = "numpy") -> dict:
+    ds = _data()
+    trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
+    batch = trainers["fp32"].cfg.train.batch_size
+    keys = trainers["fp32"].task.epoch_batches(0)
+    for tr in trainers.values():
+        tr.task.epoch_batches(0)            # seeds the augmentation stream
+        _time_batches(tr, keys[:2], tr.lr_at(0), tr.be.child_rng(7))   # warm-up
+    best = {m: float("inf") for m in trainers}
+    for r in range(REPEATS):
+        sel = keys[2 + r * BATCHES: 2 + (r + 1) * BATCHES]
+        for m, tr in trainers.items():
+            best[m] = min(best[m], _time_batches(tr, sel, tr.lr_at(0), tr.be.child_rng(8)))
+    per_epoch = {m: best[m] / (BATCHES * batch) * EPOCH_IMAGES for m in trainers}
+    return {"backend": backend, "dataset": ds.name, "batch_size": batch, "seconds_per_epoch": per_epoch,
+            "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"]}
+
+
+def conv_costs(backend: str = "numpy", batch: int = 64) -> list[dict]:
+    ds = _data(batch)
+    tr = _trainer("pcm", ds, backend)
+    xp = tr.xp
+    net = tr.task.net
+    x = xp.asarray(ds.x_train[:batch])
+    out = []
+    for L in net.layers:
+        if L.__class__.__name__ == "Conv2d":
+            st = L.store
+            w = st.weights()
+            cols, _, _ = im2col(xp, x, L.k, L.stride, L.pad)
+
+            def best(fn):
+                t = float("inf")
+                for _ in range(CONV_REPEATS):
+                    t0 = time.perf_counter()
+                    fn()
+                    tr.be.synchronize()
+                    t = min(t, time.perf_counter() - t0)
+                return t
+
+            with tr.task.uncounted():
+                t_mm = best(lambda: cols @ w.T)
+                t_fp = best(lambda: im2col(xp, x, L.k, L.stride, L.pad)[0] @ w.T)
+                t_an = best(lambda: L.forward(x))
+                d = xp.full(L.forward(x).shape, 0.01, dtype=x.dtype)
+
+                def fwd_bwd():
+                    L.forward(x)
+                    L.backward(d, need_dx=True)
+
+                t_bw = best(fwd_bwd) - t_an     # transposed reads + col2im + weight gradient
+            out.append({"layer": L.name, "patches": [int(cols.shape[0]), int(cols.shape[1])], "c_out": L.c_out,
+                        "matmul_s": t_mm, "im2col_matmul_over_matmul": t_fp / t_mm,
+                        "crossbar_conv_over_matmul": t_an / t_mm, "crossbar_conv_backward_over_matmul": t_bw / t_mm})
+        x = L.forward(x)
+    return out
+
+
+def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
+    with _blas_one_thread(blas_threads):
+        return {"epoch": epoch_ratio(backend), "conv": conv_costs(backend)}
+
+
+def table(res: dict) -> str:
+    e = res["epoch"]
+    lines = [f"  CNN epoch (50,000 images, batch {e['batch_size']}, {e['dataset']}, backend {e['backend']}):",
+             f"    fp32 {e['seconds_per_epoch']['fp32']:.0f} s   pcm {e['seconds_per_epoch']['pcm']:.0f} s   "
+             f"pcm / fp32 = {e['pcm_over_fp32']:.2f}x",
+             "  conv forward at batch 64 vs a plain matmul of the patch matrix (same shape):",
+             "    layer   patches        matmul ms  im2col+matmul  crossbar conv  crossbar backward"]
+    for c in res["conv"]:
+        lines.append(f"    {c['layer']:6s}  {c['patches'][0]:6d}x{c['patches'][1]:<5d}  {1e3 * c['matmul_s']:8.1f}  "
+                     f"{c['im2col_matmul_over_matmul']:12.2f}x  {c['crossbar_conv_over_matmul']:12.2f}x  "
+                     f"{c['crossbar_conv_backward_over_matmul']:15.2f}x")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    r = run()
+    print(table(r))
