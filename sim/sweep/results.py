@@ -61,7 +61,7 @@ def collect(spec, trials, out: Path, status: dict | None = None) -> list[dict]:
             row.update(_energy(s, table))
         row["error"] = st.get("error", "") if stat == "failed" else ""
         row["folder"] = str(run)
-        row["command"] = st.get("command") or (s or {}).get("command", "")
+        row["command"] = ((s or {}).get("command") if stat in ("done", "stopped") else None) or st.get("command", "")
         rows.append(row)
     return rows
 
