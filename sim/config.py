@@ -16,7 +16,7 @@ from rtl.spec import DPUSpec, SpecError
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
 OPTIMIZERS = ("sgd", "momentum", "adam")
-ARCHS = ("mlp", "cnn")
+ARCHS = ("mlp", "cnn", "lstm", "gan")
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
 
 
@@ -81,11 +81,62 @@ class SynapseSection:
     dpu: str = "golden"              # golden | rtl
 
 
+# --- task sections (model.arch = "lstm" / "gan"); each task owns its section and its checks ------
+@dataclass
+class LSTMSection:
+    """``[lstm]``: character-level LSTM language model (model.arch = "lstm", sim/tasks/charlm.py)."""
+    hidden: int = 256                # LSTM state size H
+    bptt: int = 100                  # truncated backprop-through-time length (characters)
+    clip_norm: float = 1.0           # digital gradient clipping: global L2 norm per mini-batch
+    embedding: int = 0               # 0: one-hot inputs; > 0: learned embedding (a weight store) of that size
+
+
+@dataclass
+class GANSection:
+    """``[gan]``: generator and discriminator (model.arch = "gan", sim/tasks/gan.py)."""
+    latent_dim: int = 100            # generator input noise size
+    generator: list = field(default_factory=lambda: [256, 512])       # generator hidden widths
+    discriminator: list = field(default_factory=lambda: [512, 256])   # discriminator hidden widths
+    generator_only_pcm: bool = False  # ablation: the discriminator keeps fp32 weights
+
+
+def _n_weight_layers_lstm(cfg) -> int:
+    return (1 if cfg.lstm.embedding > 0 else 0) + 2          # [embedding], gate matrix, projection
+
+
+def _n_weight_layers_gan(cfg) -> int:
+    return len(cfg.gan.generator) + 1 + len(cfg.gan.discriminator) + 1
+
+
+def validate_lstm(cfg, need) -> None:
+    lc = cfg.lstm
+    need(lc.hidden >= 1, f"lstm.hidden must be >= 1, got {lc.hidden}")
+    need(lc.bptt >= 1, f"lstm.bptt must be >= 1, got {lc.bptt}")
+    need(lc.clip_norm > 0, f"lstm.clip_norm must be > 0, got {lc.clip_norm}")
+    need(lc.embedding >= 0, f"lstm.embedding must be >= 0, got {lc.embedding}")
+
+
+def validate_gan(cfg, need) -> None:
+    g = cfg.gan
+    need(g.latent_dim >= 1, f"gan.latent_dim must be >= 1, got {g.latent_dim}")
+    for name in ("generator", "discriminator"):
+        v = getattr(g, name)
+        need(all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v),
+             f"gan.{name} must be a list of positive integers, got {v!r}")
+
+
+TASK_SECTIONS = {"lstm": LSTMSection, "gan": GANSection}   # section name = model.arch
+N_WEIGHT_LAYERS = {"lstm": _n_weight_layers_lstm, "gan": _n_weight_layers_gan}
+TASK_VALIDATORS = {"lstm": validate_lstm, "gan": validate_gan}
+
+
 @dataclass
 class Config:
     train: TrainSection = field(default_factory=TrainSection)
     model: ModelSection = field(default_factory=ModelSection)
     synapse: SynapseSection = field(default_factory=SynapseSection)
+    lstm: LSTMSection = field(default_factory=LSTMSection)
+    gan: GANSection = field(default_factory=GANSection)
     tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields
     dpu: dict = field(default_factory=dict)    # overrides of rtl.spec.DPUSpec fields
 
@@ -108,6 +159,8 @@ class Config:
     def n_weight_layers(self) -> int:
         """Weight matrices of the network (conv layers, hidden dense layers, output layer)."""
         m = self.model
+        if m.arch in N_WEIGHT_LAYERS:
+            return N_WEIGHT_LAYERS[m.arch](self)
         n_conv = sum(1 for c in m.conv if not isinstance(c, str)) if m.arch == "cnn" else 0
         return n_conv + len(m.hidden) + 1
 
@@ -158,7 +211,7 @@ def _section(cls, name: str, data: dict):
 
 
 def config_from_dict(d: dict) -> Config:
-    known = {"train", "model", "synapse", "tile", "dpu"}
+    known = {"train", "model", "synapse", "tile", "dpu", *TASK_SECTIONS}
     unknown = set(d) - known
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -166,6 +219,7 @@ def config_from_dict(d: dict) -> Config:
         train=_section(TrainSection, "train", d.get("train", {})),
         model=_section(ModelSection, "model", d.get("model", {})),
         synapse=_section(SynapseSection, "synapse", d.get("synapse", {})),
+        **{name: _section(cls, name, d.get(name, {})) for name, cls in TASK_SECTIONS.items()},
         tile=dict(d.get("tile", {})),
         dpu=dict(d.get("dpu", {})),
     )
@@ -210,7 +264,7 @@ def validate(cfg: Config) -> None:
     need(t.train_subset >= 0 and t.test_subset >= 0, "train.train_subset/test_subset must be >= 0")
     need(t.eval_batch >= 1, f"train.eval_batch must be >= 1, got {t.eval_batch}")
     need(m.arch in ARCHS, f"model.arch must be one of {ARCHS}, got {m.arch!r}")
-    need((len(m.hidden) >= 1 or m.arch == "cnn") and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
+    need((len(m.hidden) >= 1 or m.arch != "mlp") and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
                                                          for h in m.hidden),
          f"model.hidden must be a list of positive integers (mlp: at least one), got {m.hidden!r}")
     need(m.activation in ("sigmoid", "relu", "tanh"), f"model.activation must be sigmoid, relu or tanh, got {m.activation!r}")
@@ -219,6 +273,8 @@ def validate(cfg: Config) -> None:
         need(any(not isinstance(c, str) for c in m.conv), "model.conv: a cnn needs at least one conv layer")
     need(all(c == "M" or (isinstance(c, int) and not isinstance(c, bool) and c >= 1) for c in m.conv),
          f'model.conv must list positive channel counts and "M" (pooling), got {m.conv!r}')
+    if m.arch in TASK_VALIDATORS:
+        TASK_VALIDATORS[m.arch](cfg, need)
     need(m.kernel >= 1 and m.kernel % 2 == 1, f"model.kernel must be an odd size >= 1 (same padding), got {m.kernel}")
     need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {m.pool!r}")
     need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")

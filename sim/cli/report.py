@@ -1,7 +1,7 @@
 """``mcasim report RUN [RUN ...]``: a Markdown table of runs, read from their summary files.
 
-Each row shows the run's final and best test accuracy, epochs, pulses, refreshes and seconds per
-epoch, and the command that reproduces it (rebuilt from the run's resolved ``config.toml``).
+Each row shows the final and best figure of the run's metric (the task's: test accuracy, BPC,
+FD...), epochs, pulses, refreshes and seconds per epoch, and the command that made it.
 """
 from __future__ import annotations
 
@@ -17,10 +17,24 @@ def add_arguments(p):
     p.add_argument("--stats", action="store_true", help="add a line with the mean and std of the final accuracies")
 
 
+# how a metric is shown: (column title, scale, decimals); accuracies in %, others as they are
+METRIC_FORMAT = {"test_accuracy": ("test acc. (%)", 100.0, 2)}
+
+
+def metric_of(s: dict) -> str:
+    return s.get("metric", "test_accuracy")   # summaries from before the layer library: accuracy
+
+
+def _fmt(metric: str, value: float) -> str:
+    _, scale, dec = METRIC_FORMAT.get(metric, (metric, 1.0, 3))
+    return f"{scale * value:.{dec}f}"
+
+
 def row(run: Path, label: str) -> str:
     s = json.loads((run / "summary.json").read_text())
+    m = metric_of(s)
     cmd = f"`{s['command']}`" if s.get("command") else f"(config: `{run}/config.toml`)"
-    return (f"| {label} | {100 * s['test_accuracy']:.2f} | {100 * s['best_test_accuracy']:.2f} (ep {s['best_epoch']}) "
+    return (f"| {label} | {_fmt(m, s[m])} | {_fmt(m, s['best_' + m])} (ep {s['best_epoch']}) "
             f"| {s['epochs']} | {s['total_pulses']:,} | {s['total_refreshes']:,} | {s['seconds_per_epoch']:.0f} | {cmd} |")
 
 
@@ -34,14 +48,23 @@ def run(args) -> int:
     if missing:
         print(f"mcasim report: error: no summary.json in {', '.join(missing)}", file=sys.stderr)
         return 2
-    lines = ["| run | test acc. (%) final | best (%) | epochs | SET pulses | refreshes | s/epoch | command |",
+    summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
+    metrics = {metric_of(s) for s in summaries}
+    if len(metrics) > 1:
+        print(f"mcasim report: error: the runs report different metrics ({', '.join(sorted(metrics))}); "
+              "make one table per metric", file=sys.stderr)
+        return 2
+    m = metrics.pop()
+    title = METRIC_FORMAT.get(m, (m,))[0]
+    lines = [f"| run | {title} final | best | epochs | SET pulses | refreshes | s/epoch | command |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     lines += [row(r, lab) for r, lab in zip(runs, labels)]
     if args.stats:
         import statistics
-        acc = [100 * json.loads((r / "summary.json").read_text())["test_accuracy"] for r in runs]
-        sd = statistics.stdev(acc) if len(acc) > 1 else 0.0
-        lines.append(f"| mean ± std of {len(acc)} | {statistics.mean(acc):.2f} ± {sd:.2f} | | | | | | |")
+        _, scale, dec = METRIC_FORMAT.get(m, (m, 1.0, 3))
+        vals = [scale * s[m] for s in summaries]
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        lines.append(f"| mean ± std of {len(vals)} | {statistics.mean(vals):.{dec}f} ± {sd:.{dec}f} | | | | | | |")
     text = "\n".join(lines)
     print(text)
     if args.out:

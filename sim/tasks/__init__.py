@@ -13,4 +13,10 @@ def make_task(cfg, ds, be) -> "Task":
     if arch in ("mlp", "cnn"):
         from .classify import ClassifyTask
         return ClassifyTask(cfg, ds, be)
+    if arch == "lstm":
+        from .charlm import CharLMTask
+        return CharLMTask(cfg, ds, be)
+    if arch == "gan":
+        from .gan import GANTask
+        return GANTask(cfg, ds, be)
     raise ValueError(f"no task for model.arch {arch!r}")
