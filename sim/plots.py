@@ -14,9 +14,21 @@ def _plt():
 
 
 def plot_run(out: Path, trainer) -> None:
+    """accuracy.png (classification tasks), the task's own plots (``task.plot(out, metrics)``),
+    pulses.png and the conductance (analog) or weight (fp32) histograms."""
     plt = _plt()
     m = trainer.metrics
     ep = [r["epoch"] for r in m]
+    task_plot = getattr(trainer.task, "plot", None)
+    if task_plot is not None:
+        task_plot(Path(out), m)
+    if "test_accuracy" in m[-1]:
+        _accuracy_plot(plt, out, trainer, m, ep)
+    _pulses_plot(plt, out, m, ep)
+    _hist_plot(plt, out, trainer)
+
+
+def _accuracy_plot(plt, out, trainer, m, ep):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(ep, [100 * r["train_accuracy"] for r in m], "o-", label="train (running, augmented)"
             if getattr(trainer.task, "augment", False) else "train (running)")
@@ -30,6 +42,8 @@ def plot_run(out: Path, trainer) -> None:
     fig.savefig(out / "accuracy.png", dpi=120)
     plt.close(fig)
 
+
+def _pulses_plot(plt, out, m, ep):
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.bar(ep, [r["pulses"] for r in m], label="SET pulses")
     ax2 = ax.twinx()
@@ -41,6 +55,8 @@ def plot_run(out: Path, trainer) -> None:
     fig.savefig(out / "pulses.png", dpi=120)
     plt.close(fig)
 
+
+def _hist_plot(plt, out, trainer):
     from .nn.stores import AnalogWeights
     layers = trainer.task.store_layers()
     analog = [L for L in layers if isinstance(L.store, AnalogWeights)]

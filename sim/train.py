@@ -47,6 +47,7 @@ class Trainer:
         self.progress = progress
         t = cfg.train
         self.task = task if task is not None else make_task(cfg, ds, be)
+        self.task.out_dir = self.out      # where a task may write per-epoch artefacts (sample grids)
         self.opt = Optimizer(t.optimizer, self.xp, t.momentum, t.adam_beta1, t.adam_beta2, t.adam_eps)
         self.events = EventCounts(chi_bits=cfg.dpu_spec().chi_bits if cfg.synapse.mode != "fp32" else 0)
         self.epoch = 0

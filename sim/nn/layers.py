@@ -30,9 +30,8 @@ Dropout       any                   same                  - (its own seeded rand
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 
 from ..events import EventCounts
 from .optim import Optimizer
