@@ -193,7 +193,7 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
     if not quiet:
         res = ray.cluster_resources()
         print(f"[sweep] Ray {'cluster ' + address if address else 'local instance'}: {res.get('CPU', 0):g} CPUs, "
-              f"{res.get('GPU', 0):g} GPUs (started in {init_s:.1f} s); {cpus_per_trial} CPU"
+              f"{res.get('GPU', 0):g} GPUs ({'attached' if address else 'started'} in {init_s:.1f} s); {cpus_per_trial} CPU"
               f"{'s' if cpus_per_trial != 1 else ''}" + (f" + {gpus_per_trial} GPU" if gpus_per_trial else "")
               + f" per trial, {len(todo)} trial{'s' if len(todo) != 1 else ''} to run", file=sys.stderr, flush=True)
     stopped: set = set()
