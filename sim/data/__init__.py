@@ -9,7 +9,7 @@ import sys
 from .common import Dataset, DatasetCorruptError, DatasetError, candidate_dirs, user_cache  # noqa: F401
 from .mnist import load_digits_fallback, load_mnist  # noqa: F401
 
-DATASETS = ("mnist", "digits", "cifar10")
+DATASETS = ("mnist", "digits", "cifar10", "ptb-char")
 
 
 def load_dataset(name: str, data_dir=None, allow_fallback: bool = False) -> Dataset:
@@ -30,4 +30,7 @@ def load_dataset(name: str, data_dir=None, allow_fallback: bool = False) -> Data
     if name == "cifar10":
         from .cifar10 import load_cifar10
         return load_cifar10(data_dir)
+    if name == "ptb-char":
+        from .ptb import load_ptb_char
+        return load_ptb_char(data_dir)
     raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
