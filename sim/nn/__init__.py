@@ -8,4 +8,5 @@ from .layers import (ACTIVATIONS, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, 
                      apply_updates, col2im, im2col)
 from .losses import softmax, softmax_cross_entropy  # noqa: F401
 from .optim import Optimizer  # noqa: F401
+from .recurrent import LSTM  # noqa: F401
 from .stores import AnalogWeights, FP32Weights  # noqa: F401
