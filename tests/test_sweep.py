@@ -273,6 +273,21 @@ def test_changed_spec_does_not_reuse_folders(local_sweep, tmp_path, capsys):
     assert "was made by a different command" in capsys.readouterr().err
 
 
+def test_without_ray_runs_one_after_another(tmp_path, monkeypatch, capsys):
+    """The path taken when Ray is not installed, tested even where it is."""
+    import sim.sweep.engines as engines
+    monkeypatch.setattr(engines, "ray_available", lambda: False)
+    spec = write(tmp_path / "one.toml", '[sweep]\ndataset = "digits"\nepochs = 1\nbackend = "numpy"\n'
+                                        'set = ["model.hidden=[8]", "synapse.mode=fp32"]\n')
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "a"), "--engine", "ray"]) == 2
+    assert "Ray is not installed" in capsys.readouterr().err
+    assert main(["sweep", str(spec), "--out", str(tmp_path / "b")]) == 0
+    err = capsys.readouterr().err
+    assert "Ray is not installed (pip install 'mcasim[sweep]'): running the 1 trial one after another" in err
+    assert json.loads((tmp_path / "b" / "sweep.json").read_text())["engine"] == "local"
+    assert rows(tmp_path / "b")["seed0"]["status"] == "done"
+
+
 # --- Ray -----------------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

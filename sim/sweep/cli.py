@@ -78,8 +78,8 @@ def run(args) -> int:
     if engine == "auto":
         engine = "ray" if ray_available() else "local"
         if engine == "local" and not args.quiet:
-            print(f"{PROG}: Ray is not installed (pip install 'mcasim[sweep]'): running the {len(trials)} trials "
-                  "one after another in this process", file=sys.stderr)
+            print(f"{PROG}: Ray is not installed (pip install 'mcasim[sweep]'): running the {len(trials)} "
+                  f"trial{'s' if len(trials) != 1 else ''} one after another from this process", file=sys.stderr)
     elif engine == "ray" and not ray_available():
         return _err("--engine ray: Ray is not installed; pip install 'mcasim[sweep]' (or use --engine local)")
     if engine == "local":
@@ -91,7 +91,8 @@ def run(args) -> int:
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "trials").mkdir(exist_ok=True)
-    shutil.copyfile(spec.path, out / "spec.toml") if spec.path.resolve() != (out / "spec.toml").resolve() else None
+    if spec.path.resolve() != (out / "spec.toml").resolve():
+        shutil.copyfile(spec.path, out / "spec.toml")
     info = {"engine": engine, "spec": str(spec.path), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
             "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
             "address": args.address, "trials": [t.id for t in trials]}

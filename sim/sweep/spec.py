@@ -479,13 +479,14 @@ def _check_argv(t: Trial, seed) -> None:
     """Let `mcasim train`'s own argument parser judge arch, dataset and backend (if it is importable)."""
     try:
         from sim.cli import build_parser
-    except ImportError:  # pragma: no cover - only the main() entry point is a stable interface
+        parser = build_parser()
+    except Exception:  # pragma: no cover - only the main() entry point is a stable interface
         return
     probe = Trial(**{**t.__dict__, "seed": seed if seed is not None else 0})
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
-            build_parser().parse_args(probe.argv(Path("/nonexistent/probe")))
+            parser.parse_args(probe.argv(Path("/nonexistent/probe")))
     except SystemExit:
         msg = [ln for ln in err.getvalue().splitlines() if ln.strip()]
         raise SpecError(msg[-1] if msg else "`mcasim train` rejected the trial's arguments") from None
