@@ -1,0 +1,295 @@
+"""GAN on MNIST: an MLP generator and an MLP discriminator, each on its own PCM crossbars.
+
+Networks (``[gan]`` section; sizes are the defaults):
+
+* generator G: z (latent_dim = 100, N(0, 1)) -> Dense 256 -> LeakyReLU -> Dense 512 -> LeakyReLU
+  -> Dense 784 -> tanh: images in [-1, 1] (the real images are scaled to [-1, 1] as well);
+* discriminator D: 784 -> Dense 512 -> LeakyReLU -> Dense 256 -> LeakyReLU -> Dense 1 (logit).
+
+Every weight matrix is a weight store from ``synapse.mode`` (fp32 | ideal | pcm) with its own chi
+and digital unit (per-layer ``synapse.w_max`` / ``epsilon_uS`` in the order G1 G2 G3 D1 D2 D3);
+``gan.generator_only_pcm`` keeps D in fp32 (the ablation). Biases and everything else are digital.
+Two digital optimizers (``train.optimizer``, normally Adam with ``train.adam_beta1`` = 0.5), one per
+network, held by the task (their state is in the task's checkpoint); the trainer's own optimizer
+is not used.
+
+One mini-batch of B real images (the trainer's step):
+
+1. z ~ N(0, 1) (B, latent) from the epoch's latent stream; fake = G(z) (crossbar reads);
+2. D step: D on [real; fake] (2B vectors), loss_D = mean BCE(D(real), 1) + mean BCE(D(fake), 0)
+   on the logits (sigmoid cross-entropy in digital); backward through D (no input gradient),
+   D's updates through its chi;
+3. G step (non-saturating): D (already updated) on the same fake, loss_G = mean BCE(D(fake), 1);
+   backward through D *with* its input gradient (transposed crossbar reads of D), D's parameter
+   gradients discarded, then backward through G and G's updates through its chi.
+
+Reported per batch to the trainer: ``loss`` = loss_D + loss_G per real image, ``d_accuracy`` =
+the discriminator's accuracy on real vs fake in step 2. Per epoch (:meth:`evaluate`): ``fd`` (the
+Fréchet distance of :mod:`sim.quality` between ``gan.eval_samples`` generated images, read through
+the crossbars with fixed noise, and the test images), ``coverage_min``, ``classes_covered``,
+``g_loss``, ``d_loss`` (epoch means). ``metric = "fd"``, lower is better.
+
+Images written: ``samples_epochNNN.png`` (10 x 10 grid from a fixed latent batch) per epoch, by
+:meth:`plot` (called by ``sim.plots.plot_run``) or at once when the trainer sets ``task.out_dir``;
+``gan_metrics.png`` (losses, FD, coverage per epoch).
+
+Random streams (``SeedSequence([train.seed, stream, ...])``): permutation 2 (per epoch), latent 4
+(per epoch), evaluation noise 5, grid noise 6; the init and device streams of :mod:`.models`.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..nn import Dense, Optimizer, Sequential, Tanh, apply_updates, init_weights
+from ..nn.gan_layers import LeakyReLU, bce_with_logits
+from ..nn.stores import FP32Weights
+from .base import Task
+from .models import _Builder, make_store
+
+PERMUTATION_STREAM = 2
+LATENT_STREAM = 4
+EVAL_STREAM = 5
+GRID_STREAM = 6
+SAMPLE_STREAM = 7
+GRID = 10                  # the per-epoch grid is GRID x GRID images
+
+
+class GANTask(Task):
+    metric = "fd"
+    higher_is_better = False
+    train_metric = "d_accuracy"
+
+    def __init__(self, cfg, ds, be):
+        self.cfg, self.ds, self.be, self.xp = cfg, ds, be, be.xp
+        xp, t, g = self.xp, cfg.train, cfg.gan
+        if ds.n_features != 784:
+            raise ValueError(f"the GAN task generates 28x28 MNIST digits; dataset {ds.name} has "
+                             f"{ds.n_features} features (use --dataset mnist, --no-fallback)")
+        self.side = 28
+        ntr = t.train_subset or len(ds.x_train)
+        nte = t.test_subset or len(ds.x_test)
+        self.x_train = xp.asarray(ds.x_train[:ntr].reshape(ntr, -1) * 2.0 - 1.0, dtype="float32")  # [-1, 1]
+        self.x_test01 = np.asarray(ds.x_test[:nte].reshape(nte, -1), dtype=np.float32)             # [0, 1]
+        self.G, self.D = self._build()
+        self.networks = {"generator": self.G, "discriminator": self.D}
+        self.opt_g = self._optimizer()
+        self.opt_d = self._optimizer()
+        self.out_dir: Path | None = None    # set by a trainer that wants the grids written at once
+        self.grids: dict[int, np.ndarray] = {}   # epoch -> uint8 grid image (kept in the checkpoint)
+        self._epoch = 0
+        self._sums = {"g": 0.0, "d": 0.0, "n": 0}
+        self._fd = None
+        self._eval_z = None
+
+    # --- construction -------------------------------------------------------------------------------
+    def _optimizer(self) -> Optimizer:
+        t = self.cfg.train
+        return Optimizer(t.optimizer, self.xp, t.momentum, t.adam_beta1, t.adam_beta2, t.adam_eps)
+
+    def _build(self):
+        cfg, be, xp, g = self.cfg, self.be, self.xp, self.cfg.gan
+        b = _Builder(cfg, be)      # one init stream, per-layer w_max/epsilon in G-then-D order
+        n_g = len(g.generator) + 1
+
+        def store(n_out, n_in):
+            i = b.i
+            w0 = init_weights(n_out, n_in, cfg.model.init, cfg.model.init_gain, b.rng)
+            b.i += 1
+            if cfg.synapse.mode == "fp32" or (g.generator_only_pcm and i >= n_g):
+                return FP32Weights(w0, be)
+            return make_store(cfg, be, w0, i, b.w_max[i], b.eps[i])
+
+        def mlp(prefix, sizes, out_act):
+            layers = []
+            for j in range(len(sizes) - 1):
+                layers.append(Dense(f"{prefix}fc{j + 1}", store(sizes[j + 1], sizes[j]), xp))
+                if j < len(sizes) - 2:
+                    layers.append(LeakyReLU(f"{prefix}act{j + 1}", xp, g.leaky_slope))
+            if out_act is not None:
+                layers.append(out_act)
+            return layers
+
+        G = Sequential(mlp("g_", [g.latent_dim, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
+        D = Sequential(mlp("d_", [784, *g.discriminator, 1], None), name="discriminator")
+        return G, D
+
+    # --- training -----------------------------------------------------------------------------------
+    def epoch_batches(self, epoch: int) -> list:
+        t = self.cfg.train
+        n = int(self.x_train.shape[0])
+        self._epoch = epoch
+        self._sums = {"g": 0.0, "d": 0.0, "n": 0}
+        perm = np.random.default_rng(np.random.SeedSequence([t.seed, PERMUTATION_STREAM, epoch])).permutation(n)
+        self._z_rng = np.random.default_rng(np.random.SeedSequence([t.seed, LATENT_STREAM, epoch]))
+        perm = self.xp.asarray(perm)
+        return [perm[i * t.batch_size:(i + 1) * t.batch_size] for i in range(math.ceil(n / t.batch_size))]
+
+    def _latent(self, rng, n: int):
+        return self.xp.asarray(rng.standard_normal((n, self.cfg.gan.latent_dim), dtype=np.float32))
+
+    def train_step(self, idx, lr, rand_rng, opt, events) -> dict:
+        xp, G, D = self.xp, self.G, self.D
+        real = self.x_train[idx]
+        B = int(real.shape[0])
+        z = self._latent(self._z_rng, B)
+        for net in (G, D):
+            net.train()
+            net.bind_events(events)
+        fake = G.forward(z)
+        # --- discriminator step: real -> 1, fake -> 0 --------------------------------------------
+        logits = D.forward(xp.concatenate([real, fake]))
+        lr_real, d_real = bce_with_logits(xp, logits[:B], 1.0)
+        lf_fake, d_fake = bce_with_logits(xp, logits[B:], 0.0)
+        d_loss = (lr_real + lf_fake) / B
+        correct = int((logits[:B] > 0).sum()) + int((logits[B:] < 0).sum())
+        self.opt_d.step_begin()
+        D.backward(xp.concatenate([d_real, d_fake]) * (1.0 / B), need_dx=False)
+        p1, r1 = apply_updates(D.update_order(), self.opt_d, lr * self.cfg.gan.d_lr_scale, rand_rng, events, B)
+        # --- generator step (non-saturating): fake -> 1 through the updated D ------------------------
+        logits_g = D.forward(fake)
+        lg, d_g = bce_with_logits(xp, logits_g, 1.0)
+        g_loss = lg / B
+        dx = D.backward(d_g * (1.0 / B), need_dx=True)     # transposed reads of D: dL/dfake
+        for p in D.params():
+            p.grad = None                                   # D is not updated by the G step
+        self.opt_g.step_begin()
+        G.backward(dx, need_dx=False)
+        p2, r2 = apply_updates(G.update_order(), self.opt_g, lr, rand_rng, events, B)
+        events.add(softmax_outputs=3 * B)                   # sigmoid/BCE outputs: 2B (D step) + B (G step)
+        self._sums["g"] += g_loss * B
+        self._sums["d"] += d_loss * B
+        self._sums["n"] += B
+        return {"loss_sum": (d_loss + g_loss) * B, "metric_sum": correct / 2.0, "n": B,
+                "pulses": p1 + p2, "refreshes": r1 + r2}
+
+    # --- generation and evaluation --------------------------------------------------------------------
+    def generate(self, z, batch: int | None = None) -> np.ndarray:
+        """Images in [0, 1], (N, 784), through the generator's crossbar reads (evaluation mode)."""
+        G, be = self.G, self.be
+        batch = batch or self.cfg.train.eval_batch
+        G.eval()
+        G.bind_events(None)
+        out = [be.asnumpy(G.forward(z[i:i + batch])) for i in range(0, z.shape[0], batch)]
+        return np.clip((np.concatenate(out) + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
+
+    def fd_metric(self):
+        if self._fd is None:
+            from ..quality import FDMetric, load_or_train
+            path = self.cfg.gan.fd_classifier or None
+            self._fd = FDMetric(load_or_train(path), self.x_test01)
+        return self._fd
+
+    def evaluate(self) -> dict:
+        g, t = self.cfg.gan, self.cfg.train
+        if self._eval_z is None:
+            rng = np.random.default_rng(np.random.SeedSequence([t.seed, EVAL_STREAM]))
+            self._eval_z = self._latent(rng, g.eval_samples)
+        metric = self.fd_metric()
+        with self.uncounted():
+            imgs = self.generate(self._eval_z)
+            grid_z = self._latent(np.random.default_rng(np.random.SeedSequence([t.seed, GRID_STREAM])), GRID * GRID)
+            self.grids[self._epoch + 1] = to_uint8(grid(self.generate(grid_z), GRID, self.side))
+        q = metric(imgs)
+        n = max(self._sums["n"], 1)
+        if self.out_dir is not None:
+            self._write_grid(Path(self.out_dir), self._epoch + 1)
+        return {"fd": q["fd"], "coverage_min": q["coverage_min"], "classes_covered": q["classes_covered"],
+                "g_loss": self._sums["g"] / n, "d_loss": self._sums["d"] / n}
+
+    # --- files --------------------------------------------------------------------------------------
+    def _write_grid(self, out: Path, epoch: int):
+        save_png(out / f"samples_epoch{epoch:03d}.png", self.grids[epoch])
+
+    def plot(self, out_dir: Path, metrics: list) -> None:
+        """``samples_epochNNN.png`` for every epoch held, ``gan_metrics.png`` (losses, FD, coverage),
+        and ``fd_classifier.json`` (the record of the classifier the FD was measured with)."""
+        out_dir = Path(out_dir)
+        for ep in sorted(self.grids):
+            save_png(out_dir / f"samples_epoch{ep:03d}.png", self.grids[ep])
+        if self._fd is not None and self._fd.clf.meta:
+            import json
+            (out_dir / "fd_classifier.json").write_text(json.dumps(self._fd.clf.meta, indent=2) + "\n")
+        if not metrics:
+            return
+        from ..plots import _plt
+        plt = _plt()
+        ep = [r["epoch"] for r in metrics]
+        fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+        axes[0].plot(ep, [r["g_loss"] for r in metrics], "o-", label="generator")
+        axes[0].plot(ep, [r["d_loss"] for r in metrics], "s-", label="discriminator")
+        axes[0].set_ylabel("loss (epoch mean)")
+        axes[0].legend()
+        axes[1].plot(ep, [r["fd"] for r in metrics], "o-")
+        axes[1].set_ylabel("Fréchet distance (classifier features)")
+        axes[1].set_yscale("log")
+        axes[2].plot(ep, [100 * r["coverage_min"] for r in metrics], "o-", label="rarest class (%)")
+        axes[2].axhline(5, color="r", ls=":", label="5 % target")
+        axes[2].set_ylabel("rarest generated class (% of samples)")
+        ax2 = axes[2].twinx()
+        ax2.plot(ep, [r["classes_covered"] for r in metrics], "g.--")
+        ax2.set_ylabel("classes with >= 1 %", color="g")
+        ax2.set_ylim(0, 10.5)
+        axes[2].legend(loc="lower right")
+        for ax in axes:
+            ax.set_xlabel("epoch")
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"GAN on {self.ds.name} — synapse {self.cfg.synapse.mode}"
+                     + (" (generator only)" if self.cfg.gan.generator_only_pcm else ""))
+        fig.tight_layout()
+        fig.savefig(out_dir / "gan_metrics.png", dpi=110)
+        plt.close(fig)
+
+    def sample(self, args, out) -> int:
+        """``mcasim sample RUN --out grid.png [--n 100] [--seed 0]``: a grid of generated digits."""
+        n = int(args.n)
+        rng = np.random.default_rng(np.random.SeedSequence([int(args.seed), SAMPLE_STREAM]))
+        imgs = self.generate(self._latent(rng, n))
+        cols = int(math.ceil(math.sqrt(n)))
+        path = Path(args.out) if args.out else Path(args.run) / f"samples_seed{args.seed}.png"
+        save_png(path, to_uint8(grid(imgs, cols, self.side)))
+        print(path, file=out)
+        return 0
+
+    # --- checkpoint ---------------------------------------------------------------------------------
+    def state_dict(self, be) -> dict:
+        return {"generator": self.G.state_dict(be), "discriminator": self.D.state_dict(be),
+                "opt_g": self.opt_g.state_dict(be), "opt_d": self.opt_d.state_dict(be),
+                "grids": dict(self.grids)}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.G.load_state_dict(st["generator"])
+        self.D.load_state_dict(st["discriminator"])
+        self.opt_g.load_state_dict(st["opt_g"])
+        self.opt_d.load_state_dict(st["opt_d"])
+        self.grids = dict(st.get("grids", {}))
+
+
+# --- image grids -----------------------------------------------------------------------------------
+def grid(imgs, cols: int, side: int, pad: int = 2) -> np.ndarray:
+    """(N, side*side) in [0, 1] -> one (rows*(side+pad)+pad, cols*(side+pad)+pad) image, black frame."""
+    imgs = np.asarray(imgs).reshape(-1, side, side)
+    n = imgs.shape[0]
+    rows = int(math.ceil(n / cols))
+    s = side + pad
+    out = np.zeros((rows * s + pad, cols * s + pad), dtype=np.float32)
+    for k in range(n):
+        r, c = divmod(k, cols)
+        out[pad + r * s:pad + r * s + side, pad + c * s:pad + c * s + side] = imgs[k]
+    return out
+
+
+def to_uint8(img) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def save_png(path: Path, img_u8: np.ndarray, scale: int = 2) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.image import imsave
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big = np.repeat(np.repeat(img_u8, scale, axis=0), scale, axis=1)
+    imsave(path, big, cmap="gray", vmin=0, vmax=255)
