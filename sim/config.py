@@ -98,15 +98,15 @@ class GANSection:
     generator: list = field(default_factory=lambda: [256, 512])       # generator hidden widths
     discriminator: list = field(default_factory=lambda: [512, 256])   # discriminator hidden widths
     generator_only_pcm: bool = False  # ablation: the discriminator keeps fp32 weights
-
-
-def _n_weight_layers_lstm(cfg) -> int:
-    return (1 if cfg.lstm.embedding > 0 else 0) + 2          # [embedding], gate matrix, projection
     leaky_slope: float = 0.2         # LeakyReLU negative slope of both nets (DCGAN practice)
     d_lr_scale: float = 1.0          # discriminator learning rate relative to train.lr
     eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
     fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
                                      # (~/.cache/mcasim/mnist_fd_classifier.npz), trained if missing
+
+
+def _n_weight_layers_lstm(cfg) -> int:
+    return (1 if cfg.lstm.embedding > 0 else 0) + 2          # [embedding], gate matrix, projection
 
 
 def _n_weight_layers_gan(cfg) -> int:
@@ -128,14 +128,14 @@ def validate_gan(cfg, need) -> None:
         v = getattr(g, name)
         need(all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v),
              f"gan.{name} must be a list of positive integers, got {v!r}")
+    need(g.leaky_slope > 0, f"gan.leaky_slope must be > 0, got {g.leaky_slope}")
+    need(g.d_lr_scale > 0, f"gan.d_lr_scale must be > 0, got {g.d_lr_scale}")
+    need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")
 
 
 TASK_SECTIONS = {"lstm": LSTMSection, "gan": GANSection}   # section name = model.arch
 N_WEIGHT_LAYERS = {"lstm": _n_weight_layers_lstm, "gan": _n_weight_layers_gan}
 TASK_VALIDATORS = {"lstm": validate_lstm, "gan": validate_gan}
-    need(g.leaky_slope > 0, f"gan.leaky_slope must be > 0, got {g.leaky_slope}")
-    need(g.d_lr_scale > 0, f"gan.d_lr_scale must be > 0, got {g.d_lr_scale}")
-    need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")
 
 
 @dataclass
