@@ -89,6 +89,10 @@ class LSTMSection:
     bptt: int = 100                  # truncated backprop-through-time length (characters)
     clip_norm: float = 1.0           # digital gradient clipping: global L2 norm per mini-batch
     embedding: int = 0               # 0: one-hot inputs; > 0: learned embedding (a weight store) of that size
+    forget_bias: float = 1.0         # initial forget-gate bias (engineering choice, standard practice:
+                                     # the cell keeps its state at the start of training)
+    eval_streams: int = 100          # parallel streams for valid/test BPC (evaluation batch; each stream
+                                     # starts from a zero state, so more streams = more warm-up characters)
 
 
 @dataclass
@@ -119,6 +123,7 @@ def validate_lstm(cfg, need) -> None:
     need(lc.bptt >= 1, f"lstm.bptt must be >= 1, got {lc.bptt}")
     need(lc.clip_norm > 0, f"lstm.clip_norm must be > 0, got {lc.clip_norm}")
     need(lc.embedding >= 0, f"lstm.embedding must be >= 0, got {lc.embedding}")
+    need(lc.eval_streams >= 1, f"lstm.eval_streams must be >= 1, got {lc.eval_streams}")
 
 
 def validate_gan(cfg, need) -> None:

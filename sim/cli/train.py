@@ -107,6 +107,7 @@ def run(args) -> int:
         plot_run(out, tr)
     except Exception as exc:  # plots must never lose a finished run
         print(f"warning: plotting failed: {exc}", file=sys.stderr)
-    print(f"test accuracy {summary['test_accuracy']:.4f} (best {summary['best_test_accuracy']:.4f} at epoch "
+    m = summary["metric"]
+    print(f"{m.replace('_', ' ')} {summary[m]:.4f} (best {summary['best_' + m]:.4f} at epoch "
           f"{summary['best_epoch']}); results in {out}/summary.json")
     return 0

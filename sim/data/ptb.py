@@ -87,12 +87,12 @@ def _symbols(text: str, path) -> tuple[str, np.ndarray]:
     parts, starts, n = [], np.empty(len(lines), dtype=np.int64), 0
     for k, line in enumerate(lines):
         toks = line.split()
-        bad = next((t for t in toks if len(t) != 1), None)
-        if bad is not None:
+        s = "".join(toks) + EOS
+        if len(s) != len(toks) + 1:
+            bad = next(t for t in toks if len(t) != 1)
             raise DatasetCorruptError(f"{path}, line {k + 1}: token {bad!r} is not a single character "
                                       "(not a PTB character file, or corrupt)")
         starts[k] = n
-        s = "".join(toks) + EOS
         parts.append(s)
         n += len(s)
     return "".join(parts), starts

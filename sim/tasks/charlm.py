@@ -1,0 +1,212 @@
+"""Character-level language model (Penn Treebank characters): LSTM on crossbars, BPC.
+
+Network (``[lstm]`` config, weight stores in this order for ``synapse.w_max``/``epsilon_uS``):
+
+    [embedding: Dense (E, V) store on one-hot inputs, no bias]   (only with lstm.embedding > 0)
+    LSTM gates: one (4H, in + H) store (in = V one-hot, or E)
+    projection: Dense (V, H) store + digital bias -> logits -> softmax cross-entropy
+
+Batches: the training text (the first ``train.train_subset`` characters when set) is cut into
+``train.batch_size`` contiguous streams (rows); a mini-batch is the next window of ``lstm.bptt``
+characters of every stream (the last window may be shorter). The LSTM state is carried (detached)
+from one window to the next and reset to zero at the start of every epoch, so a checkpoint (written
+at an epoch end) needs nothing beyond the networks for a bit-exact resume. Per mini-batch: forward
+through the window (one crossbar read of the gate matrix per character and stream, the projection
+on all B*T states at once), BPTT, digital gradient clipping (global L2 norm > ``lstm.clip_norm``:
+scaled down), then every weight update through chi and the digital unit once.
+
+Metric: bits per character, BPC = cross-entropy (nats) / ln 2, on valid and test (``valid_bpc``
+ranks epochs; lower is better) through noisy crossbar reads, ``lstm.eval_streams`` streams in
+parallel (the first ``train.test_subset`` characters of each split when set).
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+from ..nn import LSTM, Dense, Sequential, apply_updates, init_weights, softmax_cross_entropy
+from ..nn.recurrent import clip_gradients
+from .base import Task
+from .models import INIT_STREAM, make_store
+
+LN2 = math.log(2.0)
+
+
+def _streams(data: np.ndarray, n: int):
+    """Cut a symbol array into ``n`` contiguous streams: inputs (n, L) and next-symbol targets (n, L)."""
+    L = (len(data) - 1) // n
+    if L < 1:
+        raise ValueError(f"{len(data)} characters cannot feed {n} streams")
+    return data[:n * L].reshape(n, L), data[1:n * L + 1].reshape(n, L)
+
+
+class CharLMTask(Task):
+    metric = "valid_bpc"
+    higher_is_better = False
+    train_metric = "train_bpc"
+
+    def __init__(self, cfg, ds, be):
+        self.cfg, self.ds, self.be, self.xp = cfg, ds, be, be.xp
+        if not hasattr(ds, "vocab"):
+            raise ValueError(f"model.arch = 'lstm' needs a character corpus (--dataset ptb-char), got {ds.name}")
+        xp, t, lc = self.xp, cfg.train, cfg.lstm
+        self.V, self.H, self.E, self.T = len(ds.vocab), lc.hidden, lc.embedding, lc.bptt
+        train = ds.train[:t.train_subset] if t.train_subset else ds.train
+        x, y = _streams(np.asarray(train), t.batch_size)
+        self.x_train, self.y_train = xp.asarray(x), xp.asarray(y)
+        self.eval_sets = {}
+        for split in ("valid", "test"):
+            d = getattr(ds, split)
+            d = d[:t.test_subset] if t.test_subset else d
+            ex, ey = _streams(np.asarray(d), min(lc.eval_streams, max(1, (len(d) - 1) // 2)))
+            self.eval_sets[split] = (xp.asarray(ex), xp.asarray(ey))
+        self.eye = xp.eye(self.V, dtype="float32")
+        self.net = self._build()
+        self.networks = {"net": self.net}
+        self.h = self.c = None              # state carried across the windows of an epoch
+        self.last_grad_norm = 0.0
+
+    # --- network ---------------------------------------------------------------------------------
+    def _build(self) -> Sequential:
+        cfg, be, xp, m = self.cfg, self.be, self.xp, self.cfg.model
+        n = cfg.n_weight_layers()
+        analog = cfg.synapse.mode != "fp32"
+        w_max = cfg.per_layer("w_max", n) if analog else [None] * n
+        eps = cfg.per_layer("epsilon_uS", n) if analog else [None] * n
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.train.seed, INIT_STREAM]))
+        shapes = ([(self.E, self.V)] if self.E else []) + [(4 * self.H, (self.E or self.V) + self.H),
+                                                           (self.V, self.H)]
+        stores = []
+        for i, (o, k) in enumerate(shapes):
+            w0 = init_weights(o, k, m.init, m.init_gain, rng)
+            stores.append(make_store(cfg, be, w0, i, w_max[i], eps[i]))
+        layers = []
+        if self.E:
+            self.embed = Dense("embed", stores.pop(0), xp, bias=False)
+            layers.append(self.embed)
+        else:
+            self.embed = None
+        self.lstm = LSTM("lstm", stores[0], xp, self.E or self.V, self.H, forget_bias=cfg.lstm.forget_bias)
+        self.proj = Dense("proj", stores[1], xp, bias=True)
+        return Sequential(layers + [self.lstm, self.proj], name="charlm")
+
+    def _inputs(self, idx):
+        """Symbol indices (B, T) -> LSTM inputs (B, T, in): one-hot, or its embedding (a crossbar read)."""
+        x = self.eye[idx]
+        if self.embed is None:
+            return x
+        B, T = idx.shape
+        return self.embed.forward(x.reshape(B * T, self.V)).reshape(B, T, self.E)
+
+    def _logits(self, idx, h, c):
+        """Logits (B*T, V) of a window, and the final state."""
+        hs = self.lstm.forward(self._inputs(idx), h, c)
+        B, T = idx.shape
+        return self.proj.forward(hs.reshape(B * T, self.H)), self.lstm.h, self.lstm.c
+
+    # --- trainer interface -----------------------------------------------------------------------
+    @property
+    def n_train(self) -> int:
+        return int(self.x_train.size)
+
+    def epoch_batches(self, epoch: int) -> list:
+        self.h = self.c = None              # every epoch starts from a zero state
+        L = int(self.x_train.shape[1])
+        return list(range(0, L, self.T))
+
+    def train_step(self, s, lr, rand_rng, opt, events) -> dict:
+        xp, net = self.xp, self.net
+        xb = self.x_train[:, s:s + self.T]
+        yb = self.y_train[:, s:s + self.T]
+        B, T = int(xb.shape[0]), int(xb.shape[1])
+        net.train()
+        net.bind_events(events)
+        logits, self.h, self.c = self._logits(xb, self.h, self.c)    # state carried, detached
+        loss, _, d = softmax_cross_entropy(xp, logits, yb.reshape(-1))
+        opt.step_begin()
+        dh = self.proj.backward(d, need_dx=True).reshape(B, T, self.H)
+        dx = self.lstm.backward(dh, need_dx=self.embed is not None)
+        if self.embed is not None:
+            self.embed.backward(dx.reshape(B * T, self.E), need_dx=False)
+        self.last_grad_norm = clip_gradients(net.params(), self.cfg.lstm.clip_norm, xp)
+        pulses, refreshes = apply_updates(net.update_order(), opt, lr, rand_rng, events, B * T)
+        events.add(softmax_outputs=B * T * self.V)
+        n = B * T
+        return {"loss_sum": loss * n, "metric_sum": loss / LN2 * n, "n": n, "pulses": pulses,
+                "refreshes": refreshes}
+
+    def bpc(self, x, y) -> float:
+        """Bits per character of next-symbol prediction over the streams (x, y): (S, L)."""
+        xp, net = self.xp, self.net
+        net.eval()
+        net.bind_events(None)
+        h = c = None
+        nats, n = 0.0, 0
+        for s in range(0, int(x.shape[1]), self.T):
+            xb, yb = x[:, s:s + self.T], y[:, s:s + self.T]
+            z, h, c = self._logits(xb, h, c)
+            z = z - z.max(axis=1, keepdims=True)
+            lse = xp.log(xp.exp(z).sum(axis=1))
+            tgt = yb.reshape(-1)
+            nats += float((lse - z[xp.arange(z.shape[0]), tgt]).sum())
+            n += int(tgt.shape[0])
+        self.lstm._cache = None
+        return nats / n / LN2
+
+    def evaluate(self) -> dict:
+        """Valid and test BPC through fresh noisy crossbar reads (not training events)."""
+        with self.uncounted():
+            return {f"{k}_bpc": self.bpc(*v) for k, v in self.eval_sets.items()}
+
+    # --- outputs ---------------------------------------------------------------------------------
+    def sample(self, args, out) -> int:
+        """``mcasim sample``: read ``--prime`` (after an end of sentence), then generate ``--chars``
+        symbols at ``--temperature`` with a seeded generator, all through the crossbar reads."""
+        ds, xp = self.ds, self.xp
+        try:
+            prime = ds.text_to_symbols(args.prime)
+        except ValueError as exc:
+            print(f"mcasim sample: error: --prime: {exc}", file=sys.stderr)
+            return 2
+        rng = np.random.default_rng(args.seed)
+        self.net.eval()
+        self.net.bind_events(None)
+        h = c = None
+        seq = [ds.vocab.index("\n")] + [ds.vocab.index(s) for s in prime]
+        z, h, c = self._logits(xp.asarray(np.array([seq], dtype=np.int64)), h, c)
+        out.write(args.prime)
+        last = z[-1]
+        for _ in range(int(args.chars)):
+            logit = self.be.asnumpy(last).astype(np.float64) / args.temperature
+            p = np.exp(logit - logit.max())
+            p /= p.sum()
+            k = int(rng.choice(self.V, p=p))
+            out.write(ds.symbols_to_text([k]))
+            z, h, c = self._logits(xp.asarray(np.array([[k]], dtype=np.int64)), h, c)
+            last = z[-1]
+        out.write("\n")
+        out.flush()
+        self.lstm._cache = None
+        return 0
+
+    def plot(self, out_dir, metrics) -> None:
+        """``bpc.png``: train (running), valid and test BPC per epoch."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        ep = [r["epoch"] for r in metrics]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key, style, label in (("train_bpc", "o-", "train (running)"), ("valid_bpc", "s-", "valid"),
+                                  ("test_bpc", "^-", "test")):
+            if key in metrics[-1]:
+                ax.plot(ep, [r[key] for r in metrics], style, label=label)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("bits per character")
+        ax.set_title(f"{self.ds.name} — LSTM {self.H}, synapse {self.cfg.synapse.mode}")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "bpc.png", dpi=120)
+        plt.close(fig)
