@@ -127,6 +127,11 @@ def init_ray(address=None, num_cpus=None, num_gpus=None):
     if address:
         ray.init(address=address, **kw)
     else:
+        # Ray starts its workers at nice 15; trials then get less CPU than the sequential engine's
+        # (which run at the caller's priority) whenever the machine is busy with other work. A local
+        # instance runs them at the caller's priority instead (`nice mcasim sweep ...` for a polite
+        # sweep; RAY_worker_niceness overrides).
+        os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
         ray.init(num_cpus=num_cpus or os.cpu_count(), num_gpus=num_gpus, _temp_dir=ray_temp_dir(), **kw)
     return time.perf_counter() - t0
 
