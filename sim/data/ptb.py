@@ -30,6 +30,7 @@ PTB_CHAR_SHA256 = {
     "ptb.char.valid.txt": "21661f63ec355085879458b6524644d4add5573541b4be14fb52ab2e2e995eb8",
     "ptb.char.test.txt": "1ef5607ac3c463b16e38bfe7900dd3bfc91de5a96e0f21e7eab5188b465b8ebe",
 }
+_CACHE: dict = {}           # the last corpus read (keyed by paths, sizes, mtimes, verify)
 
 
 @dataclass
@@ -123,6 +124,10 @@ def load_ptb_char(data_dir=None, verify: bool = True) -> CharCorpus:
     else:
         raise DatasetError("PTB character files (ptb.char.{train,valid,test}.txt[.gz]) not found in: "
                            + ", ".join(str(p) for p in searched))
+    key = (tuple(str(p.resolve()) for p in paths.values()),
+           tuple((p.stat().st_size, p.stat().st_mtime_ns) for p in paths.values()), verify)
+    if key in _CACHE:                        # same files, same process (mcasim sample, tests)
+        return _CACHE[key]
     texts = {}
     for s, p in paths.items():
         raw = read_bytes(p)
@@ -140,6 +145,11 @@ def load_ptb_char(data_dir=None, verify: bool = True) -> CharCorpus:
     for i, ch in enumerate(vocab):
         table[ord(ch)] = i
     arrs = {s: _index(texts[s][0], table, paths[s], texts[s][1], vocab) for s in SPLITS}
-    return CharCorpus("ptb-char", vocab, arrs["train"], arrs["valid"], arrs["test"],
-                      source=str(paths["train"].parent),
-                      notes={"lines": {s: int(len(texts[s][1])) for s in SPLITS}})
+    corpus = CharCorpus("ptb-char", vocab, arrs["train"], arrs["valid"], arrs["test"],
+                        source=str(paths["train"].parent),
+                        notes={"lines": {s: int(len(texts[s][1])) for s in SPLITS}})
+    for a in (corpus.train, corpus.valid, corpus.test):
+        a.setflags(write=False)              # shared by every user of the cache
+    _CACHE.clear()
+    _CACHE[key] = corpus
+    return corpus

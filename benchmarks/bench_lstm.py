@@ -1,0 +1,140 @@
+"""LSTM training cost: PCM vs fp32 epoch of the same character LSTM, side by side.
+
+One process, BLAS pinned to one thread, interleaved repetitions (fp32, pcm, fp32, pcm, ...; the
+minimum of each is reported) so that machine noise hits both alike. The net and its knobs are
+those of ``configs/lstm_ptb_{fp32,pcm}.toml`` (H = 256, one-hot inputs, 32 streams x 100
+characters per mini-batch); PTB characters when found, else random symbols of its vocabulary size.
+Per epoch = the timed seconds per character x the 5,017,482 training characters of PTB. Also: one
+time step of the gate matrix (B = 32 vectors of in + H) as a plain matmul and as a crossbar read
+(DAC, read noise, ADC), forward and transposed.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpu_model.backend import make_backend
+from sim.config import load_config
+from sim.data import DatasetError
+from sim.data.ptb import CharCorpus
+from sim.train import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BATCHES = 3            # mini-batches timed per repetition (3 x 3,200 characters)
+REPEATS = 3
+EPOCH_CHARS = 5_017_482
+STEP_REPEATS = 20
+
+
+def _data(n: int = 120_000) -> CharCorpus:
+    try:
+        from sim.data.ptb import load_ptb_char
+        c = load_ptb_char()
+        return CharCorpus("ptb-char", c.vocab, c.train[:n], c.valid[:20_000], c.test[:20_000], source=c.source)
+    except DatasetError:
+        rng = np.random.default_rng(0)
+        vocab = [chr(33 + i) for i in range(50)]
+        return CharCorpus("random-ptb-shape", vocab, rng.integers(0, 50, n), rng.integers(0, 50, 20_000),
+                          rng.integers(0, 50, 20_000), source="random")
+
+
+def _trainer(mode: str, ds, backend: str) -> Trainer:
+    cfg = load_config(CONFIGS / f"lstm_ptb_{mode}.toml")
+    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
+
+
+def _time_batches(tr: Trainer, keys, lr: float, rng) -> float:
+    t0 = time.perf_counter()
+    for k in keys:
+        tr.step(k, lr, rng)
+    tr.be.synchronize()
+    return time.perf_counter() - t0
+
+
+def _blas_threads(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
+
+
+def epoch_ratio(backend: str = "numpy") -> dict:
+    ds = _data()
+    trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
+    keys = trainers["fp32"].task.epoch_batches(0)
+    for tr in trainers.values():
+        tr.task.epoch_batches(0)
+        _time_batches(tr, keys[:1], tr.lr_at(0), tr.be.child_rng(7))   # warm-up
+    best = {m: float("inf") for m in trainers}
+    chars = trainers["fp32"].cfg.train.batch_size * trainers["fp32"].cfg.lstm.bptt * BATCHES
+    for r in range(REPEATS):
+        sel = keys[1 + r * BATCHES: 1 + (r + 1) * BATCHES]
+        for m, tr in trainers.items():
+            best[m] = min(best[m], _time_batches(tr, sel, tr.lr_at(0), tr.be.child_rng(8)))
+    per_epoch = {m: best[m] / chars * EPOCH_CHARS for m in trainers}
+    t = {}
+    for m, tr in trainers.items():             # evaluation (valid + test slices, 40,000 chars)
+        t0 = time.perf_counter()
+        tr.task.evaluate()
+        t[m] = time.perf_counter() - t0
+    lc = trainers["fp32"].cfg.lstm
+    return {"backend": backend, "dataset": ds.name, "hidden": lc.hidden, "bptt": lc.bptt,
+            "streams": trainers["fp32"].cfg.train.batch_size, "seconds_per_epoch": per_epoch,
+            "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"],
+            "eval_seconds_per_1M_chars": {m: t[m] / 40_000 * 1e6 for m in t}}
+
+
+def step_costs(backend: str = "numpy") -> dict:
+    ds = _data(20_000)
+    tr = _trainer("pcm", ds, backend)
+    xp = tr.xp
+    L = tr.task.lstm
+    B = tr.cfg.train.batch_size
+    rng = np.random.default_rng(0)
+    z = xp.asarray(rng.uniform(-1, 1, (B, L.n_in + L.H)).astype(np.float32))
+    d = xp.asarray(rng.normal(0, 0.01, (B, 4 * L.H)).astype(np.float32))
+    w = L.store.weights()
+
+    def best(fn):
+        t = float("inf")
+        for _ in range(STEP_REPEATS):
+            t0 = time.perf_counter()
+            fn()
+            tr.be.synchronize()
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    with tr.task.uncounted():
+        mm, mmt = best(lambda: z @ w.T), best(lambda: d @ w)
+        fw, bw = best(lambda: L.store.forward(z)), best(lambda: L.store.backward(d))
+    return {"shape": [int(w.shape[0]), int(w.shape[1])], "batch": B, "matmul_s": mm,
+            "crossbar_forward_over_matmul": fw / mm, "crossbar_backward_over_matmul": bw / mmt}
+
+
+def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
+    with _blas_threads(blas_threads):
+        return {"epoch": epoch_ratio(backend), "step": step_costs(backend)}
+
+
+def table(res: dict) -> str:
+    e, s = res["epoch"], res["step"]
+    return "\n".join([
+        f"  LSTM epoch ({EPOCH_CHARS:,} characters, H {e['hidden']}, {e['streams']} streams x {e['bptt']}, "
+        f"{e['dataset']}, backend {e['backend']}):",
+        f"    fp32 {e['seconds_per_epoch']['fp32']:.0f} s   pcm {e['seconds_per_epoch']['pcm']:.0f} s   "
+        f"pcm / fp32 = {e['pcm_over_fp32']:.2f}x",
+        f"    evaluation per 1M characters: fp32 {e['eval_seconds_per_1M_chars']['fp32']:.0f} s   "
+        f"pcm {e['eval_seconds_per_1M_chars']['pcm']:.0f} s",
+        f"  one time step of the gate matrix {s['shape'][0]}x{s['shape'][1]}, {s['batch']} vectors: matmul "
+        f"{1e3 * s['matmul_s']:.2f} ms; crossbar read {s['crossbar_forward_over_matmul']:.2f}x, "
+        f"transposed read {s['crossbar_backward_over_matmul']:.2f}x",
+    ])
+
+
+if __name__ == "__main__":
+    r = run()
+    print(table(r))
