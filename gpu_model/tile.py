@@ -55,11 +55,12 @@ class AnalogMatrix:
         if tp.dac_scaling == "max":
             s = xp.max(xp.abs(x), axis=1, keepdims=True)
             s = xp.where(s > 0, s, 1.0).astype(FLOAT, copy=False)
+            xn = x / s                               # |x| <= s, so |x/s| <= 1 exactly: no clip needed
         else:
             s = xp.full((x.shape[0], 1), tp.dac_fixed_scale, dtype=FLOAT)
-        xn = x / s                                   # fresh array: the steps below work in place
-        xp.maximum(xn, -1.0, out=xn)                 # clip to [-1, 1] (= np.clip, less overhead)
-        xp.minimum(xn, 1.0, out=xn)
+            xn = x / s                               # fresh array: the steps below work in place
+            xp.maximum(xn, -1.0, out=xn)             # clip to [-1, 1] (= np.clip, less overhead)
+            xp.minimum(xn, 1.0, out=xn)
         if tp.quantize:
             half = (tp.dac_levels - 1) // 2          # 2^b - 1 levels: integers -half..half
             xn *= half
@@ -76,7 +77,7 @@ class AnalogMatrix:
             return yn
         r = tp.backward_range if backward else tp.adc_range
         half = (tp.adc_levels - 1) // 2
-        yn = xp.maximum(yn, -r)                      # clip to [-r, r]; a fresh array from here on
+        xp.maximum(yn, -r, out=yn)                   # clip to [-r, r], in place (yn is the MVM's own array)
         xp.minimum(yn, r, out=yn)
         yn *= half / r
         xp.rint(yn, out=yn)
