@@ -143,3 +143,16 @@ def test_cnn_on_flat_inputs_is_a_clear_error(tmp_path):
                    rng.random((8, 12)).astype(np.float32), rng.integers(0, 3, 8), source="t", n_classes=3)
     with pytest.raises(ConfigError, match="image inputs"):
         Trainer(cnn_cfg("fp32"), flat, make_backend("numpy", 0), tmp_path, progress=False)
+
+
+def test_drift_evaluation_with_compensation_on_a_conv_net(tmp_path):
+    """mcasim evaluate's drift + global drift compensation works layer by layer on a CNN."""
+    from sim.cli.evaluate import evaluate_drift
+    tr = train(tmp_path, cnn_cfg("pcm", train={"epochs": 1}))
+    before = tr.collect_events()
+    res = evaluate_drift(tr, [1.0, 3.0e7], repeats=1)
+    assert tr.collect_events() == before                  # evaluation reads are not training events
+    p0, p1 = res["points"]
+    assert len(p1["gdc_scales"]) == 4
+    assert all(s > 1.0 for s in p1["gdc_scales"][:1])     # a year of drift shrinks the conv outputs
+    assert 0.0 <= p1["accuracy"] <= 1.0 and 0.0 <= p1["accuracy_gdc"] <= 1.0
