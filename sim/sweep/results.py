@@ -159,7 +159,8 @@ def markdown(rows, spec, info: dict | None = None) -> str:
             f"{best} (ep {r.get('best_epoch')})" if best else "",
             f"{r['total_pulses']:,}" if r.get("total_pulses") is not None else "",
             f"{r['total_refreshes']:,}" if r.get("total_refreshes") is not None else "",
-            f"{e:.1f} nJ ({r['energy_ratio']:.0f}x)" if e is not None else "",
+            (f"{e:.1f} nJ" + (f" ({r['energy_ratio']:.0f}x)" if r.get("energy_ratio") is not None else ""))
+            if e is not None else "",
             f"`{r['command']}`" if r.get("command") else ""]) + " |")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
@@ -173,6 +174,7 @@ def plot(rows, spec, path: Path) -> bool:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     m = spec.metric
     ok = [r for r in rows if r["status"] in ("done", "stopped") and r.get(f"final_{m}") is not None]
@@ -212,6 +214,7 @@ def plot(rows, spec, path: Path) -> bool:
             ax.errorbar(xs, mu, yerr=sd, fmt=style, capsize=3, label=g or None, ms=4)
         if log:
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xlabel(name)
         ax.set_ylabel(f"final {m}" + (" (%)" if m in PCT else ""))
         ax.grid(alpha=0.3)
