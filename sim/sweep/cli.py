@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from .engines import RayStartError
 from .spec import SpecError, load_spec
 from .trial import read_state
 
@@ -62,9 +63,12 @@ def run(args) -> int:
     if args.retries is not None and args.retries < 0:
         return _err("--retries must be >= 0")
     # a folder left by a different spec must not be mixed up with this one
+    def key(argv):   # the command without its --out folder (a sweep folder may be moved)
+        return [a for i, a in enumerate(argv) if a != "--out" and (i == 0 or argv[i - 1] != "--out")]
+
     for t in trials:
         st = read_state(out / "trials" / t.id)
-        if st.get("argv") and st["argv"] != t.argv((out / "trials" / t.id).resolve(), args.data_dir):
+        if st.get("argv") and key(st["argv"]) != key(t.argv(out / "trials" / t.id, args.data_dir)):
             return _err(f"{out / 'trials' / t.id} was made by a different command "
                         f"({st.get('command')}); use another --out for a changed spec")
     if args.dry_run:
@@ -108,6 +112,8 @@ def run(args) -> int:
             from .engines import run_local
             status = run_local(spec, trials, out, cpus_per_trial=args.cpus_per_trial, data_dir=args.data_dir,
                                retries=args.retries, quiet=args.quiet)
+    except RayStartError as exc:
+        return _err(f"could not start or reach Ray: {exc} (--engine local runs without it)")
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted; run the same command again to resume (finished trials are skipped)",
               file=sys.stderr)

@@ -108,6 +108,10 @@ def run_local(spec, trials, out: Path, *, cpus_per_trial=1, data_dir=None, retri
     return status
 
 
+class RayStartError(RuntimeError):
+    """ray.init failed (no cluster at --address, no room for a local instance, ...)."""
+
+
 def ray_temp_dir() -> str:
     """Ray's session files (sockets, logs): $RAY_TMPDIR, else a per-user folder in the temp dir."""
     d = os.environ.get("RAY_TMPDIR") or os.path.join(tempfile.gettempdir(), f"ray-{os.getuid()}")
@@ -193,7 +197,10 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
     if not todo:
         return status
     own = not ray.is_initialized()
-    init_s = init_ray(address, num_cpus) if own else 0.0
+    try:
+        init_s = init_ray(address, num_cpus) if own else 0.0
+    except Exception as exc:
+        raise RayStartError(f"{exc.__class__.__name__}: {exc}") from exc
     info["ray_init_s"] = init_s
     if not quiet:
         res = ray.cluster_resources()
