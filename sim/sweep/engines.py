@@ -13,7 +13,7 @@ import threading
 import time
 from pathlib import Path
 
-from .trial import FAULT_ENV, TrialFailed, finalize_stopped, is_finished, run_trial
+from .trial import FAULT_ENV, TrialFailed, finalize_stopped, is_finished, read_state, run_trial
 
 
 def ray_available() -> bool:
@@ -150,10 +150,11 @@ def _trainable(config, trials=None, out=None, retries=1, cpus=1, data_dir=None, 
         m["trial"] = t.id
         tune.report(m)
 
-    st = run_trial(t, Path(out) / "trials" / t.id, retries=retries, cpus=cpus, data_dir=data_dir,
-                   report=report, fault=fault, cwd=cwd)
-    if st.get("status") == "failed":  # pragma: no cover - run_trial raises instead
-        raise TrialFailed(st.get("error"))
+    try:
+        run_trial(t, Path(out) / "trials" / t.id, retries=retries, cpus=cpus, data_dir=data_dir,
+                  report=report, fault=fault, cwd=cwd)
+    except TrialFailed:
+        return   # recorded in the trial's sweep_trial.json; the sweep lists it (no Tune traceback)
 
 
 def _scheduler(spec, max_t, stopped: set):
@@ -221,12 +222,16 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]
-            progress.set(tid, "stopped" if tid in stopped else "done",
-                         "stopped early by the scheduler" if tid in stopped else "done")
+            st = read_state(out / "trials" / tid)
+            if st.get("status") == "failed":
+                progress.set(tid, "failed", f"failed: {st.get('error')}")
+            else:
+                progress.set(tid, "stopped" if tid in stopped else "done",
+                             "stopped early by the scheduler" if tid in stopped else "done")
 
         def on_trial_error(self, iteration, trials, trial, **info):
             tid = trial.config["trial"]
-            st = __import__("sim.sweep.trial", fromlist=["read_state"]).read_state(out / "trials" / tid)
+            st = read_state(out / "trials" / tid)
             progress.set(tid, "failed", f"failed: {st.get('error', 'see its sweep_train.log')}")
 
     by_id = {t.id: t for t in todo}
@@ -254,7 +259,7 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
         tid = (r.config or {}).get("trial")
         if tid is None:
             continue
-        if r.error is not None:
+        if r.error is not None or read_state(out / "trials" / tid).get("status") == "failed":
             status[tid] = "failed"
         elif tid in stopped:
             finalize_stopped(by_id[tid], out / "trials" / tid, data_dir=data_dir, cwd=os.getcwd())
