@@ -1,0 +1,99 @@
+"""GAN training cost: a PCM GAN epoch vs the fp32 GAN epoch, side by side.
+
+Both GANs are those of ``configs/gan_mnist_{fp32,pcm}.toml`` (batch 64; one mini-batch = generator
+forward, discriminator forward on real and fake, its backward and update, discriminator forward
+and backward with the input gradient, generator backward and update). One process, BLAS pinned to
+one thread, interleaved repetitions (fp32, pcm, fp32, pcm, ...; the minimum of each is reported)
+so that machine noise hits both alike; the time of ``BATCHES`` mini-batches, after ``WARMUP`` mini-batches
+(so that the PCM run is sending pulses), is extrapolated to an epoch of 60,000 images. MNIST when it is found, else random images of its shape (the cost does not
+depend on the pixel values). The per-epoch evaluation (10,000 generated images and the FD) is not
+part of the epoch time, as in the trainer's ``seconds``.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpu_model.backend import make_backend
+from sim.config import load_config
+from sim.data import Dataset, DatasetError
+from sim.train import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+BATCHES = 10           # mini-batches timed per repetition (640 images)
+REPEATS = 3
+WARMUP = 80            # mini-batches before timing: with Adam at lr 2e-4 chi needs ~60 steps to reach
+                       # one granule (0.0125 weight units), so the first steps send no pulses at all
+EPOCH_IMAGES = 60_000
+
+
+def _data(n: int = 8192) -> Dataset:
+    try:
+        from sim.data.mnist import load_mnist
+        ds = load_mnist(download=False)
+        return Dataset("mnist", ds.x_train[:n], ds.y_train[:n], ds.x_test[:256], ds.y_test[:256], source=ds.source)
+    except DatasetError:
+        rng = np.random.default_rng(0)
+        x = rng.random((n, 784), dtype=np.float32)
+        y = rng.integers(0, 10, n)
+        return Dataset("random-mnist-shape", x, y, x[:256], y[:256], source="random")
+
+
+def _trainer(mode: str, ds: Dataset, backend: str) -> Trainer:
+    cfg = load_config(CONFIGS / f"gan_mnist_{mode}.toml")
+    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
+
+
+def _time_batches(tr: Trainer, keys, lr: float, rng) -> float:
+    t0 = time.perf_counter()
+    for k in keys:
+        tr.step(k, lr, rng)
+    tr.be.synchronize()
+    return time.perf_counter() - t0
+
+
+def _blas_threads(threads):
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
+
+
+def epoch_ratio(backend: str = "numpy") -> dict:
+    ds = _data()
+    trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
+    batch = trainers["fp32"].cfg.train.batch_size
+    keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}     # also seeds the latent streams
+    for m, tr in trainers.items():
+        _time_batches(tr, keys[m][:WARMUP], tr.lr_at(0), tr.be.child_rng(7))    # warm-up
+    best = {m: float("inf") for m in trainers}
+    for r in range(REPEATS):
+        for m, tr in trainers.items():
+            sel = keys[m][WARMUP + r * BATCHES: WARMUP + (r + 1) * BATCHES]
+            best[m] = min(best[m], _time_batches(tr, sel, tr.lr_at(0), tr.be.child_rng(8)))
+    per_epoch = {m: best[m] / (BATCHES * batch) * EPOCH_IMAGES for m in trainers}
+    weights = {m: sum(int(np.prod(L.store.shape)) for L in tr.task.store_layers()) for m, tr in trainers.items()}
+    return {"backend": backend, "dataset": ds.name, "batch_size": batch, "seconds_per_epoch": per_epoch,
+            "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"], "weights": weights["pcm"]}
+
+
+def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
+    with _blas_threads(blas_threads):
+        return {"epoch": epoch_ratio(backend)}
+
+
+def table(res: dict) -> str:
+    e = res["epoch"]
+    return "\n".join([
+        f"  GAN epoch (60,000 images, batch {e['batch_size']}, {e['weights']:,} weights in G + D, "
+        f"{e['dataset']}, backend {e['backend']}):",
+        f"    fp32 {e['seconds_per_epoch']['fp32']:.0f} s   pcm {e['seconds_per_epoch']['pcm']:.0f} s   "
+        f"pcm / fp32 = {e['pcm_over_fp32']:.2f}x   (target <= 3x)"])
+
+
+if __name__ == "__main__":
+    print(table(run()))
