@@ -9,9 +9,9 @@ Networks (``[gan]`` section; sizes are the defaults):
 Every weight matrix is a weight store from ``synapse.mode`` (fp32 | ideal | pcm) with its own chi
 and digital unit (per-layer ``synapse.w_max`` / ``epsilon_uS`` in the order G1 G2 G3 D1 D2 D3);
 ``gan.generator_only_pcm`` keeps D in fp32 (the ablation). Biases and everything else are digital.
-Two digital optimizers (``train.optimizer``, normally Adam with ``train.adam_beta1`` = 0.5), one per
-network, held by the task (their state is in the task's checkpoint); the trainer's own optimizer
-is not used.
+Two digital optimizers (``train.optimizer``; the shipped configs use plain SGD, docs/gan.md says
+why not Adam), one per network, held by the task (their state is in the task's checkpoint); the
+trainer's own optimizer is not used.
 
 One mini-batch of B real images (the trainer's step):
 
