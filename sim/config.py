@@ -91,6 +91,9 @@ class LSTMSection:
     embedding: int = 0               # 0: one-hot inputs; > 0: learned embedding (a weight store) of that size
     forget_bias: float = 1.0         # initial forget-gate bias (engineering choice, standard practice:
                                      # the cell keeps its state at the start of training)
+    input_scale: float = 1.0         # amplitude of the one-hot input on the gate crossbar's DAC (engineering
+                                     # choice: > 1 shrinks the input-column weights by that factor, so they
+                                     # share one w_max with the smaller recurrent weights; docs/lstm.md)
     eval_streams: int = 100          # parallel streams for valid/test BPC (evaluation batch; each stream
                                      # starts from a zero state, so more streams = more warm-up characters)
 
@@ -123,6 +126,7 @@ def validate_lstm(cfg, need) -> None:
     need(lc.bptt >= 1, f"lstm.bptt must be >= 1, got {lc.bptt}")
     need(lc.clip_norm > 0, f"lstm.clip_norm must be > 0, got {lc.clip_norm}")
     need(lc.embedding >= 0, f"lstm.embedding must be >= 0, got {lc.embedding}")
+    need(lc.input_scale > 0, f"lstm.input_scale must be > 0, got {lc.input_scale}")
     need(lc.eval_streams >= 1, f"lstm.eval_streams must be >= 1, got {lc.eval_streams}")
 
 

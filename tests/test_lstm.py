@@ -236,7 +236,7 @@ def test_ideal_fine_epsilon_tracks_fp32(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path):
     """PCM LSTM with Adam: stopping after epoch 1 and resuming gives the uninterrupted run exactly."""
-    over = {"train": {"optimizer": "adam", "lr": 0.01}}
+    over = {"train": {"optimizer": "adam", "lr": 0.01}, "lstm": {"input_scale": 4.0}}
     full = train(tmp_path / "full", lstm_cfg("pcm", **over))
     train(tmp_path / "part", lstm_cfg("pcm", **over), epochs=1)
     again = Trainer(lstm_cfg("pcm", **over), tiny_corpus(), make_backend("numpy", 3), tmp_path / "part",

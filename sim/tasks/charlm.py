@@ -63,6 +63,8 @@ class CharLMTask(Task):
             ex, ey = _streams(np.asarray(d), min(lc.eval_streams, max(1, (len(d) - 1) // 2)))
             self.eval_sets[split] = (xp.asarray(ex), xp.asarray(ey))
         self.eye = xp.eye(self.V, dtype="float32")
+        if self.E == 0 and lc.input_scale != 1.0:
+            self.eye *= lc.input_scale       # one-hot amplitude on the gate crossbar's DAC
         self.net = self._build()
         self.networks = {"net": self.net}
         self.h = self.c = None              # state carried across the windows of an epoch
