@@ -41,6 +41,10 @@ def test_leaky_relu_and_bce_gradients_match_finite_differences():
             num[idx] = (bce_with_logits(np, net.forward(xp_), target)[0]
                         - bce_with_logits(np, net.forward(xm), target)[0]) / (2 * h)
         np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-8)
+        # the G step's input gradient through D (no parameter gradients) is the same
+        from sim.tasks.gan import input_gradient
+        net.forward(x)
+        np.testing.assert_array_equal(input_gradient(net, d), dx)
     # large logits: no overflow, loss ~ |logit|
     loss, d = bce_with_logits(np, np.array([[1000.0], [-1000.0]]), 1.0)
     assert np.isfinite(loss) and abs(loss - 1000.0) < 1e-6

@@ -20,8 +20,8 @@ One mini-batch of B real images (the trainer's step):
    on the logits (sigmoid cross-entropy in digital); backward through D (no input gradient),
    D's updates through its chi;
 3. G step (non-saturating): D (already updated) on the same fake, loss_G = mean BCE(D(fake), 1);
-   backward through D *with* its input gradient (transposed crossbar reads of D), D's parameter
-   gradients discarded, then backward through G and G's updates through its chi.
+   backward through D for its input gradient only (transposed crossbar reads of D; D's parameter
+   gradients are not computed), then backward through G and G's updates through its chi.
 
 Reported per batch to the trainer: ``loss`` = loss_D + loss_G per real image, ``d_accuracy`` =
 the discriminator's accuracy on real vs fake in step 2. Per epoch (:meth:`evaluate`): ``fd`` (the
@@ -152,9 +152,7 @@ class GANTask(Task):
         logits_g = D.forward(fake)
         lg, d_g = bce_with_logits(xp, logits_g, 1.0)
         g_loss = lg / B
-        dx = D.backward(d_g * (1.0 / B), need_dx=True)     # transposed reads of D: dL/dfake
-        for p in D.params():
-            p.grad = None                                   # D is not updated by the G step
+        dx = input_gradient(D, d_g * (1.0 / B))            # transposed reads of D: dL/dfake
         self.opt_g.step_begin()
         G.backward(dx, need_dx=False)
         p2, r2 = apply_updates(G.update_order(), self.opt_g, lr, rand_rng, events, B)
@@ -265,6 +263,17 @@ class GANTask(Task):
         self.opt_g.load_state_dict(st["opt_g"])
         self.opt_d.load_state_dict(st["opt_d"])
         self.grids = dict(st.get("grids", {}))
+
+
+def input_gradient(net: Sequential, d):
+    """dL/d(input) of ``net`` for the output error ``d``, without its parameter gradients (the G step
+    does not update D): a dense layer's transposed read ``d W`` only, other layers' own backward."""
+    for L in reversed(net.layers):
+        if isinstance(L, Dense) and L.g is None and L.out_scale is None:
+            d = L.store.backward(d)
+        else:
+            d = L.backward(d, need_dx=True)
+    return d
 
 
 # --- image grids -----------------------------------------------------------------------------------
