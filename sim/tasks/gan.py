@@ -64,7 +64,7 @@ class GANTask(Task):
 
     def __init__(self, cfg, ds, be):
         self.cfg, self.ds, self.be, self.xp = cfg, ds, be, be.xp
-        xp, t, g = self.xp, cfg.train, cfg.gan
+        xp, t = self.xp, cfg.train
         if ds.n_features != 784:
             raise ValueError(f"the GAN task generates 28x28 MNIST digits; dataset {ds.name} has "
                              f"{ds.n_features} features (use --dataset mnist, --no-fallback)")
