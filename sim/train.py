@@ -106,6 +106,9 @@ class Trainer:
                    "pulses": int(pulses), "refreshes": int(refreshes), "sim_time_s": self.clock}
             self.metrics.append(rec)
             self.epoch += 1
+            # checkpoint first: a metrics line always has its checkpoint (a run killed in between
+            # resumes from the checkpoint, and --resume rewrites metrics.jsonl from it)
+            self.save_checkpoint()
             with open(self.out / "metrics.jsonl", "a") as f:
                 f.write(json.dumps(rec) + "\n")
             if self.progress:
@@ -113,7 +116,6 @@ class Trainer:
                                  [(task.train_metric, rec[task.train_metric])] + list(evals.items()))
                 print(f"epoch {ep + 1:3d}  loss {rec['loss']:.4f}  {figs}  pulses {pulses:,}  "
                       f"refreshes {refreshes:,}  {train_s:.1f}s", file=sys.stderr)
-            self.save_checkpoint()
             if on_epoch is not None:
                 on_epoch(rec)
         return self.summary()
