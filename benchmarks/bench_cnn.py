@@ -11,19 +11,15 @@ weight-gradient matmul), as ratios to (a).
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from pathlib import Path
 
 import numpy as np
 
-from gpu_model.backend import make_backend
-from sim.config import load_config
 from sim.data import Dataset, DatasetError
 from sim.nn import im2col
-from sim.train import Trainer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from .common import blas_threads, config_trainer, interleaved_best
+WARMUP = 2
 BATCHES = 8            # mini-batches timed per repetition (512 images)
 REPEATS = 3
 EPOCH_IMAGES = 50_000
@@ -43,40 +39,12 @@ def _data(n: int = 2048) -> Dataset:
         return Dataset("random-cifar-shape", x, y, x[:256], y[:256], source="random")
 
 
-def _trainer(mode: str, ds: Dataset, backend: str) -> Trainer:
-    cfg = load_config(CONFIGS / f"cnn_cifar10_{mode}.toml")
-    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
-
-
-def _time_batches(tr: Trainer, keys, lr: float, rng) -> float:
-    t0 = time.perf_counter()
-    for k in keys:
-        tr.step(k, lr, rng)
-    tr.be.synchronize()
-    return time.perf_counter() - t0
-
-
-def _blas_one_thread(threads):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
-
-
 def epoch_ratio(backend: str = "numpy") -> dict:
     ds = _data()
     trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
     batch = trainers["fp32"].cfg.train.batch_size
-    keys = trainers["fp32"].task.epoch_batches(0)
-    for tr in trainers.values():
-        tr.task.epoch_batches(0)            # seeds the augmentation stream
-        _time_batches(tr, keys[:2], tr.lr_at(0), tr.be.child_rng(7))   # warm-up
-    best = {m: float("inf") for m in trainers}
-    for r in range(REPEATS):
-        sel = keys[2 + r * BATCHES: 2 + (r + 1) * BATCHES]
-        for m, tr in trainers.items():
-            best[m] = min(best[m], _time_batches(tr, sel, tr.lr_at(0), tr.be.child_rng(8)))
+    keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}   # also seeds the augmentation
+    best = interleaved_best(trainers, keys, WARMUP, BATCHES, REPEATS)
     per_epoch = {m: best[m] / (BATCHES * batch) * EPOCH_IMAGES for m in trainers}
     return {"backend": backend, "dataset": ds.name, "batch_size": batch, "seconds_per_epoch": per_epoch,
             "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"]}
@@ -122,8 +90,12 @@ def conv_costs(backend: str = "numpy", batch: int = 64) -> list[dict]:
     return out
 
 
-def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
-    with _blas_one_thread(blas_threads):
+def _trainer(mode: str, ds: Dataset, backend: str):
+    return config_trainer(f"cnn_cifar10_{mode}", ds, backend)
+
+
+def run(backend: str = "numpy", threads: int | None = 1) -> dict:
+    with blas_threads(threads):
         return {"epoch": epoch_ratio(backend), "conv": conv_costs(backend)}
 
 

@@ -11,18 +11,13 @@ part of the epoch time, as in the trainer's ``seconds``.
 """
 from __future__ import annotations
 
-import contextlib
-import time
-from pathlib import Path
 
 import numpy as np
 
-from gpu_model.backend import make_backend
-from sim.config import load_config
 from sim.data import Dataset, DatasetError
-from sim.train import Trainer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from .common import blas_threads, config_trainer, interleaved_best
+
 BATCHES = 10           # mini-batches timed per repetition (640 images)
 REPEATS = 3
 WARMUP = 80            # mini-batches before timing: with Adam at lr 2e-4 chi needs ~60 steps to reach
@@ -42,25 +37,8 @@ def _data(n: int = 8192) -> Dataset:
         return Dataset("random-mnist-shape", x, y, x[:256], y[:256], source="random")
 
 
-def _trainer(mode: str, ds: Dataset, backend: str) -> Trainer:
-    cfg = load_config(CONFIGS / f"gan_mnist_{mode}.toml")
-    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
-
-
-def _time_batches(tr: Trainer, keys, lr: float, rng) -> float:
-    t0 = time.perf_counter()
-    for k in keys:
-        tr.step(k, lr, rng)
-    tr.be.synchronize()
-    return time.perf_counter() - t0
-
-
-def _blas_threads(threads):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
+def _trainer(mode: str, ds: Dataset, backend: str):
+    return config_trainer(f"gan_mnist_{mode}", ds, backend)
 
 
 def epoch_ratio(backend: str = "numpy") -> dict:
@@ -68,21 +46,15 @@ def epoch_ratio(backend: str = "numpy") -> dict:
     trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
     batch = trainers["fp32"].cfg.train.batch_size
     keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}     # also seeds the latent streams
-    for m, tr in trainers.items():
-        _time_batches(tr, keys[m][:WARMUP], tr.lr_at(0), tr.be.child_rng(7))    # warm-up
-    best = {m: float("inf") for m in trainers}
-    for r in range(REPEATS):
-        for m, tr in trainers.items():
-            sel = keys[m][WARMUP + r * BATCHES: WARMUP + (r + 1) * BATCHES]
-            best[m] = min(best[m], _time_batches(tr, sel, tr.lr_at(0), tr.be.child_rng(8)))
+    best = interleaved_best(trainers, keys, WARMUP, BATCHES, REPEATS)
     per_epoch = {m: best[m] / (BATCHES * batch) * EPOCH_IMAGES for m in trainers}
     weights = {m: sum(int(np.prod(L.store.shape)) for L in tr.task.store_layers()) for m, tr in trainers.items()}
     return {"backend": backend, "dataset": ds.name, "batch_size": batch, "seconds_per_epoch": per_epoch,
             "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"], "weights": weights["pcm"]}
 
 
-def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
-    with _blas_threads(blas_threads):
+def run(backend: str = "numpy", threads: int | None = 1) -> dict:
+    with blas_threads(threads):
         return {"epoch": epoch_ratio(backend)}
 
 

@@ -10,19 +10,15 @@ time step of the gate matrix (B = 32 vectors of in + H) as a plain matmul and as
 """
 from __future__ import annotations
 
-import contextlib
 import time
-from pathlib import Path
 
 import numpy as np
 
-from gpu_model.backend import make_backend
-from sim.config import load_config
 from sim.data import DatasetError
 from sim.data.ptb import CharCorpus
-from sim.train import Trainer
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from .common import blas_threads, config_trainer, interleaved_best
+
 BATCHES = 3            # mini-batches timed per repetition (3 x 3,200 characters)
 REPEATS = 3
 EPOCH_CHARS = 5_017_482
@@ -41,40 +37,16 @@ def _data(n: int = 120_000) -> CharCorpus:
                           rng.integers(0, 50, 20_000), source="random")
 
 
-def _trainer(mode: str, ds, backend: str) -> Trainer:
-    cfg = load_config(CONFIGS / f"lstm_ptb_{mode}.toml")
-    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
-
-
-def _time_batches(tr: Trainer, keys, lr: float, rng) -> float:
-    t0 = time.perf_counter()
-    for k in keys:
-        tr.step(k, lr, rng)
-    tr.be.synchronize()
-    return time.perf_counter() - t0
-
-
-def _blas_threads(threads):
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
+def _trainer(mode: str, ds, backend: str):
+    return config_trainer(f"lstm_ptb_{mode}", ds, backend)
 
 
 def epoch_ratio(backend: str = "numpy") -> dict:
     ds = _data()
     trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
-    keys = trainers["fp32"].task.epoch_batches(0)
-    for tr in trainers.values():
-        tr.task.epoch_batches(0)
-        _time_batches(tr, keys[:1], tr.lr_at(0), tr.be.child_rng(7))   # warm-up
-    best = {m: float("inf") for m in trainers}
+    keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}
+    best = interleaved_best(trainers, keys, 1, BATCHES, REPEATS)
     chars = trainers["fp32"].cfg.train.batch_size * trainers["fp32"].cfg.lstm.bptt * BATCHES
-    for r in range(REPEATS):
-        sel = keys[1 + r * BATCHES: 1 + (r + 1) * BATCHES]
-        for m, tr in trainers.items():
-            best[m] = min(best[m], _time_batches(tr, sel, tr.lr_at(0), tr.be.child_rng(8)))
     per_epoch = {m: best[m] / chars * EPOCH_CHARS for m in trainers}
     t = {}
     for m, tr in trainers.items():             # evaluation (valid + test slices, 40,000 chars)
@@ -115,8 +87,8 @@ def step_costs(backend: str = "numpy") -> dict:
             "crossbar_forward_over_matmul": fw / mm, "crossbar_backward_over_matmul": bw / mmt}
 
 
-def run(backend: str = "numpy", blas_threads: int | None = 1) -> dict:
-    with _blas_threads(blas_threads):
+def run(backend: str = "numpy", threads: int | None = 1) -> dict:
+    with blas_threads(threads):
         return {"epoch": epoch_ratio(backend), "step": step_costs(backend)}
 
 

@@ -1,0 +1,55 @@
+"""What the training benchmarks share: a trainer from a committed config, timing of training steps,
+interleaved best-of-N timing of several modes, and pinning BLAS threads.
+
+Not a benchmark itself (``benchmarks/run.py`` only runs ``bench_*.py`` modules).
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+from gpu_model.backend import make_backend
+from sim.config import load_config
+from sim.train import Trainer
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+WARMUP_STREAM, TIMED_STREAM = 7, 8      # random streams of the warm-up and the timed steps
+
+
+def config_trainer(config: str, ds, backend: str) -> Trainer:
+    """A trainer for ``configs/<config>.toml`` on ``ds`` (no run folder is written)."""
+    cfg = load_config(CONFIGS / f"{config}.toml")
+    return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
+
+
+def time_steps(tr: Trainer, keys, lr: float, rng) -> float:
+    """Seconds for ``tr.step`` over the batch ``keys`` (device synchronised at the end)."""
+    t0 = time.perf_counter()
+    for k in keys:
+        tr.step(k, lr, rng)
+    tr.be.synchronize()
+    return time.perf_counter() - t0
+
+
+def interleaved_best(trainers: dict, keys: dict, warmup: int, batches: int, repeats: int) -> dict:
+    """Best seconds per mode for ``batches`` steps: after ``warmup`` steps each, ``repeats`` rounds
+    time the next ``batches`` keys of every mode in turn (mode A, mode B, A, B, ...), so that machine
+    noise hits all modes alike. ``keys``: {mode: batch keys of the epoch}."""
+    for m, tr in trainers.items():
+        time_steps(tr, keys[m][:warmup], tr.lr_at(0), tr.be.child_rng(WARMUP_STREAM))
+    best = {m: float("inf") for m in trainers}
+    for r in range(repeats):
+        for m, tr in trainers.items():
+            sel = keys[m][warmup + r * batches: warmup + (r + 1) * batches]
+            best[m] = min(best[m], time_steps(tr, sel, tr.lr_at(0), tr.be.child_rng(TIMED_STREAM)))
+    return best
+
+
+def blas_threads(threads: int | None):
+    """Context pinning BLAS to ``threads`` (None: unchanged); a no-op without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=threads, user_api="blas") if threads else contextlib.nullcontext()
