@@ -11,14 +11,13 @@ weight-gradient matmul), as ratios to (a).
 """
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
 from sim.data import Dataset, DatasetError
 from sim.nn import im2col
 
-from .common import blas_threads, config_trainer, interleaved_best
+from .common import best_time, blas_threads, config_trainer, interleaved_best
 WARMUP = 2
 BATCHES = 8            # mini-batches timed per repetition (512 images)
 REPEATS = 3
@@ -64,13 +63,7 @@ def conv_costs(backend: str = "numpy", batch: int = 64) -> list[dict]:
             cols, _, _ = im2col(xp, x, L.k, L.stride, L.pad)
 
             def best(fn):
-                t = float("inf")
-                for _ in range(CONV_REPEATS):
-                    t0 = time.perf_counter()
-                    fn()
-                    tr.be.synchronize()
-                    t = min(t, time.perf_counter() - t0)
-                return t
+                return best_time(fn, CONV_REPEATS, tr.be)
 
             with tr.task.uncounted():
                 t_mm = best(lambda: cols @ w.T)

@@ -17,7 +17,7 @@ import numpy as np
 from sim.data import DatasetError
 from sim.data.ptb import CharCorpus
 
-from .common import blas_threads, config_trainer, interleaved_best
+from .common import best_time, blas_threads, config_trainer, interleaved_best
 
 BATCHES = 3            # mini-batches timed per repetition (3 x 3,200 characters)
 REPEATS = 3
@@ -72,13 +72,7 @@ def step_costs(backend: str = "numpy") -> dict:
     w = L.store.weights()
 
     def best(fn):
-        t = float("inf")
-        for _ in range(STEP_REPEATS):
-            t0 = time.perf_counter()
-            fn()
-            tr.be.synchronize()
-            t = min(t, time.perf_counter() - t0)
-        return t
+        return best_time(fn, STEP_REPEATS, tr.be)
 
     with tr.task.uncounted():
         mm, mmt = best(lambda: z @ w.T), best(lambda: d @ w)

@@ -46,6 +46,17 @@ def interleaved_best(trainers: dict, keys: dict, warmup: int, batches: int, repe
     return best
 
 
+def best_time(fn, repeats: int, be) -> float:
+    """Fastest of ``repeats`` calls of ``fn`` (seconds; device synchronised after each)."""
+    t = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        be.synchronize()
+        t = min(t, time.perf_counter() - t0)
+    return t
+
+
 def blas_threads(threads: int | None):
     """Context pinning BLAS to ``threads`` (None: unchanged); a no-op without threadpoolctl."""
     try:
