@@ -343,5 +343,8 @@ reduction_factor = 2
     for t in stopped:
         s = summary(out / "trials" / t)
         assert s["epochs"] < 3 and s.get("stopped_early") and int(r[t]["epochs"]) == s["epochs"]
+        # lockstep: the child trained exactly the epochs the scheduler let it (no epoch ran past the
+        # stop however short the epochs are)
+        assert len((out / "trials" / t / "metrics.jsonl").read_text().splitlines()) == s["epochs"]
     assert r["lr=0.4_seed0"]["status"] == "done"
     shutil.rmtree(out / "_ray", ignore_errors=True)

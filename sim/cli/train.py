@@ -7,8 +7,10 @@ after every epoch), and plots (``accuracy.png``, ``pulses.png``, ``conductance_h
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
+import time
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
@@ -36,6 +38,35 @@ def add_arguments(p):
     p.add_argument("--no-fallback", action="store_true",
                    help="fail instead of using the bundled 8x8 digits when MNIST is unavailable")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+
+
+EPOCH_GATE_ENV = "MCASIM_EPOCH_GATE"
+GATE_POLL_S = 0.01   # engineering choice: the wait adds at most this to an epoch
+
+
+def _epoch_gate(epochs: int):
+    """Lockstep with a sweep's early-stopping scheduler (``MCASIM_EPOCH_GATE=FILE``).
+
+    After each epoch but the last, the run waits until FILE holds a number >= that epoch: the sweep
+    writes it once the scheduler has let the trial continue, so a trial the scheduler stops after
+    epoch k has trained exactly k epochs. Unset (every ordinary run): no waiting.
+    """
+    path = os.environ.get(EPOCH_GATE_ENV)
+    if not path:
+        return None
+    gate = Path(path)
+
+    def wait(rec):
+        if rec["epoch"] >= epochs:
+            return
+        while True:
+            try:
+                if int(gate.read_text().strip() or 0) >= rec["epoch"]:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(GATE_POLL_S)
+    return wait
 
 
 def _check_arch(path, arch: str) -> None:
@@ -99,7 +130,7 @@ def run(args) -> int:
     if not args.quiet:
         print(f"training {cfg.model.arch} on {ds.name} ({ds.source}), synapse={cfg.synapse.mode}, "
               f"backend={be.name}, dpu={cfg.synapse.dpu} -> {out}", file=sys.stderr)
-    summary = tr.run()
+    summary = tr.run(on_epoch=_epoch_gate(cfg.train.epochs))
     summary["command"] = "mcasim " + shlex.join(getattr(args, "_argv", []))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     try:

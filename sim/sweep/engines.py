@@ -140,7 +140,8 @@ def init_ray(address=None, num_cpus=None, num_gpus=None):
     return time.perf_counter() - t0
 
 
-def _trainable(config, trials=None, out=None, retries=1, cpus=1, data_dir=None, fault=None, cwd=None):
+def _trainable(config, trials=None, out=None, retries=1, cpus=1, data_dir=None, fault=None, cwd=None,
+               lockstep=False):
     """Ray Tune function trainable: one trial, every epoch reported to Tune."""
     from ray import tune
     t = trials[config["trial"]]
@@ -152,7 +153,7 @@ def _trainable(config, trials=None, out=None, retries=1, cpus=1, data_dir=None, 
 
     try:
         run_trial(t, Path(out) / "trials" / t.id, retries=retries, cpus=cpus, data_dir=data_dir,
-                  report=report, fault=fault, cwd=cwd)
+                  report=report, fault=fault, cwd=cwd, lockstep=lockstep)
     except TrialFailed:
         return   # recorded in the trial's sweep_trial.json; the sweep lists it (no Tune traceback)
 
@@ -236,7 +237,8 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
 
     by_id = {t.id: t for t in todo}
     fn = tune.with_parameters(_trainable, trials=by_id, out=str(out.resolve()), retries=retries, cpus=cpus_per_trial,
-                              data_dir=data_dir, fault=os.environ.get(FAULT_ENV), cwd=os.getcwd())
+                              data_dir=data_dir, fault=os.environ.get(FAULT_ENV), cwd=os.getcwd(),
+                              lockstep=bool(spec.early_stop))
     fn = tune.with_resources(fn, {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
     tc = dict(num_samples=1, reuse_actors=True)
     if max_concurrent:
@@ -261,7 +263,7 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
             continue
         if r.error is not None or read_state(out / "trials" / tid).get("status") == "failed":
             status[tid] = "failed"
-        elif tid in stopped:
+        elif tid in stopped and read_state(out / "trials" / tid).get("status") != "done":
             finalize_stopped(by_id[tid], out / "trials" / tid, data_dir=data_dir, cwd=os.getcwd())
             status[tid] = "stopped"
         else:

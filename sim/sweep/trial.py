@@ -24,12 +24,16 @@ import sys
 import time
 from pathlib import Path
 
+from ..cli.train import EPOCH_GATE_ENV
+
 STATE = "sweep_trial.json"
 LOG = "sweep_train.log"
 FAULT_ENV = "MCASIM_SWEEP_FAULT"
 CHILD = "import sys; from sim.cli import main; sys.exit(main(sys.argv[1:]))"
 BLAS_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 BAD_INPUT = 2   # `mcasim train` exit status for bad input: retrying cannot help
+GATE = "sweep_gate"   # lockstep file: the last epoch the scheduler let the trial go past
+LOCKSTEP_POLL_S = 0.05   # engineering choice: metrics polling while the child waits on the gate
 
 
 class TrialFailed(RuntimeError):
@@ -121,12 +125,16 @@ def _last_error(log: Path, rc: int) -> str:
 
 def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: str | None = None,
               report=None, fault: str | None = None, cwd: str | None = None, poll: float = 0.2,
-              on_event=None) -> dict:
+              on_event=None, lockstep: bool = False) -> dict:
     """Run (or resume, or skip) one trial to its last epoch; returns its final state dict.
 
     ``report(rec)`` is called once per epoch record, in order, including the epochs a resumed trial
     had already done (so an early-stopping scheduler sees the whole history). Raises TrialFailed
     after ``retries`` failed re-runs.
+
+    ``lockstep`` (early stopping): the child waits after each epoch until ``report`` has returned
+    for it (Ray Tune's report returns once the scheduler lets the trial go on), so a trial stopped
+    after epoch k has trained exactly k epochs however short its epochs are.
     """
     run = Path(run).resolve()
     argv = trial.argv(run, data_dir)
@@ -139,6 +147,7 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
         return st
     fault_t = parse_fault(fault)
     reported = 0
+    gate = run / GATE
 
     def emit_new(hold_last=False):
         # hold_last: the last epoch is reported only once the child has exited (its summary written),
@@ -153,6 +162,8 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
                     report(rec)
                 if on_event:
                     on_event("epoch", trial, rec)
+                if lockstep:
+                    gate.write_text(str(reported))
 
     st = {"id": trial.id, "status": "running", "attempts": st.get("attempts", 0), "errors": st.get("errors", []),
           "epochs": trial.epochs, "command": "mcasim " + _join(display), "argv": argv,
@@ -161,6 +172,10 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
     if (run / "checkpoint.pkl").is_file():
         emit_new(hold_last=True)   # epochs done in an earlier session
     env = child_env(cpus)
+    if lockstep:
+        gate.write_text(str(reported))
+        env[EPOCH_GATE_ENV] = str(gate)
+        poll = min(poll, LOCKSTEP_POLL_S)
     tries = 0
     while True:
         tries += 1
