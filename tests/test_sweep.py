@@ -5,12 +5,13 @@ import os
 import re
 import shlex
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from sim.cli import main
-from sim.sweep.spec import SpecError, load_spec
+from sim.sweep.spec import SpecError, load_spec, parse_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "sweeps" / "digits_smoke.toml"
@@ -117,6 +118,17 @@ params = {"train.lr" = {low = 0.01, high = 1.0, scale = "log"}, "train.batch_siz
     assert all(5 <= int(t.knobs["train.batch_size"]) <= 20 for t in r1.trials)
 
 
+def test_metric_and_mode_follow_the_task(tmp_path):
+    """Each network's own per-epoch figure is the default metric, with its direction."""
+    cases = {("gan", None): ("fd", "min"), ("gan", "classes_covered"): ("classes_covered", "max"),
+             ("lstm", None): ("valid_bpc", "min"), ("cnn", None): ("test_accuracy", "max"),
+             ("mlp", "pulses"): ("pulses", "min")}
+    for (arch, metric), want in cases.items():
+        body = f'[sweep]\narch = "{arch}"\ndataset = "digits"\n' + (f'metric = "{metric}"\n' if metric else "")
+        spec = parse_spec(tomllib.loads(body), tmp_path / "s.toml")
+        assert (spec.metric, spec.mode) == want, (arch, metric)
+
+
 @pytest.mark.parametrize("body, message", [
     ('[sweep]\ndataset = "digits"\nseeds = [0]\nfoo = 1\n', "unknown key foo in [sweep]"),
     ('[sweep]\ndataset = "digits"\n[[axis]]\nkey = "train.lr"\nvalues = []\n', "axis 'lr' is empty"),
@@ -126,6 +138,8 @@ params = {"train.lr" = {low = 0.01, high = 1.0, scale = "log"}, "train.batch_siz
     ('[sweep]\ndataset = "digits"\n[[axis]]\nname = "x"\nset = ["train.lr"]\n', "--set expects SECTION.KEY=VALUE"),
     ('[sweep]\ndataset = "digits"\n[[axis]]\nkey = "train.lr"\nvalues = [0.1]\nvalue = 2\n', "unknown key value"),
     ('[sweep]\ndataset = "cifar100"\n', "cifar100"),
+    ('[sweep]\ndataset = "digits"\nmetric = "fd"\n', "sweep.metric for mlp runs must be one of"),
+    ('[sweep]\narch = "rnn"\ndataset = "digits"\n', "sweep.arch must be one of"),
 ])
 def test_bad_spec_fails_before_any_trial(tmp_path, capsys, body, message):
     spec = write(tmp_path / "bad.toml", body)

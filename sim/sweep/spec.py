@@ -11,8 +11,9 @@ A spec (docs/sweeps.md has the full reference)::
     epochs = 20                        # optional (default: the config's)
     backend = "numpy"                  # optional (default: `mcasim train`'s)
     combine = "grid"                   # grid (cross the axes) | zip (walk them together)
-    metric = "test_accuracy"           # per-epoch metric: best/final columns, early stopping
-    mode = "max"                       # max | min (default: min for loss, else max)
+    metric = "test_accuracy"           # per-epoch figure: best/final columns, early stopping
+                                       # (default: the task's: test_accuracy, valid_bpc, fd)
+    mode = "max"                       # max | min (default: max for accuracies and coverage, else min)
     retries = 1                        # re-runs of a failed trial (each resumes from its checkpoint)
 
     [[axis]]                           # a knob: key + values ...
@@ -55,9 +56,9 @@ from dataclasses import dataclass, field
 from itertools import product
 from pathlib import Path
 
-from sim.config import ConfigError, load_config, parse_sets
+from sim.config import ARCHS, ConfigError, load_config, parse_sets
+from sim.tasks import epoch_metrics, metric_mode, task_class
 
-METRICS = ("test_accuracy", "train_accuracy", "loss", "pulses", "refreshes")
 SCHEDULERS = ("asha", "median")
 
 SWEEP_KEYS = {"arch", "dataset", "config", "seeds", "set", "epochs", "backend", "combine", "metric", "mode",
@@ -380,10 +381,15 @@ def parse_spec(d: dict, path: Path) -> Spec:
     combine = sw.get("combine", "grid")
     if combine not in ("grid", "zip"):
         raise SpecError(f"sweep.combine must be 'grid' or 'zip', got {combine!r}")
-    metric = sw.get("metric", "test_accuracy")
-    if metric not in METRICS:
-        raise SpecError(f"sweep.metric must be one of {', '.join(METRICS)} (a per-epoch metric), got {metric!r}")
-    mode = sw.get("mode", "min" if metric == "loss" else "max")
+    try:
+        metrics = epoch_metrics(arch)
+    except ValueError:
+        raise SpecError(f"sweep.arch must be one of {', '.join(ARCHS)}, got {arch!r}") from None
+    metric = sw.get("metric", task_class(arch).metric)
+    if metric not in metrics:
+        raise SpecError(f"sweep.metric for {arch} runs must be one of {', '.join(metrics)} (a per-epoch "
+                        f"figure of metrics.jsonl), got {metric!r}")
+    mode = sw.get("mode", metric_mode(arch, metric))
     if mode not in ("max", "min"):
         raise SpecError(f"sweep.mode must be 'max' or 'min', got {mode!r}")
     retries = sw.get("retries", 1)

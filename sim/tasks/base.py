@@ -18,6 +18,8 @@ class Task:
     metric = "test_accuracy"
     higher_is_better = True
     train_metric = "train_accuracy"
+    eval_metrics: tuple = ("test_accuracy",)   # the keys :meth:`evaluate` returns (per-epoch record)
+    maximised: tuple = ("test_accuracy", "train_accuracy")   # per-epoch figures where higher is better
     networks: dict[str, Sequential]
 
     # --- what the trainer calls ----------------------------------------------------------------

@@ -46,6 +46,8 @@ class CharLMTask(Task):
     metric = "valid_bpc"
     higher_is_better = False
     train_metric = "train_bpc"
+    eval_metrics = ("valid_bpc", "test_bpc")
+    maximised = ()
 
     def __init__(self, cfg, ds, be):
         self.cfg, self.ds, self.be, self.xp = cfg, ds, be, be.xp

@@ -59,6 +59,8 @@ GRID = 10                  # the per-epoch grid is GRID x GRID images
 
 class GANTask(Task):
     metric = "fd"
+    eval_metrics = ("fd", "coverage_min", "classes_covered", "g_loss", "d_loss")
+    maximised = ("coverage_min", "classes_covered")
     higher_is_better = False
     train_metric = "d_accuracy"
 
