@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
+
+import numpy as np
 
 from ..nn import Sequential
 from ..nn.stores import AnalogWeights
@@ -21,6 +24,20 @@ class Task:
     eval_metrics: tuple = ("test_accuracy",)   # the keys :meth:`evaluate` returns (per-epoch record)
     maximised: tuple = ("test_accuracy", "train_accuracy")   # per-epoch figures where higher is better
     networks: dict[str, Sequential]
+
+    # --- seeded streams shared by the tasks ----------------------------------------------------
+    PERMUTATION_STREAM = 2   # SeedSequence([train.seed, 2, epoch]): the order of the training samples
+
+    def stream_rng(self, *keys: int) -> np.random.Generator:
+        """A generator on ``SeedSequence([train.seed, *keys])`` (a task's named random stream)."""
+        return np.random.default_rng(np.random.SeedSequence([self.cfg.train.seed, *keys]))
+
+    def shuffled_batches(self, n: int, epoch: int) -> list:
+        """Mini-batches of sample indices (on the backend) for ``epoch``: a seeded permutation of
+        ``n`` samples cut into ``train.batch_size`` pieces (the last one may be shorter)."""
+        b = self.cfg.train.batch_size
+        perm = self.xp.asarray(self.stream_rng(self.PERMUTATION_STREAM, epoch).permutation(n))
+        return [perm[i * b:(i + 1) * b] for i in range(math.ceil(n / b))]
 
     # --- what the trainer calls ----------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list:

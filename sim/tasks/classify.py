@@ -6,15 +6,10 @@ flip per image, in digital (``SeedSequence([seed, 3, epoch])``).
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
-
 from ..nn import Dense, apply_updates, softmax_cross_entropy
 from .base import Task
 from .models import build_network
 
-PERMUTATION_STREAM = 2
 AUGMENT_STREAM = 3
 AUGMENT_PAD = 4            # pixels of zero padding for the random crop (standard CIFAR-10 practice)
 
@@ -48,13 +43,9 @@ class ClassifyTask(Task):
         return int(self.x_train.shape[0])
 
     def epoch_batches(self, epoch: int) -> list:
-        t = self.cfg.train
-        n = self.n_train
-        perm = np.random.default_rng(np.random.SeedSequence([t.seed, PERMUTATION_STREAM, epoch])).permutation(n)
-        perm = self.xp.asarray(perm)
         if self.augment:
-            self._aug_rng = np.random.default_rng(np.random.SeedSequence([t.seed, AUGMENT_STREAM, epoch]))
-        return [perm[i * t.batch_size:(i + 1) * t.batch_size] for i in range(math.ceil(n / t.batch_size))]
+            self._aug_rng = self.stream_rng(AUGMENT_STREAM, epoch)
+        return self.shuffled_batches(self.n_train, epoch)
 
     def _augment(self, xb):
         from ..data.cifar10 import augment

@@ -49,7 +49,6 @@ from ..nn.stores import FP32Weights
 from .base import Task
 from .models import _Builder, make_store
 
-PERMUTATION_STREAM = 2
 LATENT_STREAM = 4
 EVAL_STREAM = 5
 GRID_STREAM = 6
@@ -120,14 +119,11 @@ class GANTask(Task):
 
     # --- training -----------------------------------------------------------------------------------
     def epoch_batches(self, epoch: int) -> list:
-        t = self.cfg.train
-        n = int(self.x_train.shape[0])
         self._epoch = epoch
         self._sums = {"g": 0.0, "d": 0.0, "n": 0}
-        perm = np.random.default_rng(np.random.SeedSequence([t.seed, PERMUTATION_STREAM, epoch])).permutation(n)
-        self._z_rng = np.random.default_rng(np.random.SeedSequence([t.seed, LATENT_STREAM, epoch]))
-        perm = self.xp.asarray(perm)
-        return [perm[i * t.batch_size:(i + 1) * t.batch_size] for i in range(math.ceil(n / t.batch_size))]
+        batches = self.shuffled_batches(int(self.x_train.shape[0]), epoch)
+        self._z_rng = self.stream_rng(LATENT_STREAM, epoch)
+        return batches
 
     def _latent(self, rng, n: int):
         return self.xp.asarray(rng.standard_normal((n, self.cfg.gan.latent_dim), dtype=np.float32))
@@ -183,14 +179,14 @@ class GANTask(Task):
         return self._fd
 
     def evaluate(self) -> dict:
-        g, t = self.cfg.gan, self.cfg.train
+        g = self.cfg.gan
         if self._eval_z is None:
-            rng = np.random.default_rng(np.random.SeedSequence([t.seed, EVAL_STREAM]))
+            rng = self.stream_rng(EVAL_STREAM)
             self._eval_z = self._latent(rng, g.eval_samples)
         metric = self.fd_metric()
         with self.uncounted():
             imgs = self.generate(self._eval_z)
-            grid_z = self._latent(np.random.default_rng(np.random.SeedSequence([t.seed, GRID_STREAM])), GRID * GRID)
+            grid_z = self._latent(self.stream_rng(GRID_STREAM), GRID * GRID)
             self.grids[self._epoch + 1] = to_uint8(grid(self.generate(grid_z), GRID, self.side))
         q = metric(imgs)
         n = max(self._sums["n"], 1)
