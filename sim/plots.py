@@ -14,7 +14,7 @@ def _plt():
 
 
 def plot_run(out: Path, trainer) -> None:
-    """accuracy.png (classification tasks), the task's own plots (``task.plot(out, metrics)``),
+    """The task's own plots (``task.plot(out, metrics)``: accuracy.png, bpc.png, the GAN's grids),
     pulses.png and the conductance (analog) or weight (fp32) histograms."""
     plt = _plt()
     m = trainer.metrics
@@ -22,24 +22,26 @@ def plot_run(out: Path, trainer) -> None:
     task_plot = getattr(trainer.task, "plot", None)
     if task_plot is not None:
         task_plot(Path(out), m)
-    if "test_accuracy" in m[-1]:
-        _accuracy_plot(plt, out, trainer, m, ep)
     _pulses_plot(plt, out, m, ep)
     _hist_plot(plt, out, trainer)
 
 
-def _accuracy_plot(plt, out, trainer, m, ep):
+def epoch_curves(path: Path, metrics: list[dict], series, ylabel: str, title: str, scale: float = 1.0) -> None:
+    """One figure of per-epoch curves: ``series`` = [(key, style, label), ...] from the records in
+    ``metrics`` (keys missing from the last record are skipped), each value times ``scale``."""
+    plt = _plt()
+    ep = [r["epoch"] for r in metrics]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(ep, [100 * r["train_accuracy"] for r in m], "o-", label="train (running, augmented)"
-            if getattr(trainer.task, "augment", False) else "train (running)")
-    ax.plot(ep, [100 * r["test_accuracy"] for r in m], "s-", label="test")
+    for key, style, label in series:
+        if key in metrics[-1]:
+            ax.plot(ep, [scale * r[key] for r in metrics], style, label=label)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("accuracy (%)")
-    ax.set_title(f"{trainer.ds.name} — synapse {trainer.cfg.synapse.mode}")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / "accuracy.png", dpi=120)
+    fig.savefig(path, dpi=120)
     plt.close(fig)
 
 

@@ -197,20 +197,7 @@ class CharLMTask(Task):
 
     def plot(self, out_dir, metrics) -> None:
         """``bpc.png``: train (running), valid and test BPC per epoch."""
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-        ep = [r["epoch"] for r in metrics]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for key, style, label in (("train_bpc", "o-", "train (running)"), ("valid_bpc", "s-", "valid"),
-                                  ("test_bpc", "^-", "test")):
-            if key in metrics[-1]:
-                ax.plot(ep, [r[key] for r in metrics], style, label=label)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel("bits per character")
-        ax.set_title(f"{self.ds.name} — LSTM {self.H}, synapse {self.cfg.synapse.mode}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(out_dir / "bpc.png", dpi=120)
-        plt.close(fig)
+        from ..plots import epoch_curves
+        epoch_curves(out_dir / "bpc.png", metrics, (("train_bpc", "o-", "train (running)"), ("valid_bpc", "s-", "valid"),
+                                                    ("test_bpc", "^-", "test")),
+                     "bits per character", f"{self.ds.name} — LSTM {self.H}, synapse {self.cfg.synapse.mode}")

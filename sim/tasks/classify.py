@@ -82,3 +82,10 @@ class ClassifyTask(Task):
     def evaluate(self) -> dict:
         """Test accuracy with fresh noisy reads (not training events)."""
         return {"test_accuracy": self.accuracy(self.x_test, self.y_test)}
+
+    def plot(self, out_dir, metrics) -> None:
+        """``accuracy.png``: train (running) and test accuracy per epoch, in %."""
+        from ..plots import epoch_curves
+        train = "train (running, augmented)" if self.augment else "train (running)"
+        epoch_curves(out_dir / "accuracy.png", metrics, (("train_accuracy", "o-", train), ("test_accuracy", "s-", "test")),
+                     "accuracy (%)", f"{self.ds.name} — synapse {self.cfg.synapse.mode}", scale=100.0)
