@@ -319,22 +319,24 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"[dpu]: {exc}") from exc
 
 
+def toml_value(v, sep: str = ", ") -> str:
+    """A scalar or (nested) list in TOML syntax; ``sep`` between list items."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + sep.join(toml_value(x, sep) for x in v) + "]"
+    return repr(v)
+
+
 def dump_toml(d: dict) -> str:
     """Minimal TOML writer for the config (tables of scalars and lists)."""
-    def fmt(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-        if isinstance(v, (list, tuple)):
-            return "[" + ", ".join(fmt(x) for x in v) + "]"
-        return repr(v)
-
     lines = []
     for sec, kv in d.items():
         lines.append(f"[{sec}]")
         for k, v in kv.items():
-            lines.append(f"{k} = {fmt(v)}")
+            lines.append(f"{k} = {toml_value(v)}")
         lines.append("")
     return "\n".join(lines)
 

@@ -57,6 +57,7 @@ from itertools import product
 from pathlib import Path
 
 from sim.config import ARCHS, ConfigError, load_config, parse_sets
+from sim.config import toml_value as config_toml_value
 from sim.tasks import epoch_metrics, metric_mode, task_class
 
 SCHEDULERS = ("asha", "median")
@@ -83,16 +84,8 @@ def _unknown(where: str, got: dict, known: set) -> None:
 
 
 def toml_value(v) -> str:
-    """A value in TOML syntax, as `--set` expects it."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, float):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(toml_value(x) for x in v) + "]"
-    return str(v)
+    """A value in TOML syntax, as `--set` expects it (lists without spaces: one shell word)."""
+    return config_toml_value(v, sep=",")
 
 
 def _label_value(v) -> str:
