@@ -107,6 +107,10 @@ class GANSection:
     generator_only_pcm: bool = False  # ablation: the discriminator keeps fp32 weights
     leaky_slope: float = 0.2         # LeakyReLU negative slope of both nets (DCGAN practice)
     d_lr_scale: float = 1.0          # discriminator learning rate relative to train.lr
+    d_dropout: float = 0.0           # digital dropout after each hidden activation of D (the
+                                     # classic MLP-GAN recipe uses ~0.3); 0 = none
+    real_label: float = 1.0          # D's target for real images: < 1 is one-sided label smoothing
+                                     # (Salimans et al. 2016); fakes always 0, G's target always 1
     eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
     fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
                                      # (~/.cache/mcasim/mnist_fd_classifier.npz), trained if missing
@@ -139,6 +143,8 @@ def validate_gan(cfg, need) -> None:
              f"gan.{name} must be a list of positive integers, got {v!r}")
     need(g.leaky_slope > 0, f"gan.leaky_slope must be > 0, got {g.leaky_slope}")
     need(g.d_lr_scale > 0, f"gan.d_lr_scale must be > 0, got {g.d_lr_scale}")
+    need(0 <= g.d_dropout < 1, f"gan.d_dropout must be in [0, 1), got {g.d_dropout}")
+    need(0.5 < g.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {g.real_label}")
     need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")
 
 

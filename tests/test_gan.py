@@ -18,7 +18,8 @@ from sim.nn.gan_layers import LeakyReLU, bce_with_logits
 
 # --- layers and losses -------------------------------------------------------------------------------
 def test_leaky_relu_and_bce_gradients_match_finite_differences():
-    """dLoss/dx through Dense -> LeakyReLU -> Dense -> BCE(logit, 1) (the G step's input gradient)."""
+    """dLoss/dx through Dense -> LeakyReLU -> Dense -> BCE(logit, t) (the G step's input gradient;
+    t = 0.9: D's smoothed real label)."""
     be = make_backend("numpy", 0)
     rng = np.random.default_rng(0)
     net = Sequential([Dense("fc1", FP32Weights(rng.normal(0, 0.5, (7, 5)), be), np),
@@ -29,7 +30,7 @@ def test_leaky_relu_and_bce_gradients_match_finite_differences():
         if hasattr(L, "store"):
             L.store.w = L.store.w.astype(np.float64)
             L.b.value = rng.normal(0, 0.1, L.b.value.shape)
-    for target in (0.0, 1.0):
+    for target in (0.0, 1.0, 0.9):
         loss, d = bce_with_logits(np, net.forward(x), target)
         dx = net.backward(d, need_dx=True)
         num = np.zeros_like(x)
@@ -167,6 +168,10 @@ def test_gan_config_checks(quick_clf):
         gan_cfg("fp32", quick_clf, gan={"leaky_slope": 0.0})
     with pytest.raises(ConfigError, match="gan.eval_samples"):
         gan_cfg("fp32", quick_clf, gan={"eval_samples": 1})
+    with pytest.raises(ConfigError, match=r"gan.d_dropout must be in \[0, 1\), got 1.0"):
+        gan_cfg("fp32", quick_clf, gan={"d_dropout": 1.0})
+    with pytest.raises(ConfigError, match=r"gan.real_label must be in \(0.5, 1\], got 0.4"):
+        gan_cfg("fp32", quick_clf, gan={"real_label": 0.4})
     with pytest.raises(ConfigError, match="w_max"):       # 4 weight layers: G 2, D 2
         gan_cfg("pcm", quick_clf, synapse={"w_max": [0.5, 0.5, 0.5]})
 
@@ -203,12 +208,19 @@ def test_pcm_gan_short_run_counts_both_networks_and_writes_outputs(mnist, quick_
         assert (tmp_path / "pcm" / f).is_file(), f
 
 
-def test_gan_resume_equals_uninterrupted(mnist, quick_clf, tmp_path):
-    """PCM GAN, Adam state of both optimizers, latent streams: 1 epoch + resume = 2 epochs."""
+@pytest.mark.parametrize("gan", [{}, {"d_dropout": 0.3, "real_label": 0.9}], ids=["plain", "dropout_smoothing"])
+def test_gan_resume_equals_uninterrupted(mnist, quick_clf, tmp_path, gan):
+    """PCM GAN, Adam state of both optimizers, latent streams (and D's dropout masks): 1 epoch +
+    resume = 2 epochs."""
     from sim.train import Trainer, load_checkpoint
-    full = run_gan(tmp_path / "full", gan_cfg("pcm", quick_clf), mnist)
-    run_gan(tmp_path / "part", gan_cfg("pcm", quick_clf), mnist, epochs=1)
-    again = Trainer(gan_cfg("pcm", quick_clf), mnist, make_backend("numpy", 3), tmp_path / "part", progress=False)
+    full = run_gan(tmp_path / "full", gan_cfg("pcm", quick_clf, gan=dict(gan)), mnist)
+    if gan:
+        assert sum(type(L).__name__ == "Dropout" for L in full.task.D.layers) == 1   # one hidden layer
+        plain = run_gan(tmp_path / "plain", gan_cfg("pcm", quick_clf), mnist, epochs=1)
+        assert plain.metrics[0]["loss"] != full.metrics[0]["loss"]                     # the knobs act
+    run_gan(tmp_path / "part", gan_cfg("pcm", quick_clf, gan=dict(gan)), mnist, epochs=1)
+    again = Trainer(gan_cfg("pcm", quick_clf, gan=dict(gan)), mnist, make_backend("numpy", 3), tmp_path / "part",
+                    progress=False)
     again.load_state(load_checkpoint(tmp_path / "part"))
     assert again.task.opt_g.t == again.task.opt_d.t == 6
     again.run()

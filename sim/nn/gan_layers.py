@@ -34,8 +34,13 @@ def sigmoid(xp, z):
 
 def bce_with_logits(xp, logits, target: float):
     """Sum over the batch of the binary cross-entropy of sigmoid(logits) against a constant target
-    (0 or 1), and dLoss_sum/dlogits: BCE(l, 1) = softplus(-l), BCE(l, 0) = softplus(l);
-    d/dl = sigmoid(l) - target."""
+    t in [0, 1], and dLoss_sum/dlogits: BCE(l, t) = t softplus(-l) + (1 - t) softplus(l)
+    (t = 1: softplus(-l); t = 0: softplus(l)); d/dl = sigmoid(l) - t."""
     l = logits.reshape(-1)
-    loss = softplus(xp, -l) if target == 1 else softplus(xp, l)
+    if target == 1:
+        loss = softplus(xp, -l)
+    elif target == 0:
+        loss = softplus(xp, l)
+    else:
+        loss = target * softplus(xp, -l) + (1.0 - target) * softplus(xp, l)
     return float(loss.sum()), (sigmoid(xp, logits) - target).astype(logits.dtype)

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..nn import Dense, Optimizer, Sequential, Tanh, apply_updates, init_weights
+from ..nn import Dense, Dropout, Optimizer, Sequential, Tanh, apply_updates, init_weights
 from ..nn.gan_layers import LeakyReLU, bce_with_logits
 from ..nn.stores import FP32Weights
 from .base import Task
@@ -53,6 +53,7 @@ LATENT_STREAM = 4
 EVAL_STREAM = 5
 GRID_STREAM = 6
 SAMPLE_STREAM = 7
+D_DROPOUT_STREAM_BASE = 600   # backend child streams 600 + j: masks of D's j-th dropout layer
 GRID = 10                  # the per-epoch grid is GRID x GRID images
 
 
@@ -103,18 +104,21 @@ class GANTask(Task):
                 return FP32Weights(w0, be)
             return make_store(cfg, be, w0, i, b.w_max[i], b.eps[i])
 
-        def mlp(prefix, sizes, out_act):
+        def mlp(prefix, sizes, out_act, dropout=0.0):
             layers = []
             for j in range(len(sizes) - 1):
                 layers.append(Dense(f"{prefix}fc{j + 1}", store(sizes[j + 1], sizes[j]), xp))
                 if j < len(sizes) - 2:
                     layers.append(LeakyReLU(f"{prefix}act{j + 1}", xp, g.leaky_slope))
+                    if dropout:
+                        layers.append(Dropout(f"{prefix}drop{j + 1}", xp, dropout,
+                                              be.child_rng(D_DROPOUT_STREAM_BASE + j)))
             if out_act is not None:
                 layers.append(out_act)
             return layers
 
         G = Sequential(mlp("g_", [g.latent_dim, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
-        D = Sequential(mlp("d_", [784, *g.discriminator, 1], None), name="discriminator")
+        D = Sequential(mlp("d_", [784, *g.discriminator, 1], None, g.d_dropout), name="discriminator")
         return G, D
 
     # --- training -----------------------------------------------------------------------------------
@@ -139,7 +143,7 @@ class GANTask(Task):
         fake = G.forward(z)
         # --- discriminator step: real -> 1, fake -> 0 --------------------------------------------
         logits = D.forward(xp.concatenate([real, fake]))
-        lr_real, d_real = bce_with_logits(xp, logits[:B], 1.0)
+        lr_real, d_real = bce_with_logits(xp, logits[:B], self.cfg.gan.real_label)
         lf_fake, d_fake = bce_with_logits(xp, logits[B:], 0.0)
         d_loss = (lr_real + lf_fake) / B
         correct = int((logits[:B] > 0).sum()) + int((logits[B:] < 0).sum())
