@@ -1,5 +1,13 @@
 """Differential PCM synapses: W = beta * (G+ - G-), with pulse application and refresh.
 
+Multi-device synapses (``devices_per_side`` = N > 1, after Boybat et al., Nat. Commun. 9, 2514
+(2018)): each synapse has N devices on each side, W = beta * sum_k (G+_k - G-_k) with
+beta = w_max / (N g_max), so one pulse moves the weight by 1/N of what it does on a single pair
+(N x finer steps over the same weight range) at N x the devices. A per-synapse arbitration
+counter picks the device that receives an update (all of its pulses), then advances by one
+(round robin); refresh reads the weight, RESETs all 2N devices and writes |W| spread equally over
+the N devices of its sign. N = 1 is the plain pair (same arithmetic and random draws as before).
+
 A positive pulse count goes to G+ (weight up), a negative one to G- (weight down); training uses
 SET pulses only. When a pulsed device passes ``refresh_threshold * g_max`` its pair is refreshed:
 the weight is read, both devices RESET, and the weight re-programmed on one device by
@@ -40,16 +48,19 @@ class SynapseCounters:
 class DifferentialSynapses:
     """A ``(rows, cols)`` array of differential PCM pairs.
 
-    beta: weight units per µS (W = beta*(G+ - G-)); ``w_max = beta * g_max``.
+    beta: weight units per µS (W = beta*(G+ - G-)); ``w_max = beta * g_max * devices_per_side``.
     epsilon_uS: device granularity (µS per pulse); derived from the preset's mean single-pulse
     step after RESET unless given. ``epsilon_w = beta * epsilon_uS`` (weight units per pulse).
+    devices_per_side: N devices per side of each synapse (module docstring); 1 = one pair.
     """
 
     def __init__(self, shape, preset: PCMPreset, backend: Backend, *, w_max: float,
                  epsilon_uS: float | None = None, refresh_threshold: float = 0.9,
                  refresh_tolerance_uS: float | None = None, drift_cache_rtol: float = 1e-3,
-                 common_mode_uS: float = 0.0,
+                 common_mode_uS: float = 0.0, devices_per_side: int = 1,
                  stream: int = 0, t: float = 0.0):
+        if not isinstance(devices_per_side, int) or isinstance(devices_per_side, bool) or devices_per_side < 1:
+            raise PresetError(f"devices_per_side must be an integer >= 1, got {devices_per_side!r}")
         if w_max <= 0:
             raise PresetError(f"w_max must be > 0 weight units, got {w_max}")
         if not 0 < refresh_threshold <= 1:
@@ -62,7 +73,8 @@ class DifferentialSynapses:
         self.xp = backend.xp
         self.rng = backend.child_rng(stream)
         self.w_max = float(w_max)
-        self.beta = self.w_max / preset.g_max
+        self.n_dev = devices_per_side
+        self.beta = self.w_max / (preset.g_max * self.n_dev)
         if epsilon_uS is None:
             epsilon_uS = preset.mean_step_after_reset(1)
         if epsilon_uS <= 0:
@@ -76,8 +88,11 @@ class DifferentialSynapses:
         self.common_mode_uS = float(common_mode_uS)
         self.refresh_tolerance_uS = refresh_tolerance_uS
         self.drift_cache_rtol = float(drift_cache_rtol)
-        self.gp = PCMArray(self.shape, preset, backend, rng=self.rng, t=t)
-        self.gm = PCMArray(self.shape, preset, backend, rng=self.rng, t=t)
+        self.n_syn = int(math.prod(self.shape))
+        dev_shape = self.shape if self.n_dev == 1 else (self.n_dev, *self.shape)   # device k of synapse s: k * n_syn + s
+        self.gp = PCMArray(dev_shape, preset, backend, rng=self.rng, t=t)
+        self.gm = PCMArray(dev_shape, preset, backend, rng=self.rng, t=t)
+        self.arbiter = self.xp.zeros(self.n_syn, dtype="int32") if self.n_dev > 1 else None
         self.counters = SynapseCounters()
         self.t = float(t)
         self._cache_t = None
@@ -92,12 +107,16 @@ class DifferentialSynapses:
     def _recompute(self, idx=None):
         """Recompute cached W and Var[W read] (weight units) for flat ``idx`` (None: all)."""
         xp, t, b = self.xp, self.t, self.beta
-        gp = self.gp.conductance_at(t, idx)
-        gm = self.gm.conductance_at(t, idx)
-        sp = self.gp.read_sigma(gp, t, idx)
-        sm = self.gm.read_sigma(gm, t, idx)
+        didx = self._devices(idx)
+        gp = self.gp.conductance_at(t, didx)
+        gm = self.gm.conductance_at(t, didx)
+        sp = self.gp.read_sigma(gp, t, didx)
+        sm = self.gm.read_sigma(gm, t, didx)
         w = b * (gp - gm)
         var = (b * b) * (sp * sp + sm * sm)   # Var[b(G+ + n+ - G- - n-)] = b^2 (s+^2 + s-^2)
+        if self.n_dev > 1:                    # W = b sum_k (G+_k - G-_k), independent read noise per device
+            w = w.reshape(self.n_dev, -1).sum(axis=0)
+            var = var.reshape(self.n_dev, -1).sum(axis=0)
         if idx is None:
             self._w = w.reshape(self.shape)
             self._var = var.reshape(self.shape)
@@ -105,6 +124,18 @@ class DifferentialSynapses:
         else:
             self._w.reshape(-1)[idx] = w
             self._var.reshape(-1)[idx] = var
+
+    def _devices(self, idx):
+        """Flat device indices of synapses ``idx`` (None: all), device-major: k * n_syn + s."""
+        if self.n_dev == 1:
+            return idx
+        xp = self.xp
+        s = xp.arange(self.n_syn) if idx is None else idx
+        return (xp.arange(self.n_dev, dtype=s.dtype)[:, None] * self.n_syn + s[None, :]).reshape(-1)
+
+    def _sum_devices(self, g):
+        """Per-synapse sum over the N devices of a device-major array (N = 1: unchanged)."""
+        return g if self.n_dev == 1 else g.reshape(self.n_dev, -1).sum(axis=0)
 
     def sync(self, force: bool = False):
         """Bring the cache up to the current time ``self.t``.
@@ -150,17 +181,18 @@ class DifferentialSynapses:
     def read_weights(self):
         """One explicit noisy read of every synapse (weight units) — for tests and evaluation."""
         t = self.t
-        return (self.beta * (self.gp.read(t) - self.gm.read(t))).reshape(self.shape)
+        return (self.beta * self._sum_devices(self.gp.read(t) - self.gm.read(t))).reshape(self.shape)
 
     def program(self, w_target, tolerance_uS: float | None = None):
         """Initial programming: RESET both devices, write |w| on G+ (w > 0) or G- by program-and-verify."""
         xp = self.xp
         w_target = xp.asarray(w_target, dtype=FLOAT).reshape(-1)
-        if w_target.shape[0] != self.gp.size:
-            raise ValueError(f"target has {w_target.shape[0]} weights, array holds {self.gp.size}")
-        allidx = xp.arange(self.gp.size)
-        self.gp.reset(allidx, self.t)
-        self.gm.reset(allidx, self.t)
+        if w_target.shape[0] != self.n_syn:
+            raise ValueError(f"target has {w_target.shape[0]} weights, array holds {self.n_syn}")
+        allidx = xp.arange(self.n_syn)
+        alldev = xp.arange(self.gp.size)
+        self.gp.reset(alldev, self.t)
+        self.gm.reset(alldev, self.t)
         st = self._write(allidx, w_target, tolerance_uS)
         self.counters.init_prog_pulses += st[0]
         self.counters.init_verify_reads += st[1]
@@ -179,10 +211,15 @@ class DifferentialSynapses:
         pos = w > 0
         neg = w < 0
         pulses = reads = 0
+        n = self.n_dev
         for arr, other, sel in ((self.gp, self.gm, pos), (self.gm, self.gp, neg)):
             ii = idx[sel]
             if ii.shape[0]:
-                g_target = xp.minimum(xp.abs(w[sel]) / self.beta + other.g_prog[ii], cap)
+                share = xp.abs(w[sel]) / (self.beta * n)   # N > 1: |w| spread equally over the N devices
+                if n > 1:
+                    ii = self._devices(ii)
+                    share = xp.tile(share, n)
+                g_target = xp.minimum(share + other.g_prog[ii], cap)
                 st = arr.program_verify(ii, g_target, self.t, tolerance_uS)
                 pulses += st.pulses
                 reads += st.verify_reads
@@ -197,8 +234,11 @@ class DifferentialSynapses:
         """
         xp = self.xp
         c = self.common_mode_uS
-        wpos = xp.maximum(w, 0) / self.beta
-        wneg = xp.maximum(-w, 0) / self.beta
+        n = self.n_dev
+        wpos = xp.maximum(w, 0) / (self.beta * n)   # per device (N > 1: spread equally)
+        wneg = xp.maximum(-w, 0) / (self.beta * n)
+        if n > 1:
+            idx, wpos, wneg = self._devices(idx), xp.tile(wpos, n), xp.tile(wneg, n)
         pulses = reads = 0
         for arr, g in ((self.gp, wpos), (self.gm, wneg)):
             st = arr.program_verify(idx, xp.minimum(c + g, cap), self.t, tolerance_uS)
@@ -244,10 +284,15 @@ class DifferentialSynapses:
             if idx.shape[0] == 0:
                 return {"set_pulses": 0, "refreshes": 0}
         self.sync()
+        dev = idx
+        if self.n_dev > 1:                 # the arbiter picks the device of each synapse, then advances
+            sel = self.arbiter[idx]
+            dev = sel.astype(idx.dtype) * self.n_syn + idx
+            self.arbiter[idx] = (sel + 1) % self.n_dev
         pos = c > 0
-        ip, cp = idx[pos], c[pos]
+        ip, cp = dev[pos], c[pos]
         neg = ~pos
-        im, cm = idx[neg], -c[neg]
+        im, cm = dev[neg], -c[neg]
         n = self.gp.apply_set_pulses(ip, cp, self.t) + self.gm.apply_set_pulses(im, cm, self.t)
         self.counters.set_pulses += n
         # refresh check only on touched devices
@@ -255,7 +300,7 @@ class DifferentialSynapses:
         hit = xp.concatenate([ip[self.gp.g_prog[ip] >= thr], im[self.gm.g_prog[im] >= thr]])
         n_ref = 0
         if hit.shape[0]:
-            hit = xp.unique(hit)
+            hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
             n_ref = self.refresh(hit)
         self._recompute(idx)
         return {"set_pulses": n, "refreshes": n_ref}
@@ -263,13 +308,14 @@ class DifferentialSynapses:
     def refresh(self, idx) -> int:
         """Refresh pairs ``idx``: read W, RESET both devices, re-program W on one device."""
         t = self.t
-        w = self.beta * (self.gp.read(t, idx) - self.gm.read(t, idx))
-        self.gp.reset(idx, t)
-        self.gm.reset(idx, t)
+        didx = self._devices(idx)
+        w = self.beta * self._sum_devices(self.gp.read(t, didx) - self.gm.read(t, didx))
+        self.gp.reset(didx, t)
+        self.gm.reset(didx, t)
         pulses, reads = self._write(idx, w, self.refresh_tolerance_uS)
         n = int(idx.shape[0])
         self.counters.refreshes += n
-        self.counters.refresh_resets += 2 * n
+        self.counters.refresh_resets += 2 * self.n_dev * n
         self.counters.refresh_prog_pulses += pulses
         self.counters.refresh_verify_reads += reads + n
         if self._w is not None:
@@ -283,6 +329,8 @@ class DifferentialSynapses:
         for name, arr in (("gp", self.gp), ("gm", self.gm)):
             for f in ("g_prog", "t_prog", "hist", "z_nu", "step_mult", "nu", "n_set", "n_reset"):
                 out[f"{name}.{f}"] = be.asnumpy(getattr(arr, f))
+        if self.arbiter is not None:
+            out["arbiter"] = be.asnumpy(self.arbiter)
         return out
 
     def load_state_dict(self, st: dict):
@@ -293,4 +341,6 @@ class DifferentialSynapses:
             for f in ("g_prog", "t_prog", "hist", "z_nu", "step_mult", "nu", "n_set", "n_reset"):
                 getattr(arr, f)[...] = xp.asarray(st[f"{name}.{f}"])
             arr.nu_changed()
+        if self.arbiter is not None:
+            self.arbiter[...] = xp.asarray(st["arbiter"])
         self._recompute()

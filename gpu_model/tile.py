@@ -24,7 +24,8 @@ class AnalogMatrix:
     def __init__(self, out_features: int, in_features: int, preset: PCMPreset, tile: TilePreset,
                  backend: Backend, *, w_max: float, epsilon_uS: float | None = None,
                  refresh_threshold: float = 0.9, refresh_tolerance_uS: float | None = None,
-                 read_noise: bool = True, common_mode_uS: float = 0.0, stream: int = 0, t: float = 0.0):
+                 read_noise: bool = True, common_mode_uS: float = 0.0, devices_per_side: int = 1,
+                 stream: int = 0, t: float = 0.0):
         if out_features < 1 or in_features < 1:
             raise ValueError(f"matrix shape must be positive, got {out_features}x{in_features}")
         self.out_features, self.in_features = int(out_features), int(in_features)
@@ -36,7 +37,8 @@ class AnalogMatrix:
         self.syn = DifferentialSynapses((out_features, in_features), preset, backend, w_max=w_max,
                                         epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
                                         refresh_tolerance_uS=refresh_tolerance_uS,
-                                        common_mode_uS=common_mode_uS, stream=stream, t=t)
+                                        common_mode_uS=common_mode_uS, devices_per_side=devices_per_side,
+                                        stream=stream, t=t)
         # tile grid: row blocks over in_features (crossbar rows), column blocks over out_features
         self.row_blocks = [(s, min(s + tile.max_rows, in_features)) for s in range(0, in_features, tile.max_rows)]
         self.col_blocks = [(s, min(s + tile.max_cols, out_features)) for s in range(0, out_features, tile.max_cols)]
@@ -111,7 +113,7 @@ class AnalogMatrix:
             return
         ev = self.events
         ev[direction] += b
-        ev["cell_reads"] += b * self.out_features * self.in_features
+        ev["cell_reads"] += b * self.out_features * self.in_features * self.syn.n_dev   # device pairs read
         ev["dac_conversions"] += b * dac_per_vector
         ev["adc_conversions"] += b * adc_per_vector
 

@@ -79,6 +79,9 @@ class SynapseSection:
     read_noise: bool = True          # ablation switch: read noise on crossbar reads
     drift: bool = True               # ablation switch: conductance drift
     dpu: str = "golden"              # golden | rtl
+    devices_per_side: int = 1        # N PCM devices per side of a synapse (multi-memristive synapse,
+                                     # Boybat et al. 2018): steps of w_max / (N g_max) per pulse over the
+                                     # same range, N x the devices; 1 = one differential pair
 
 
 # --- task sections (model.arch = "lstm" / "gan"); each task owns its section and its checks ------
@@ -307,6 +310,8 @@ def validate(cfg: Config) -> None:
     need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
     need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
+    need(isinstance(s.devices_per_side, int) and not isinstance(s.devices_per_side, bool) and s.devices_per_side >= 1,
+         f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
     g_max = (IDEAL if s.mode == "ideal" else PCM_PRESETS[s.preset]).g_max
     need(0 <= s.common_mode_uS < s.refresh_threshold * g_max,
          f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "

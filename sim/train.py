@@ -146,6 +146,7 @@ class Trainer:
             "synapse": cfg.synapse.mode,
             "preset": cfg.synapse.preset if cfg.synapse.mode == "pcm" else cfg.synapse.mode,
             "dpu": cfg.synapse.dpu, "backend": self.be.name, "seed": cfg.train.seed,
+            "devices_per_side": cfg.synapse.devices_per_side,
             "epochs": self.epoch, **extra, "metric": m,
             f"best_{m}": best[m], "best_epoch": best["epoch"], "loss": last["loss"],
             "total_train_seconds": sum(r["seconds"] for r in self.metrics),

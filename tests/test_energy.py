@@ -237,3 +237,14 @@ def test_toml_roundtrip_helper(tmp_path):
     p.write_text(_to_toml(E.load_table().to_dict()))
     assert E.load_table(p).to_dict() == E.load_table().to_dict()
     assert math.isfinite(E.estimate_summary(synthetic_summary(images=10), E.load_table(p)).ratio)
+
+
+def test_multi_device_synapses_read_more_pairs_for_the_same_macs(summ, table):
+    """devices_per_side = N: the crossbar reads N device pairs per synapse (N x the read energy);
+    the reference's MACs are the synapse reads, unchanged."""
+    s3 = json.loads(json.dumps(summ))
+    s3["events"]["cell_reads"] = summ["events"]["cell_reads"] * 3
+    s3["devices_per_side"] = 3
+    a, b = est(summ, table), est(s3, table)
+    assert b.cm["crossbar reads"] == pytest.approx(3 * a.cm["crossbar reads"], rel=1e-12)
+    assert b.digital == pytest.approx(a.digital, rel=1e-12)

@@ -84,6 +84,67 @@ def test_refresh_triggered_and_weight_kept_ideal():
     assert s.gp.g_prog.max() < thr and s.gm.g_prog.max() < thr
 
 
+# --- multi-device synapses ---------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [2, 3])
+def test_multi_device_synapse_weight_steps_arbitration_refresh(n):
+    """N devices per side: W = beta * sum_k (G+_k - G-_k), beta = w_max / (N g_max); each update
+    goes to one device picked round robin; refresh keeps the weight and spreads it over N devices."""
+    s = syn(shape=(2, 3), preset=IDEAL, refresh_threshold=0.5, devices_per_side=n)   # threshold 10 uS
+    one = syn(shape=(2, 3), preset=IDEAL, refresh_threshold=0.5)
+    assert s.beta == pytest.approx(one.beta / n) and s.epsilon_w == pytest.approx(one.epsilon_w / n)
+    assert s.gp.size == s.gm.size == 6 * n
+    g = np.arange(6 * n, dtype=np.float32).reshape(n, 6) * 0.1
+    s.gp.g_prog[:] = g.reshape(-1)
+    s.sync(force=True)
+    np.testing.assert_allclose(s.weights().reshape(-1), s.beta * g.sum(axis=0), rtol=1e-6)
+    step = IDEAL.ideal_step
+    before = s.gp.g_prog.copy().reshape(n, 6)
+    for k in range(n + 1):                               # n + 1 updates of synapse 4: devices 0, 1, ..., 0
+        assert s.apply_pulse_list(np.array([4]), np.array([2])) == {"set_pulses": 2, "refreshes": 0}
+    grown = (s.gp.g_prog.reshape(n, 6) - before)[:, 4] / step
+    np.testing.assert_allclose(grown, [4] + [2] * (n - 1), atol=1e-4)
+    assert s.arbiter[4] == 1 and int(s.arbiter.sum()) == 1
+    np.testing.assert_allclose(s.weights().reshape(-1)[4], s.beta * (g[:, 4].sum() + 2 * (n + 1) * step), rtol=1e-5)
+    # refresh: a device of synapse 1 past 10 uS -> all 2N devices RESET, |W| spread equally over G+
+    s.gp.g_prog[1] = 9.9                                  # device 0 of synapse 1
+    s.sync(force=True)
+    w1 = float(s.weights().reshape(-1)[1])
+    st = s.apply_pulse_list(np.array([1]), np.array([1]))   # the arbiter sends it to device 0
+    assert st["refreshes"] == 1 and s.counters.refresh_resets == 2 * n
+    dev = np.arange(n) * 6 + 1
+    np.testing.assert_allclose(s.gp.g_prog[dev], (w1 + s.beta * step) / (s.beta * n), rtol=1e-5)
+    assert np.all(s.gm.g_prog[dev] == 0)
+    np.testing.assert_allclose(s.weights().reshape(-1)[1], w1 + s.beta * step, rtol=1e-5)
+    # checkpoint state includes the arbiter
+    s2 = syn(shape=(2, 3), preset=IDEAL, refresh_threshold=0.5, devices_per_side=n)
+    s2.load_state_dict(s.state_dict())
+    assert np.array_equal(s2.arbiter, s.arbiter) and np.array_equal(s2.weights(), s.weights())
+
+
+def test_multi_device_programming_and_read_noise_jap():
+    """JAP-2018: programmed weights land within tolerance on N = 4 as on one pair (finer, in weight
+    units), and the read variance is the sum over the 2N devices."""
+    rng = np.random.default_rng(1)
+    w = rng.uniform(-0.4, 0.4, (20, 30)).astype(np.float32)
+    errs = {}
+    for n in (1, 4):
+        s = syn(shape=(20, 30), devices_per_side=n, refresh_threshold=0.45)
+        s.program(w)
+        errs[n] = float(np.abs(s.weights() - w).max())
+        gp = s.gp.conductance_at(s.t).reshape(n, -1)
+        gm = s.gm.conductance_at(s.t).reshape(n, -1)
+        var = s.beta ** 2 * ((s.gp.read_sigma(gp.reshape(-1), s.t) ** 2).reshape(n, -1).sum(0)
+                             + (s.gm.read_sigma(gm.reshape(-1), s.t) ** 2).reshape(n, -1).sum(0))
+        np.testing.assert_allclose(s.read_variance().reshape(-1), var, rtol=1e-5)
+    assert errs[4] < errs[1]
+
+
+def test_multi_device_bad_argument():
+    for bad in (0, 1.5, True):
+        with pytest.raises(PresetError, match="devices_per_side"):
+            syn(devices_per_side=bad)
+
+
 def test_refresh_within_programming_tolerance_jap():
     pre = JAP2018.with_overrides(prog_verify_max_pulses=200, **NO_READ_NOISE)
     s = syn(shape=(100, 100), preset=pre)

@@ -120,9 +120,12 @@ def test_pcm_short_run_on_mnist_learns(tmp_path, data_root):
     assert s["events"]["cell_reads"] > 0 and s["events"]["chi_updates"] > 0
 
 
-def test_resume_equals_uninterrupted(tmp_path):
+@pytest.mark.parametrize("devices", [1, 3])
+def test_resume_equals_uninterrupted(tmp_path, devices):
+    """1 epoch + --resume = 2 epochs, also with multi-device synapses (their arbiters checkpointed)."""
     common = ["train", "mlp", "--dataset", "digits", "--synapse", "pcm", "--quiet", "--backend", "numpy",
-              "--seed", "5", "--set", "model.hidden=[16]", "--set", "train.lr=0.2"]
+              "--seed", "5", "--set", "model.hidden=[16]", "--set", "train.lr=0.2",
+              "--set", f"synapse.devices_per_side={devices}"]
     assert main(common + ["--epochs", "2", "--out", str(tmp_path / "full")]) == 0
     assert main(common + ["--epochs", "1", "--out", str(tmp_path / "part")]) == 0
     assert main(common + ["--epochs", "2", "--out", str(tmp_path / "part"), "--resume"]) == 0
@@ -134,7 +137,7 @@ def test_resume_equals_uninterrupted(tmp_path):
             assert ra[k] == rb[k], k
     sa = json.loads((tmp_path / "full" / "summary.json").read_text())
     sb = json.loads((tmp_path / "part" / "summary.json").read_text())
-    assert sa["events"] == sb["events"]
+    assert sa["events"] == sb["events"] and sa["devices_per_side"] == devices
     for f in ("accuracy.png", "pulses.png", "conductance_hist.png", "config.toml", "checkpoint.pkl"):
         assert (tmp_path / "full" / f).is_file(), f
 
@@ -158,6 +161,7 @@ def test_run_folder_is_not_overwritten(tmp_path, capsys):
     ({"synapse": {"preset": "unobtainium"}}, "unknown preset"),
     ({"synapse": {"w_max": [0.5, 1.0, 2.0]}}, "one per layer"),
     ({"tile": {"adc_bits": 0}}, "adc_bits"),
+    ({"synapse": {"devices_per_side": 0}}, "synapse.devices_per_side must be an integer >= 1, got 0"),
     ({"dpu": {"pmax": 0}}, "pmax"),
     ({"synapse": {"common_mode_uS": 10.0}}, r"common_mode_uS .*\(9 µS\)"),
 ])

@@ -213,8 +213,11 @@ def _layer_sizes(layers) -> tuple[int, int, int, int, int, int]:
 
 
 def estimate(events: dict, images: int, layers: list, table: EnergyTable,
-             batch_size: int, optimizer: str = "sgd") -> EnergyReport:
-    """Per-image training energy of both designs (pure function of counts and table)."""
+             batch_size: int, optimizer: str = "sgd", devices_per_side: int = 1) -> EnergyReport:
+    """Per-image training energy of both designs (pure function of counts and table).
+
+    ``devices_per_side``: N of multi-device synapses; ``cell_reads`` counts device pairs read (N
+    per synapse), so the synapse reads (= the reference's MACs) are cell_reads / N."""
     if not isinstance(images, int) or isinstance(images, bool) or images <= 0:
         raise EnergyError(f"images must be a positive integer, got {images!r}")
     if not isinstance(batch_size, int) or batch_size <= 0:
@@ -283,7 +286,7 @@ def estimate(events: dict, images: int, layers: list, table: EnergyTable,
         cm["digital layers"] = dig_layers
 
     # --- 32-bit digital reference ---------------------------------------------------------------
-    mvm_macs = c("cell_reads")                     # forward + backward synapse reads = MACs
+    mvm_macs = c("cell_reads") / devices_per_side   # forward + backward synapse reads = MACs
     if dg["weight_fetch"] == "per_mac":
         w_reads = mvm_macs
     else:   # once per mini-batch for the forward pass and once for the backward pass
@@ -317,4 +320,5 @@ def estimate_summary(summary: dict, table: EnergyTable) -> EnergyReport:
     if missing:
         raise EnergyError(f"summary.json lacks {', '.join(missing)}")
     return estimate(summary["events"], int(summary["images_trained"]), summary["layers"], table,
-                    batch_size=int(summary.get("batch_size", 1)), optimizer=summary.get("optimizer", "sgd"))
+                    batch_size=int(summary.get("batch_size", 1)), optimizer=summary.get("optimizer", "sgd"),
+                    devices_per_side=int(summary.get("devices_per_side", 1)))

@@ -61,13 +61,14 @@ class AnalogWeights:
     def __init__(self, w0, backend: Backend, preset: PCMPreset, tile: TilePreset, spec: DPUSpec,
                  dpu_kind: str, *, w_max: float, epsilon_uS: float, refresh_threshold: float,
                  refresh_tolerance_uS: float | None, read_noise: bool, stream: int,
-                 common_mode_uS: float = 0.0):
+                 common_mode_uS: float = 0.0, devices_per_side: int = 1):
         self.be, self.xp = backend, backend.xp
         out_f, in_f = w0.shape
         self.matrix = AnalogMatrix(out_f, in_f, preset, tile, backend, w_max=w_max,
                                    epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
                                    refresh_tolerance_uS=refresh_tolerance_uS, read_noise=read_noise,
-                                   common_mode_uS=common_mode_uS, stream=stream)
+                                   common_mode_uS=common_mode_uS, devices_per_side=devices_per_side,
+                                   stream=stream)
         self.syn = self.matrix.syn
         self.spec = spec
         self.dpu = make_dpu(dpu_kind, spec, self.xp)
