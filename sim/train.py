@@ -18,6 +18,7 @@ devices: the algorithm alone) or ``pcm`` (full device model); the loop is the sa
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import sys
 import time
@@ -37,6 +38,10 @@ RAND_STREAM_BASE = 1_000_000   # stochastic-rounding bits: child_rng(RAND_STREAM
 
 class RunError(RuntimeError):
     """A run folder cannot be used as asked."""
+
+
+class DivergedError(RunError):
+    """Training diverged: the loss of an epoch is not finite (the run keeps its last checkpoint)."""
 
 
 class Trainer:
@@ -98,6 +103,11 @@ class Trainer:
                                         pulses=pulses)
             if bar is not None:
                 bar.close()
+            if not math.isfinite(tot_loss):
+                raise DivergedError(
+                    f"training diverged in epoch {ep + 1}: its mean training loss is {tot_loss / max(seen, 1)}; "
+                    + (f"the run folder keeps the checkpoint of epoch {ep}" if ep else "nothing was checkpointed")
+                    + f" (a smaller train.lr, now {lr:g}, or train.lr_decay < 1 may keep it finite)")
             self.images += seen
             train_s = time.perf_counter() - t0
             evals = task.evaluate()

@@ -235,3 +235,14 @@ def test_corrupt_mnist_never_falls_back(tmp_path):
         (d / stem).write_bytes(b"\x00\x00\x0d\x03" + b"\x00" * 16)   # float IDX header: not ubyte
     with pytest.raises(DatasetCorruptError, match="does not match the published MNIST"):
         load_dataset("mnist", tmp_path, allow_fallback=True)
+
+
+def test_diverged_training_is_a_clear_error(tmp_path, capsys):
+    """A non-finite epoch loss stops the run with a message, not a traceback from the evaluation."""
+    out = tmp_path / "div"
+    rc = main(["train", "mlp", "--dataset", "digits", "--synapse", "fp32", "--epochs", "2", "--quiet",
+               "--set", "train.lr=1e30", "--set", 'model.activation="relu"', "--out", str(out)])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "mcasim train: error: training diverged in epoch 1" in err and "train.lr" in err, err
+    assert not (out / "summary.json").exists() and not (out / "checkpoint.pkl").exists()

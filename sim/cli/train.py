@@ -16,7 +16,7 @@ from pathlib import Path
 from gpu_model.backend import BackendError, make_backend
 from ..config import ARCHS, ConfigError, load_config, parse_sets
 from ..data import DATASETS, DatasetError, load_dataset
-from ..train import RunError, Trainer, load_checkpoint
+from ..train import DivergedError, RunError, Trainer, load_checkpoint
 
 
 def add_arguments(p):
@@ -130,7 +130,11 @@ def run(args) -> int:
     if not args.quiet:
         print(f"training {cfg.model.arch} on {ds.name} ({ds.source}), synapse={cfg.synapse.mode}, "
               f"backend={be.name}, dpu={cfg.synapse.dpu} -> {out}", file=sys.stderr)
-    summary = tr.run(on_epoch=_epoch_gate(cfg.train.epochs))
+    try:
+        summary = tr.run(on_epoch=_epoch_gate(cfg.train.epochs))
+    except DivergedError as exc:
+        print(f"mcasim train: error: {exc}", file=sys.stderr)
+        return 1
     summary["command"] = "mcasim " + shlex.join(getattr(args, "_argv", []))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
