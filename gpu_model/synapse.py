@@ -112,11 +112,10 @@ class DifferentialSynapses:
         gm = self.gm.conductance_at(t, didx)
         sp = self.gp.read_sigma(gp, t, didx)
         sm = self.gm.read_sigma(gm, t, didx)
-        w = b * (gp - gm)
-        var = (b * b) * (sp * sp + sm * sm)   # Var[b(G+ + n+ - G- - n-)] = b^2 (s+^2 + s-^2)
-        if self.n_dev > 1:                    # W = b sum_k (G+_k - G-_k), independent read noise per device
-            w = w.reshape(self.n_dev, -1).sum(axis=0)
-            var = var.reshape(self.n_dev, -1).sum(axis=0)
+        # W = b sum_k (G+_k - G-_k); independent read noise per device:
+        # Var[b(G+ + n+ - G- - n-)] = b^2 sum_k (s+_k^2 + s-_k^2)
+        w = self._sum_devices(b * (gp - gm))
+        var = self._sum_devices((b * b) * (sp * sp + sm * sm))
         if idx is None:
             self._w = w.reshape(self.shape)
             self._var = var.reshape(self.shape)

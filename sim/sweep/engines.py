@@ -261,9 +261,10 @@ def run_ray(spec, trials, out: Path, *, address=None, cpus_per_trial=1, gpus_per
         tid = (r.config or {}).get("trial")
         if tid is None:
             continue
-        if r.error is not None or read_state(out / "trials" / tid).get("status") == "failed":
+        state = read_state(out / "trials" / tid).get("status")
+        if r.error is not None or state == "failed":
             status[tid] = "failed"
-        elif tid in stopped and read_state(out / "trials" / tid).get("status") != "done":
+        elif tid in stopped and state != "done":
             finalize_stopped(by_id[tid], out / "trials" / tid, data_dir=data_dir, cwd=os.getcwd())
             status[tid] = "stopped"
         else:
