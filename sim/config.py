@@ -114,6 +114,10 @@ class GANSection:
                                      # classic MLP-GAN recipe uses ~0.3); 0 = none
     real_label: float = 1.0          # D's target for real images: < 1 is one-sided label smoothing
                                      # (Salimans et al. 2016); fakes always 0, G's target always 1
+    conditional: bool = False        # class-conditional GAN (Mirza & Osindero 2014): the digit's
+                                     # one-hot label joins z at G's input and the image at D's input
+                                     # (both on the crossbars' rows); evaluation asks for every digit
+                                     # equally and reports label_match (docs/gan.md)
     eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
     fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
                                      # (~/.cache/mcasim/mnist_fd_classifier.npz), trained if missing

@@ -302,6 +302,7 @@ class FDMetric:
         mu, c = gaussian_stats(f)
         out = {"fd": frechet_distance(mu, c, self.mu_ref, self.c_ref)}
         out.update(coverage(pred, self.clf.n_classes))
+        out["pred"] = pred
         return out
 
 

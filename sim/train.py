@@ -123,7 +123,8 @@ class Trainer:
                 f.write(json.dumps(rec) + "\n")
             if self.progress:
                 figs = "  ".join(f"{k.replace('_accuracy', '')} {v:.4f}" for k, v in
-                                 [(task.train_metric, rec[task.train_metric])] + list(evals.items()))
+                                 [(task.train_metric, rec[task.train_metric])] + list(evals.items())
+                                 if isinstance(v, (int, float)))          # lists (histograms) stay in the file
                 print(f"epoch {ep + 1:3d}  loss {rec['loss']:.4f}  {figs}  pulses {pulses:,}  "
                       f"refreshes {refreshes:,}  {train_s:.1f}s", file=sys.stderr)
             if on_epoch is not None:

@@ -6,6 +6,13 @@ Networks (``[gan]`` section; sizes are the defaults):
   -> Dense 784 -> tanh: images in [-1, 1] (the real images are scaled to [-1, 1] as well);
 * discriminator D: 784 -> Dense 512 -> LeakyReLU -> Dense 256 -> LeakyReLU -> Dense 1 (logit).
 
+``gan.conditional`` (class-conditional GAN, Mirza & Osindero 2014): the digit's one-hot label (10)
+is appended to z at G's input (latent_dim + 10 rows of G1's crossbar) and to the image at D's input
+(784 + 10 rows of D1's): D judges (image, label) pairs, G learns to draw the digit it is asked for.
+Real images carry their labels, fakes a label drawn uniformly with their z. Evaluation asks for
+every digit equally (sample i gets digit i mod 10; the grid's column c is digit c) and adds
+``label_match``: the fraction of generated images the FD classifier reads as the digit asked for.
+
 Every weight matrix is a weight store from ``synapse.mode`` (fp32 | ideal | pcm) with its own chi
 and digital unit (per-layer ``synapse.w_max`` / ``epsilon_uS`` in the order G1 G2 G3 D1 D2 D3);
 ``gan.generator_only_pcm`` keeps D in fp32 (the ablation). Biases and everything else are digital.
@@ -59,8 +66,8 @@ GRID = 10                  # the per-epoch grid is GRID x GRID images
 
 class GANTask(Task):
     metric = "fd"
-    eval_metrics = ("fd", "coverage_min", "classes_covered", "g_loss", "d_loss")
-    maximised = ("coverage_min", "classes_covered")
+    eval_metrics = ("fd", "coverage_min", "classes_covered", "g_loss", "d_loss", "label_match")
+    maximised = ("coverage_min", "classes_covered", "label_match")
     higher_is_better = False
     train_metric = "d_accuracy"
 
@@ -74,6 +81,9 @@ class GANTask(Task):
         ntr = t.train_subset or len(ds.x_train)
         nte = t.test_subset or len(ds.x_test)
         self.x_train = xp.asarray(ds.x_train[:ntr].reshape(ntr, -1) * 2.0 - 1.0, dtype="float32")  # [-1, 1]
+        self.n_classes = int(ds.n_classes)
+        self.conditional = bool(cfg.gan.conditional)
+        self.y_train = xp.asarray(np.asarray(ds.y_train[:ntr], dtype=np.int64))
         self.x_test01 = np.asarray(ds.x_test[:nte].reshape(nte, -1), dtype=np.float32)             # [0, 1]
         self.G, self.D = self._build()
         self.networks = {"generator": self.G, "discriminator": self.D}
@@ -117,8 +127,9 @@ class GANTask(Task):
                 layers.append(out_act)
             return layers
 
-        G = Sequential(mlp("g_", [g.latent_dim, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
-        D = Sequential(mlp("d_", [784, *g.discriminator, 1], None, g.d_dropout), name="discriminator")
+        n_lab = self.n_classes if g.conditional else 0      # one-hot label rows (conditional GAN)
+        G = Sequential(mlp("g_", [g.latent_dim + n_lab, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
+        D = Sequential(mlp("d_", [784 + n_lab, *g.discriminator, 1], None, g.d_dropout), name="discriminator")
         return G, D
 
     # --- training -----------------------------------------------------------------------------------
@@ -132,17 +143,40 @@ class GANTask(Task):
     def _latent(self, rng, n: int):
         return self.xp.asarray(rng.standard_normal((n, self.cfg.gan.latent_dim), dtype=np.float32))
 
+    def _onehot(self, labels):
+        """(N,) integer digits -> (N, n_classes) float32 one-hot (the label rows' DAC inputs)."""
+        xp = self.xp
+        return (xp.asarray(labels)[:, None] == xp.arange(self.n_classes)[None, :]).astype("float32")
+
+    def _g_input(self, z, labels):
+        """G's input: z, or [z, one-hot(label)] for the conditional GAN."""
+        return z if not self.conditional else self.xp.concatenate([z, self._onehot(labels)], axis=1)
+
+    def _d_input(self, x, labels):
+        """D's input: the images, or [image, one-hot(label)] for the conditional GAN."""
+        return x if not self.conditional else self.xp.concatenate([x, self._onehot(labels)], axis=1)
+
+    @staticmethod
+    def balanced_labels(n: int, n_classes: int = 10) -> np.ndarray:
+        """Digits asked for at evaluation: sample i gets i mod n_classes (every digit equally)."""
+        return np.arange(n) % n_classes
+
     def train_step(self, idx, lr, rand_rng, opt, events) -> dict:
         xp, G, D = self.xp, self.G, self.D
         real = self.x_train[idx]
         B = int(real.shape[0])
         z = self._latent(self._z_rng, B)
+        y_real = y_fake = None
+        if self.conditional:            # fakes' labels: uniform digits drawn after z from the same stream
+            y_real = self.y_train[idx]
+            y_fake = xp.asarray(self._z_rng.integers(0, self.n_classes, B))
         for net in (G, D):
             net.train()
             net.bind_events(events)
-        fake = G.forward(z)
+        fake = G.forward(self._g_input(z, y_fake))
+        fake_in = self._d_input(fake, y_fake)
         # --- discriminator step: real -> 1, fake -> 0 --------------------------------------------
-        logits = D.forward(xp.concatenate([real, fake]))
+        logits = D.forward(xp.concatenate([self._d_input(real, y_real), fake_in]))
         lr_real, d_real = bce_with_logits(xp, logits[:B], self.cfg.gan.real_label)
         lf_fake, d_fake = bce_with_logits(xp, logits[B:], 0.0)
         d_loss = (lr_real + lf_fake) / B
@@ -151,10 +185,10 @@ class GANTask(Task):
         D.backward(xp.concatenate([d_real, d_fake]) * (1.0 / B), need_dx=False)
         p1, r1 = apply_updates(D.update_order(), self.opt_d, lr * self.cfg.gan.d_lr_scale, rand_rng, events, B)
         # --- generator step (non-saturating): fake -> 1 through the updated D ------------------------
-        logits_g = D.forward(fake)
+        logits_g = D.forward(fake_in)
         lg, d_g = bce_with_logits(xp, logits_g, 1.0)
         g_loss = lg / B
-        dx = input_gradient(D, d_g * (1.0 / B))            # transposed reads of D: dL/dfake
+        dx = input_gradient(D, d_g * (1.0 / B))[:, :784]   # transposed reads of D: dL/dfake (label rows dropped)
         self.opt_g.step_begin()
         G.backward(dx, need_dx=False)
         p2, r2 = apply_updates(G.update_order(), self.opt_g, lr, rand_rng, events, B)
@@ -166,12 +200,16 @@ class GANTask(Task):
                 "pulses": p1 + p2, "refreshes": r1 + r2}
 
     # --- generation and evaluation --------------------------------------------------------------------
-    def generate(self, z, batch: int | None = None) -> np.ndarray:
-        """Images in [0, 1], (N, 784), through the generator's crossbar reads (evaluation mode)."""
+    def generate(self, z, batch: int | None = None, labels=None) -> np.ndarray:
+        """Images in [0, 1], (N, 784), through the generator's crossbar reads (evaluation mode).
+        ``labels``: the digits asked for (conditional GAN; None: balanced, i mod 10)."""
         G, be = self.G, self.be
         batch = batch or self.cfg.train.eval_batch
         G.eval()
         G.bind_events(None)
+        if self.conditional:
+            labels = self.balanced_labels(z.shape[0], self.n_classes) if labels is None else np.asarray(labels)
+            z = self._g_input(z, labels)
         out = [be.asnumpy(G.forward(z[i:i + batch])) for i in range(0, z.shape[0], batch)]
         return np.clip((np.concatenate(out) + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
 
@@ -196,8 +234,13 @@ class GANTask(Task):
         n = max(self._sums["n"], 1)
         if self.out_dir is not None:
             self._write_grid(Path(self.out_dir), self._epoch + 1)
-        return {"fd": q["fd"], "coverage_min": q["coverage_min"], "classes_covered": q["classes_covered"],
-                "g_loss": self._sums["g"] / n, "d_loss": self._sums["d"] / n}
+        out = {"fd": q["fd"], "coverage_min": q["coverage_min"], "classes_covered": q["classes_covered"],
+               "g_loss": self._sums["g"] / n, "d_loss": self._sums["d"] / n,
+               "class_hist": [round(float(h), 4) for h in q["hist"]]}
+        if self.conditional:             # the digit drawn is the digit asked for
+            asked = self.balanced_labels(len(q["pred"]), self.n_classes)
+            out["label_match"] = float(np.mean(np.asarray(q["pred"]) == asked))
+        return out
 
     # --- files --------------------------------------------------------------------------------------
     def _write_grid(self, out: Path, epoch: int):
