@@ -114,10 +114,14 @@ class GANSection:
                                      # classic MLP-GAN recipe uses ~0.3); 0 = none
     real_label: float = 1.0          # D's target for real images: < 1 is one-sided label smoothing
                                      # (Salimans et al. 2016); fakes always 0, G's target always 1
-    conditional: bool = False        # class-conditional GAN (Mirza & Osindero 2014): the digit's
-                                     # one-hot label joins z at G's input and the image at D's input
-                                     # (both on the crossbars' rows); evaluation asks for every digit
-                                     # equally and reports label_match (docs/gan.md)
+    clip_norm: float = 0.0           # digital gradient clipping per network and step: global L2
+                                     # norm above clip_norm is scaled down to it; 0 = off
+    conditioning: str = "none"       # "none": unconditional; "cgan": the digit's one-hot label joins z
+                                     # at G's input and the image at D's input (Mirza & Osindero 2014);
+                                     # "acgan": the label joins z at G's input and D has 10 extra class
+                                     # logits (Odena et al. 2017, docs/gan.md); evaluation then asks for
+                                     # every digit equally and reports label_match
+    aux_weight: float = 1.0          # acgan: weight of the class cross-entropy in both losses
     eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
     fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
                                      # (~/.cache/mcasim/mnist_fd_classifier.npz), trained if missing
@@ -152,6 +156,10 @@ def validate_gan(cfg, need) -> None:
     need(g.d_lr_scale > 0, f"gan.d_lr_scale must be > 0, got {g.d_lr_scale}")
     need(0 <= g.d_dropout < 1, f"gan.d_dropout must be in [0, 1), got {g.d_dropout}")
     need(0.5 < g.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {g.real_label}")
+    need(g.conditioning in ("none", "cgan", "acgan"),
+         f"gan.conditioning must be one of none, cgan, acgan, got {g.conditioning!r}")
+    need(g.aux_weight > 0, f"gan.aux_weight must be > 0, got {g.aux_weight}")
+    need(g.clip_norm >= 0, f"gan.clip_norm must be >= 0 (0 = off), got {g.clip_norm}")
     need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")
 
 

@@ -208,8 +208,9 @@ def test_pcm_gan_short_run_counts_both_networks_and_writes_outputs(mnist, quick_
         assert (tmp_path / "pcm" / f).is_file(), f
 
 
-@pytest.mark.parametrize("gan", [{}, {"d_dropout": 0.3, "real_label": 0.9}, {"conditional": True}],
-                         ids=["plain", "dropout_smoothing", "conditional"])
+@pytest.mark.parametrize("gan", [{}, {"d_dropout": 0.3, "real_label": 0.9}, {"conditioning": "cgan"},
+                                 {"conditioning": "acgan", "clip_norm": 0.5}],
+                         ids=["plain", "dropout_smoothing", "cgan", "acgan_clip"])
 def test_gan_resume_equals_uninterrupted(mnist, quick_clf, tmp_path, gan):
     """PCM GAN, Adam state of both optimizers, latent streams (and D's dropout masks): 1 epoch +
     resume = 2 epochs."""
@@ -257,13 +258,17 @@ def test_generator_only_ablation_and_sampling(mnist, quick_clf, tmp_path):
     assert img.shape[0] == img.shape[1] == 2 * (4 * 30 + 2)          # 4x4 digits, 2-px frame, x2
 
 
-def test_conditional_gan_shapes_metrics_and_label_match(mnist, quick_clf, tmp_path):
-    """gan.conditional: the one-hot label adds 10 crossbar rows to G1 and D1; evaluation asks for
+def test_conditional_gans_shapes_metrics_and_label_match(mnist, quick_clf, tmp_path):
+    """gan.conditioning: the one-hot label adds 10 crossbar rows to G1 (and D1 for cgan, 10 class
+    outputs to D3 for acgan); evaluation asks for
     every digit equally, and label_match reads whether the digit drawn is the digit asked for."""
-    cfg = gan_cfg("pcm", quick_clf, gan={"conditional": True}, train={"epochs": 1})
+    cfg = gan_cfg("pcm", quick_clf, gan={"conditioning": "cgan"}, train={"epochs": 1})
     tr = run_gan(tmp_path / "c", cfg, mnist)
     shapes = [L.store.shape for L in tr.task.store_layers()]
     assert shapes == [(16, 8 + 10), (784, 16), (16, 784 + 10), (1, 16)]
+    ac = run_gan(tmp_path / "ac", gan_cfg("pcm", quick_clf, gan={"conditioning": "acgan"}, train={"epochs": 1}), mnist)
+    assert [L.store.shape for L in ac.task.store_layers()] == [(16, 8 + 10), (784, 16), (16, 784), (1 + 10, 16)]
+    assert 0.0 <= ac.metrics[-1]["label_match"] <= 1.0
     rec = tr.metrics[-1]
     assert 0.0 <= rec["label_match"] <= 1.0
     assert len(rec["class_hist"]) == 10 and sum(rec["class_hist"]) == pytest.approx(1.0, abs=1e-3)

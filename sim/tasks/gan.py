@@ -6,12 +6,20 @@ Networks (``[gan]`` section; sizes are the defaults):
   -> Dense 784 -> tanh: images in [-1, 1] (the real images are scaled to [-1, 1] as well);
 * discriminator D: 784 -> Dense 512 -> LeakyReLU -> Dense 256 -> LeakyReLU -> Dense 1 (logit).
 
-``gan.conditional`` (class-conditional GAN, Mirza & Osindero 2014): the digit's one-hot label (10)
-is appended to z at G's input (latent_dim + 10 rows of G1's crossbar) and to the image at D's input
-(784 + 10 rows of D1's): D judges (image, label) pairs, G learns to draw the digit it is asked for.
-Real images carry their labels, fakes a label drawn uniformly with their z. Evaluation asks for
-every digit equally (sample i gets digit i mod 10; the grid's column c is digit c) and adds
-``label_match``: the fraction of generated images the FD classifier reads as the digit asked for.
+``gan.conditioning`` (default "none"): class-conditional variants. Both append the digit's one-hot
+label (10) to z at G's input (latent_dim + 10 rows of G1's crossbar); real images carry their
+labels, fakes a label drawn uniformly with their z.
+
+* "cgan" (Mirza & Osindero 2014): the label is also appended to the image at D's input (784 + 10
+  rows of D1's); D judges (image, label) pairs.
+* "acgan" (Odena et al. 2017): D's last layer has 1 + 10 outputs: the real/fake logit and class
+  logits. D's loss adds ``gan.aux_weight`` x the softmax cross-entropy of the real images' labels;
+  G's loss adds aux_weight x the cross-entropy of D's class logits on the fakes against the digit
+  asked for (the class gradient reaches G through D's transposed reads, like the adversarial one).
+
+Evaluation then asks for every digit equally (sample i gets digit i mod 10; the grid's column c is
+digit c) and adds ``label_match``: the fraction of generated images the FD classifier reads as the
+digit asked for.
 
 Every weight matrix is a weight store from ``synapse.mode`` (fp32 | ideal | pcm) with its own chi
 and digital unit (per-layer ``synapse.w_max`` / ``epsilon_uS`` in the order G1 G2 G3 D1 D2 D3);
@@ -29,6 +37,8 @@ One mini-batch of B real images (the trainer's step):
 3. G step (non-saturating): D (already updated) on the same fake, loss_G = mean BCE(D(fake), 1);
    backward through D for its input gradient only (transposed crossbar reads of D; D's parameter
    gradients are not computed), then backward through G and G's updates through its chi.
+
+``gan.clip_norm`` > 0 clips each network's gradient (global L2 norm, digital) before its update.
 
 Reported per batch to the trainer: ``loss`` = loss_D + loss_G per real image, ``d_accuracy`` =
 the discriminator's accuracy on real vs fake in step 2. Per epoch (:meth:`evaluate`): ``fd`` (the
@@ -52,6 +62,8 @@ import numpy as np
 
 from ..nn import Dense, Dropout, Optimizer, Sequential, Tanh, apply_updates, init_weights
 from ..nn.gan_layers import LeakyReLU, bce_with_logits
+from ..nn.losses import softmax_cross_entropy
+from ..nn.recurrent import clip_gradients
 from ..nn.stores import FP32Weights
 from .base import Task
 from .models import _Builder, make_store
@@ -82,7 +94,10 @@ class GANTask(Task):
         nte = t.test_subset or len(ds.x_test)
         self.x_train = xp.asarray(ds.x_train[:ntr].reshape(ntr, -1) * 2.0 - 1.0, dtype="float32")  # [-1, 1]
         self.n_classes = int(ds.n_classes)
-        self.conditional = bool(cfg.gan.conditional)
+        self.conditioning = cfg.gan.conditioning
+        self.conditional = self.conditioning != "none"         # G draws the digit it is given
+        self.d_label_input = self.conditioning == "cgan"       # D reads (image, label)
+        self.aux = self.conditioning == "acgan"                # D classifies the digit
         self.y_train = xp.asarray(np.asarray(ds.y_train[:ntr], dtype=np.int64))
         self.x_test01 = np.asarray(ds.x_test[:nte].reshape(nte, -1), dtype=np.float32)             # [0, 1]
         self.G, self.D = self._build()
@@ -95,6 +110,7 @@ class GANTask(Task):
         self._sums = {"g": 0.0, "d": 0.0, "n": 0}
         self._fd = None
         self._eval_z = None
+        self.last_grad_norm = {"g": 0.0, "d": 0.0}   # global L2 norms of the last step, before clipping
 
     # --- construction -------------------------------------------------------------------------------
     def _optimizer(self) -> Optimizer:
@@ -127,9 +143,12 @@ class GANTask(Task):
                 layers.append(out_act)
             return layers
 
-        n_lab = self.n_classes if g.conditional else 0      # one-hot label rows (conditional GAN)
-        G = Sequential(mlp("g_", [g.latent_dim + n_lab, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
-        D = Sequential(mlp("d_", [784 + n_lab, *g.discriminator, 1], None, g.d_dropout), name="discriminator")
+        k = self.n_classes
+        g_in = g.latent_dim + (k if self.conditional else 0)    # one-hot label rows on G1
+        d_in = 784 + (k if self.d_label_input else 0)           # cgan: one-hot label rows on D1
+        d_out = 1 + (k if self.aux else 0)                      # acgan: real/fake logit + class logits
+        G = Sequential(mlp("g_", [g_in, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
+        D = Sequential(mlp("d_", [d_in, *g.discriminator, d_out], None, g.d_dropout), name="discriminator")
         return G, D
 
     # --- training -----------------------------------------------------------------------------------
@@ -153,8 +172,8 @@ class GANTask(Task):
         return z if not self.conditional else self.xp.concatenate([z, self._onehot(labels)], axis=1)
 
     def _d_input(self, x, labels):
-        """D's input: the images, or [image, one-hot(label)] for the conditional GAN."""
-        return x if not self.conditional else self.xp.concatenate([x, self._onehot(labels)], axis=1)
+        """D's input: the images, or [image, one-hot(label)] for the cgan."""
+        return x if not self.d_label_input else self.xp.concatenate([x, self._onehot(labels)], axis=1)
 
     @staticmethod
     def balanced_labels(n: int, n_classes: int = 10) -> np.ndarray:
@@ -176,28 +195,49 @@ class GANTask(Task):
         fake = G.forward(self._g_input(z, y_fake))
         fake_in = self._d_input(fake, y_fake)
         # --- discriminator step: real -> 1, fake -> 0 --------------------------------------------
-        logits = D.forward(xp.concatenate([self._d_input(real, y_real), fake_in]))
+        out = D.forward(xp.concatenate([self._d_input(real, y_real), fake_in]))
+        logits = out[:, :1]                                  # real/fake logit
         lr_real, d_real = bce_with_logits(xp, logits[:B], self.cfg.gan.real_label)
         lf_fake, d_fake = bce_with_logits(xp, logits[B:], 0.0)
         d_loss = (lr_real + lf_fake) / B
         correct = int((logits[:B] > 0).sum()) + int((logits[B:] < 0).sum())
+        d_out = xp.concatenate([d_real, d_fake]) * (1.0 / B)  # dL_D/dlogit (2B, 1)
+        if self.aux:                                         # + aux_weight x CE(class logits of the reals)
+            lc, _, d_cls = softmax_cross_entropy(xp, out[:B, 1:], y_real)   # mean over B; d = (p - onehot)/B
+            d_loss += self.cfg.gan.aux_weight * lc
+            d_cls *= self.cfg.gan.aux_weight
+            d_out = xp.concatenate([d_out, xp.concatenate([d_cls, xp.zeros_like(d_cls)])], axis=1)
         self.opt_d.step_begin()
-        D.backward(xp.concatenate([d_real, d_fake]) * (1.0 / B), need_dx=False)
+        D.backward(d_out, need_dx=False)
+        self.last_grad_norm["d"] = self._clip(D)
         p1, r1 = apply_updates(D.update_order(), self.opt_d, lr * self.cfg.gan.d_lr_scale, rand_rng, events, B)
         # --- generator step (non-saturating): fake -> 1 through the updated D ------------------------
-        logits_g = D.forward(fake_in)
-        lg, d_g = bce_with_logits(xp, logits_g, 1.0)
+        out_g = D.forward(fake_in)
+        lg, d_g = bce_with_logits(xp, out_g[:, :1], 1.0)
         g_loss = lg / B
-        dx = input_gradient(D, d_g * (1.0 / B))[:, :784]   # transposed reads of D: dL/dfake (label rows dropped)
+        d_g *= 1.0 / B
+        if self.aux:                                         # + aux_weight x CE(D's class of the fakes, asked digit)
+            lc, _, d_cls = softmax_cross_entropy(xp, out_g[:, 1:], y_fake)
+            g_loss += self.cfg.gan.aux_weight * lc
+            d_g = xp.concatenate([d_g, d_cls * self.cfg.gan.aux_weight], axis=1)
+        dx = input_gradient(D, d_g)[:, :784]                 # transposed reads of D: dL/dfake (label rows dropped)
         self.opt_g.step_begin()
         G.backward(dx, need_dx=False)
+        self.last_grad_norm["g"] = self._clip(G)
         p2, r2 = apply_updates(G.update_order(), self.opt_g, lr, rand_rng, events, B)
-        events.add(softmax_outputs=3 * B)                   # sigmoid/BCE outputs: 2B (D step) + B (G step)
+        events.add(softmax_outputs=3 * B                    # sigmoid/BCE outputs: 2B (D step) + B (G step)
+                   + (2 * B * self.n_classes if self.aux else 0))   # acgan: class softmax, B reals + B fakes
         self._sums["g"] += g_loss * B
         self._sums["d"] += d_loss * B
         self._sums["n"] += B
         return {"loss_sum": (d_loss + g_loss) * B, "metric_sum": correct / 2.0, "n": B,
                 "pulses": p1 + p2, "refreshes": r1 + r2}
+
+    def _clip(self, net) -> float:
+        """Digital gradient clipping of one network (``gan.clip_norm`` > 0): its global L2 norm is
+        scaled down to clip_norm when above; returns the norm before clipping (0 when off)."""
+        c = self.cfg.gan.clip_norm
+        return clip_gradients(net.params(), c, self.xp) if c > 0 else 0.0
 
     # --- generation and evaluation --------------------------------------------------------------------
     def generate(self, z, batch: int | None = None, labels=None) -> np.ndarray:
