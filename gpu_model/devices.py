@@ -58,6 +58,7 @@ class PCMArray:
         self.n_reset = xp.zeros(n, dtype="int64")
         self._nu_fixed = False
         self._nu_max = None       # cache of nu.max(); dropped by nu_changed()
+        self._tp_floor = float(t) # lower bound of t_prog (s); see t_prog_changed() / undrifted()
         self.reset(None, t)
         self._nu_fixed = True
         self.n_reset[:] = 0  # the initial RESET is the fabrication state, not a counted pulse
@@ -111,6 +112,25 @@ class PCMArray:
             self._nu_max = float(self.nu.max())
         return self._nu_max
 
+    def _programmed_at(self, t: float):
+        """Keep the lower bound of ``t_prog`` (s) after devices were programmed at time ``t``."""
+        if t < self._tp_floor:
+            self._tp_floor = float(t)
+
+    def t_prog_changed(self):
+        """Recompute the lower bound of ``t_prog`` (call after writing ``t_prog`` from outside)."""
+        self._tp_floor = float(self.t_prog.min()) if self.size else math.inf
+
+    def undrifted(self, t: float) -> bool:
+        """True when no device can have drifted at time ``t`` (s): t - t_prog <= t0 for all of them,
+        so every drift factor is exactly 1 (max(ratio, 1) = 1, exp(-nu log 1) = 1).
+
+        Decided from the lower bound of ``t_prog`` alone (no pass over the devices). The margin of
+        1e-6 t0 covers the float32 rounding of the ratio (t - t_p)/t0 (< 2e-7 relative), so that the
+        ratio computed by :meth:`drift_factor` is <= 1 whenever this says True.
+        """
+        return t - self._tp_floor <= self.preset.drift_t0 * (1.0 - 1e-6)
+
     # --- programming ----------------------------------------------------------------------------
     def reset(self, idx, t: float) -> None:
         """RESET devices ``idx`` (flat indices, or None for all) at time ``t``: G ~ N(reset), P = 1."""
@@ -123,6 +143,7 @@ class PCMArray:
         g = p.reset_mean + p.reset_std * self.rng.standard_normal(n, dtype=FLOAT)
         self.g_prog[idx] = xp.clip(g, p.g_min, p.g_max)
         self.t_prog[idx] = t
+        self._programmed_at(t)
         self.hist[idx] = 1.0
         self.n_reset[idx] += 1
         self._update_nu(idx)
@@ -183,6 +204,7 @@ class PCMArray:
             self.g_prog[idx] = g
             self.hist[idx] = hist
         self.t_prog[idx] = t
+        self._programmed_at(t)
         self.n_set[idx] += counts
         self._update_nu(idx)
         return total
@@ -204,8 +226,9 @@ class PCMArray:
         """Noise-free conductance (µS) at time ``t`` including drift."""
         g = self.g_prog if idx is None else self.g_prog[idx]
         if self.preset.ideal or (self.preset.drift_model == "constant" and self.preset.nu_mean == 0
-                                 and self.preset.nu_std == 0):
-            return g.copy()
+                                 and self.preset.nu_std == 0) or self.undrifted(t):
+            # undrifted: g * 1 = g exactly; a gather (integer or bool index array) is a fresh array
+            return g if getattr(idx, "ndim", 0) >= 1 else g.copy()
         return g * self.drift_factor(t, idx)
 
     def read_sigma(self, g_now, t: float, idx=None):
@@ -280,6 +303,7 @@ class PCMArray:
             stats.failed = int(pending.shape[0])
             self.g_prog[idx] = g
         self.t_prog[idx] = t
+        self._programmed_at(t)
         # History term left by the SET pulses that reached the target: the mean SET trajectory from
         # RESET tells how many pulses k that took (k = first pulse whose mean G reaches the target;
         # all pulses of the trajectory when the target lies above its saturation), P = P_k.

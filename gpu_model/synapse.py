@@ -16,7 +16,11 @@ program-and-verify (its pulses and verify reads are counted).
 The synapse keeps a cache of the drifted conductances and read-noise variances so that crossbar
 reads need not recompute drift for every mini-batch: pulsed and refreshed devices are updated at
 once (sparse), the whole cache is recomputed when simulated time has advanced enough to move any
-drift factor by more than ``drift_cache_rtol`` (see :meth:`sync`).
+drift factor by more than ``drift_cache_rtol`` (see :meth:`sync`). With N > 1 a pulse changes one
+of the 2N devices of a synapse, so the cache takes only that device's change (its term after the
+pulse minus its term before, both at the current time) instead of re-summing all 2N devices; a
+refreshed synapse is re-summed. Such a cache is a running sum (its float32 rounding depends on the
+order of the updates), so it is checkpointed with the devices (:meth:`state_dict`).
 """
 from __future__ import annotations
 
@@ -124,6 +128,22 @@ class DifferentialSynapses:
             self._w.reshape(-1)[idx] = w
             self._var.reshape(-1)[idx] = var
 
+    def _device_terms(self, ip, im):
+        """W and Var[W read] terms (weight units, weight units^2) of devices ``ip`` of G+ and ``im``
+        of G- (flat device indices) at the current time, concatenated (``ip`` first)."""
+        xp, t, b = self.xp, self.t, self.beta
+        gp = self.gp.conductance_at(t, ip)
+        gm = self.gm.conductance_at(t, im)
+        sp = self.gp.read_sigma(gp, t, ip)
+        sm = self.gm.read_sigma(gm, t, im)
+        w = xp.concatenate([gp, gm])
+        w *= b
+        w[gp.shape[0]:] *= -1.0                   # b G+ ; -b G-
+        s = xp.concatenate([sp, sm])
+        s *= s
+        s *= b * b                                # b^2 s^2 (independent read noise per device)
+        return w, s
+
     def _devices(self, idx):
         """Flat device indices of synapses ``idx`` (None: all), device-major: k * n_syn + s."""
         if self.n_dev == 1:
@@ -155,7 +175,12 @@ class DifferentialSynapses:
             return
         change = (1.0 + dt / self.preset.drift_t0) ** nu_max - 1.0
         if change > self.drift_cache_rtol or self.preset.read_noise_model == "joshi_1f" and change > 0:
-            self._recompute()
+            if self.preset.read_noise_model != "joshi_1f" and self.gp.undrifted(self.t) and self.gm.undrifted(self.t):
+                # no device past t0 yet: every drift factor is still exactly 1, so a recompute would
+                # give back the cached values; only its time stamp moves (same schedule as recomputing)
+                self._cache_t = self.t
+            else:
+                self._recompute()
 
     def advance(self, dt: float):
         """Advance this array's clock by ``dt`` seconds."""
@@ -292,16 +317,34 @@ class DifferentialSynapses:
         ip, cp = dev[pos], c[pos]
         neg = ~pos
         im, cm = dev[neg], -c[neg]
+        incremental = self.n_dev > 1
+        if incremental:
+            w0, v0 = self._device_terms(ip, im)   # the pulsed devices' terms before the pulses
         n = self.gp.apply_set_pulses(ip, cp, self.t) + self.gm.apply_set_pulses(im, cm, self.t)
         self.counters.set_pulses += n
+        if incremental:
+            # N > 1: W += b (G_new - G_old) of the one pulsed device (minus on G-), Var likewise;
+            # the other 2N - 1 devices keep their cached terms. Both terms of the pulsed device are
+            # taken at the current time, so what the cache held of its old term (drifted to the
+            # cache time, within drift_cache_rtol of now) stays in the sum until the next full
+            # recompute: the same drift_cache_rtol bound as for every other cached device.
+            w1, v1 = self._device_terms(ip, im)
+            w1 -= w0
+            v1 -= v0
+            sidx = xp.concatenate([idx[pos], idx[neg]])     # the synapses of ip, then of im
+            wf, vf = self._w.reshape(-1), self._var.reshape(-1)
+            wf[sidx] += w1
+            v1 += vf[sidx]
+            vf[sidx] = xp.maximum(v1, 0.0)    # a variance (rounding of the difference could dip below 0)
         # refresh check only on touched devices
         thr = self.refresh_threshold * self.preset.g_max
         hit = xp.concatenate([ip[self.gp.g_prog[ip] >= thr], im[self.gm.g_prog[im] >= thr]])
         n_ref = 0
         if hit.shape[0]:
             hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
-            n_ref = self.refresh(hit)
-        self._recompute(idx)
+            n_ref = self.refresh(hit)         # re-sums the refreshed synapses' cache entries
+        if not incremental:
+            self._recompute(idx)              # N = 1: the pair's two devices
         return {"set_pulses": n, "refreshes": n_ref}
 
     def refresh(self, idx) -> int:
@@ -330,6 +373,9 @@ class DifferentialSynapses:
                 out[f"{name}.{f}"] = be.asnumpy(getattr(arr, f))
         if self.arbiter is not None:
             out["arbiter"] = be.asnumpy(self.arbiter)
+        if self.n_dev > 1 and self._w is not None:   # the running-sum cache (module docstring)
+            out["cache_w"], out["cache_var"] = be.asnumpy(self._w), be.asnumpy(self._var)
+            out["cache_t"] = self._cache_t
         return out
 
     def load_state_dict(self, st: dict):
@@ -340,6 +386,12 @@ class DifferentialSynapses:
             for f in ("g_prog", "t_prog", "hist", "z_nu", "step_mult", "nu", "n_set", "n_reset"):
                 getattr(arr, f)[...] = xp.asarray(st[f"{name}.{f}"])
             arr.nu_changed()
+            arr.t_prog_changed()
         if self.arbiter is not None:
             self.arbiter[...] = xp.asarray(st["arbiter"])
-        self._recompute()
+        if self.n_dev > 1 and "cache_w" in st:   # resume with the cache the run had (bit-exact)
+            self._w = xp.asarray(st["cache_w"], dtype=FLOAT).reshape(self.shape).copy()
+            self._var = xp.asarray(st["cache_var"], dtype=FLOAT).reshape(self.shape).copy()
+            self._cache_t = st["cache_t"]
+        else:
+            self._recompute()

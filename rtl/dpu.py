@@ -1,10 +1,12 @@
 """DPU interface used by training: ``golden`` (vectorised model) and ``rtl`` (Verilator) backends.
 
-Both take whole arrays per call: ``step(chi, inc, rand) -> (chi_new, signed_pulses)``.
+Both take whole arrays per call: ``step(chi, inc, rand) -> (chi_new, signed_pulses)``; the golden
+one also ``step_sparse(chi, inc, rand) -> (chi_new, k, pulses)`` (flat indices of the non-zero pulse
+counts and those counts), which training uses when the backend has it.
 """
 from __future__ import annotations
 
-from .golden import golden_step_signed
+from .golden import golden_step_signed, golden_step_sparse
 from .spec import DPUSpec
 
 DPU_KINDS = ("golden", "rtl")
@@ -18,6 +20,9 @@ class GoldenDPU:
 
     def step(self, chi, inc, rand=None):
         return golden_step_signed(self.spec, chi, inc, rand, self.xp)
+
+    def step_sparse(self, chi, inc, rand=None):
+        return golden_step_sparse(self.spec, chi, inc, rand, self.xp)
 
 
 def make_dpu(kind: str, spec: DPUSpec, xp):

@@ -98,6 +98,37 @@ def fits_int32(spec: DPUSpec) -> bool:
     return spec.chi_bits <= 30 and spec.inc_bits - spec.round_bits <= 30 and spec.inc_bits <= 31
 
 
+def _rounded_sum(spec: DPUSpec, chi, inc, rand, xp, saturate: bool = True):
+    """``s = sat_chi(chi + round(inc))`` as a fresh int32 array (int32 path: :func:`fits_int32`);
+    ``saturate=False`` leaves out sat_chi (the caller saturates what needs it).
+
+    The rounding adds ``rand & (2^R - 1)`` (stochastic) or ``2^(R-1)`` (nearest) to ``inc`` and
+    shifts right by R (arithmetic shift = floor). A ``uint8`` ``rand`` (R <= 8) is masked and added
+    as bytes (no int32 copy of it); ``inc`` wraps to int32 as ``inc.astype("int32")`` would.
+    """
+    r = spec.round_bits
+    if r and spec.rounding == "stochastic":
+        if rand is None:
+            raise ValueError("stochastic rounding needs the shared random source `rand`")
+        mask = (1 << r) - 1
+        if rand.dtype == "uint8" and r <= 8:
+            m = rand & mask                       # R-bit random numbers, still bytes
+        else:
+            m = rand.astype("int32", copy=False) & mask
+        s = inc + m if inc.dtype == "int32" else inc.astype("int32") + m   # int32 + uint8/int32: int32
+    elif r and spec.rounding == "nearest":
+        s = inc.astype("int32", copy=True)
+        s += 1 << (r - 1)
+    else:
+        s = inc.astype("int32", copy=True)
+    if r:
+        s >>= r                                   # arithmetic shift = floor
+    s += chi                                      # s = chi + round(inc)
+    if saturate:
+        xp.clip(s, -spec.chi_max, spec.chi_max, out=s)
+    return s
+
+
 def golden_step_signed(spec: DPUSpec, chi, inc, rand=None, xp=None):
     """Fast training path of :func:`golden_step`: returns (chi_new int32, signed pulses int32).
 
@@ -109,21 +140,46 @@ def golden_step_signed(spec: DPUSpec, chi, inc, rand=None, xp=None):
     if not fits_int32(spec):
         chi_new, p, neg = golden_step(spec, chi, inc, rand, xp)
         return chi_new, signed_pulses(p, neg, xp)
-    r, f = spec.round_bits, spec.frac_bits
-    s = inc.astype("int32", copy=True)
-    if r:
-        if spec.rounding == "nearest":
-            s += 1 << (r - 1)
-        elif spec.rounding == "stochastic":
-            if rand is None:
-                raise ValueError("stochastic rounding needs the shared random source `rand`")
-            s += rand.astype("int32", copy=False) & ((1 << r) - 1)
-        s >>= r                                   # arithmetic shift = floor
-    s += chi                                      # s = chi + round(inc)
-    xp.clip(s, -spec.chi_max, spec.chi_max, out=s)
+    f = spec.frac_bits
+    s = _rounded_sum(spec, chi, inc, rand, xp)
     p = xp.abs(s)
     p >>= f                                       # integer part of |s| in units of epsilon
     xp.minimum(p, spec.pmax, out=p)
     p *= xp.sign(s)                               # signed pulse count
     s -= p << f                                   # chi' = s - sign(s) * p * 2^F
     return s, p
+
+
+def golden_step_sparse(spec: DPUSpec, chi, inc, rand=None, xp=None):
+    """Sparse training path of :func:`golden_step`: returns (chi_new int32, k, pulses).
+
+    ``k``: ascending flat indices of the lane-updates with a non-zero pulse count, ``pulses``: their
+    signed counts (int32) — what ``flatnonzero`` of :func:`golden_step_signed`'s pulses gives, without
+    the dense pulse arrays. Same arithmetic: p != 0 exactly when |s| >= 2^F, so only those lanes
+    (few in training) get p = sign(s) min(|s| >> F, pmax) and chi' = s - p 2^F. Saturation too: a
+    lane with |s| > chi_max (>= 2^F) is one of them, so sat_chi runs on those lanes only. Tested
+    bit-exact.
+    """
+    if xp is None:
+        import numpy as xp  # noqa: N813
+    if not fits_int32(spec):
+        chi_new, p = golden_step_signed(spec, chi, inc, rand, xp)
+        p = p.reshape(-1)
+        k = xp.flatnonzero(p != 0)
+        return chi_new, k, p[k]
+    f = spec.frac_bits
+    s = _rounded_sum(spec, chi, inc, rand, xp, saturate=False)
+    flat = s.reshape(-1)
+    # |s| >= 2^F  <=>  s + 2^F - 1 outside [0, 2^(F+1) - 2]: one unsigned compare (no overflow:
+    # |chi| < 2^29, |round(inc)| <= 2^29 (fits_int32) and 2^F < 2^29)
+    t = flat + ((1 << f) - 1)
+    k = xp.flatnonzero(t.view("uint32") > (2 << f) - 2)
+    sk = flat[k]
+    xp.clip(sk, -spec.chi_max, spec.chi_max, out=sk)   # sat_chi (the other lanes have |s| < 2^F)
+    p = xp.abs(sk)
+    p >>= f                                       # integer part of |s| in units of epsilon
+    xp.minimum(p, spec.pmax, out=p)
+    p *= xp.sign(sk)                              # signed pulse count
+    sk -= p << f                                  # chi' = s - sign(s) * p * 2^F
+    flat[k] = sk
+    return s, k, p

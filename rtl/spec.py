@@ -110,13 +110,18 @@ class DPUSpec:
             raw = xp.asarray(delta_eps * factor)
         else:
             raw = xp.asarray((delta_eps * scale if scale != 1.0 else delta_eps) * float(self.inc_scale))
-        xp.rint(raw, out=raw)
-        if raw.size and (float(raw.max()) > self.inc_max or float(raw.min()) < self.inc_min):
+        # rint is monotone, so the extremes of rint(raw) are rint of the extremes of raw
+        if raw.size and (np.rint(float(raw.max())) > self.inc_max or np.rint(float(raw.min())) < self.inc_min):
+            xp.rint(raw, out=raw)
             sat = int(xp.count_nonzero((raw > self.inc_max) | (raw < self.inc_min)))
             xp.clip(raw, self.inc_min, self.inc_max, out=raw)
-        else:
-            sat = 0
-        return raw.astype("int32"), sat
+            return raw.astype("int32"), sat
+        if xp is np and raw.ndim:
+            out = np.empty(raw.shape, dtype="int32")
+            np.rint(raw, out=out, casting="unsafe")   # rint, then the exact cast of an integer value
+            return out, 0
+        xp.rint(raw, out=raw)
+        return raw.astype("int32"), 0
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)

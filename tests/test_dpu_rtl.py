@@ -106,6 +106,9 @@ def test_fuzz_golden_vs_rtl(spec, lanes):
         assert np.array_equal(c_g, c_r) and np.array_equal(p_g, p_r) and np.array_equal(n_g, n_r)
         c_t, s_t = golden_dpu.step(chi, inc, rand)       # the training path of the golden backend
         assert np.array_equal(c_t, c_r) and np.array_equal(s_t, np.where(n_r, -p_r, p_r))
+        c_s, k, p_s = golden_dpu.step_sparse(chi, inc, rand)   # its sparse form (what training uses)
+        assert np.array_equal(c_s, c_r) and np.array_equal(k, np.flatnonzero(p_r))
+        assert np.array_equal(p_s, np.where(n_r, -p_r, p_r)[k])
         chi = c_r
         total += chi.size
     assert total >= 1_000_000

@@ -139,6 +139,85 @@ def test_multi_device_programming_and_read_noise_jap():
     assert errs[4] < errs[1]
 
 
+@pytest.mark.parametrize("n", [2, 8])
+def test_multi_device_cache_running_sum_tracks_recompute(n):
+    """N > 1: pulses update the cached W and Var by the pulsed device's change only. Before t0 (no
+    drift, the cache is never re-summed) it stays within float32 rounding of a full recompute,
+    refreshes included; after drift starts, within drift_cache_rtol; Var stays >= 0."""
+    s = syn(shape=(30, 40), devices_per_side=n, refresh_threshold=0.45)
+    rng = np.random.default_rng(5)
+    s.program(rng.uniform(-0.3, 0.3, s.shape).astype(np.float32))
+    recomputes = []
+    orig = s._recompute
+    s._recompute = lambda idx=None: (recomputes.append(idx is None), orig(idx))[1]
+    refreshes = 0
+    for _ in range(60):                                   # 6 s < t0 = 38.6 s: no drift
+        p = rng.integers(-3, 4, s.shape) * (rng.random(s.shape) < 0.3)
+        refreshes += s.apply_pulses(p)["refreshes"]
+        s.advance(0.1)
+    assert refreshes > 0 and True not in recomputes       # only the refreshed synapses were re-summed
+    assert len(recomputes) <= refreshes
+    w, v = s.weights().copy(), s.read_variance().copy()
+    assert (v >= 0).all()
+    s.sync(force=True)
+    np.testing.assert_allclose(w, s.weights(), rtol=0, atol=1e-6 * s.w_max)
+    np.testing.assert_allclose(v, s.read_variance(), rtol=1e-5)
+    s.advance(100.0)                                      # past t0: drift
+    for _ in range(20):
+        s.apply_pulses(rng.integers(-3, 4, s.shape) * (rng.random(s.shape) < 0.3))
+        s.advance(0.5)
+    w = s.weights().copy()
+    g_sum = (s.gp.conductance_at(s.t) + s.gm.conductance_at(s.t)).reshape(n, *s.shape).sum(axis=0)
+    s.sync(force=True)
+    assert np.all(np.abs(w - s.weights()) <= 1.1e-3 * s.beta * g_sum + 1e-6 * s.w_max)
+
+
+def test_multi_device_checkpoint_keeps_the_cache():
+    """The running-sum cache of N > 1 is checkpointed: a loaded copy reads and continues bit-exactly."""
+    a = syn(shape=(20, 30), devices_per_side=4, refresh_threshold=0.45)
+    rng = np.random.default_rng(6)
+    a.program(rng.uniform(-0.3, 0.3, a.shape).astype(np.float32))
+    for _ in range(10):
+        a.apply_pulses(rng.integers(-2, 3, a.shape))
+        a.advance(0.1)
+    b = syn(shape=(20, 30), devices_per_side=4, refresh_threshold=0.45, seed=9)
+    b.load_state_dict(a.state_dict())
+    b.rng.bit_generator.state = a.rng.bit_generator.state
+    assert np.array_equal(a.weights(), b.weights()) and np.array_equal(a.read_variance(), b.read_variance())
+    for _ in range(10):
+        p = rng.integers(-2, 3, a.shape)
+        assert a.apply_pulses(p) == b.apply_pulses(p)
+        a.advance(0.1)
+        b.advance(0.1)
+    assert np.array_equal(a.weights(), b.weights()) and np.array_equal(a.read_variance(), b.read_variance())
+
+
+def test_no_drift_before_t0_shortcut_is_exact():
+    """Until t - t_prog passes t0 for some device, drift factors are exactly 1: conductance_at is
+    g_prog and the cache's scheduled recompute is only a time stamp (bit-identical to recomputing)."""
+    s = syn(shape=(30, 30))
+    s.apply_pulses(np.random.default_rng(7).integers(-3, 4, s.shape))
+    s.advance(30.0)                                       # < t0 = 38.6 s since fabrication
+    assert s.gp.undrifted(s.t) and s.gm.undrifted(s.t)
+    np.testing.assert_array_equal(s.gp.conductance_at(s.t), s.gp.g_prog)
+    np.testing.assert_array_equal(s.gp.conductance_at(s.t), s.gp.g_prog * s.gp.drift_factor(s.t))
+    w = s.weights().copy()                                # drift bound > rtol: a scheduled recompute
+    assert s._cache_t == s.t
+    s.sync(force=True)
+    assert np.array_equal(w, s.weights())
+    s.advance(10.0)                                       # 40 s: past t0
+    assert not s.gp.undrifted(s.t)
+    g = s.gp.conductance_at(s.t)
+    np.testing.assert_array_equal(g, s.gp.g_prog * s.gp.drift_factor(s.t))
+    assert (g < s.gp.g_prog).all()
+    s.gp.t_prog[:] = s.t                                  # written from outside: the bound follows on request
+    s.gp.t_prog_changed()
+    assert s.gp.undrifted(s.t + 1.0)
+    s.gp.t_prog[0] = s.t - 100.0
+    s.gp.t_prog_changed()
+    assert not s.gp.undrifted(s.t)
+
+
 def test_multi_device_bad_argument():
     for bad in (0, 1.5, True):
         with pytest.raises(PresetError, match="devices_per_side"):

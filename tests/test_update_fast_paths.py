@@ -53,3 +53,19 @@ def test_pulse_list_equals_dense():
         s2.advance(1e-3)
     np.testing.assert_array_equal(s1.weights(), s2.weights())
     assert s1.counters.as_dict() == s2.counters.as_dict()
+
+
+@pytest.mark.parametrize("dt", ["float32", "float64"])
+def test_encode_update_unsaturated_equals_rint(dt):
+    """Without saturation the encoding is rint(delta * 2^(F+R)) cast to int32 (the direct-cast path)."""
+    spec = DPUSpec()
+    rng = np.random.default_rng(2)
+    d = (rng.normal(0, 1, (64, 33)) * 3.0).astype(dt)
+    d[0, :4] = np.array([0.5, -0.5, 1.5, 2.5]) / spec.inc_scale            # halves round to even
+    got, sat = spec.encode_update(d, np)
+    ref = np.rint(d * float(spec.inc_scale)).astype("int32")
+    assert sat == 0 and got.dtype == np.int32 and np.array_equal(got, ref)
+    assert list(got[0, :4]) == [0, 0, 2, 2]
+    e = d[:, ::3] * np.dtype(dt).type(0.01)                                 # strided input
+    got, sat = spec.encode_update(e, np, scale=1 / 0.0275)
+    assert sat == 0 and np.array_equal(got, spec.encode_update(e * np.dtype(dt).type(1 / 0.0275), np)[0])

@@ -105,15 +105,20 @@ class AnalogWeights:
                 rand = uniform_bits_uint8(rand_rng, spec.round_bits, inc.shape)
             else:
                 rand = rand_rng.integers(0, 1 << spec.round_bits, size=inc.shape, dtype="int32")
-        if cols is None:
-            self.chi, p = self.dpu.step(self.chi, inc, rand)
+        # pulses are sparse: hand the synapses (flat index k, ascending as the device random draws
+        # expect, and signed count) of the non-zero ones
+        chi_in = self.chi if cols is None else self.chi[:, cols]
+        if hasattr(self.dpu, "step_sparse"):
+            chi_new, k, counts = self.dpu.step_sparse(chi_in, inc, rand)
         else:
-            chi_c, p = self.dpu.step(self.chi[:, cols], inc, rand)
-            self.chi[:, cols] = chi_c
-        # pulses are sparse: hand the synapses (flat index, signed count) of the non-zero ones
-        p = p.reshape(-1)
-        k = xp.flatnonzero(p != 0)          # ascending, as the device random draws expect
-        counts = p[k]
+            chi_new, p = self.dpu.step(chi_in, inc, rand)
+            p = p.reshape(-1)
+            k = xp.flatnonzero(p != 0)      # via a bool mask: faster than on the integers (NumPy)
+            counts = p[k]
+        if cols is None:
+            self.chi = chi_new
+        else:
+            self.chi[:, cols] = chi_new
         if cols is not None:                # (row, position in cols) -> flat index in the matrix
             n_c = int(cols.shape[0])
             k = (k // n_c) * self.chi.shape[1] + cols[k % n_c]
