@@ -121,6 +121,9 @@ class GANSection:
                                      # "acgan": the label joins z at G's input and D has 10 extra class
                                      # logits (Odena et al. 2017, docs/gan.md); evaluation then asks for
                                      # every digit equally and reports label_match
+    label_input: str = "crossbar"    # conditional GANs: "crossbar" = the one-hot label as 10 more
+                                     # rows of G1 (and D1 for cgan); "digital" = the same maths as a
+                                     # digital per-class bias after G1 (D1), onehot(c) W_c = W_c[c]
     aux_weight: float = 1.0          # acgan: weight of the class cross-entropy in both losses
     eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
     fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
@@ -158,6 +161,8 @@ def validate_gan(cfg, need) -> None:
     need(0.5 < g.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {g.real_label}")
     need(g.conditioning in ("none", "cgan", "acgan"),
          f"gan.conditioning must be one of none, cgan, acgan, got {g.conditioning!r}")
+    need(g.label_input in ("crossbar", "digital"),
+         f"gan.label_input must be crossbar or digital, got {g.label_input!r}")
     need(g.aux_weight > 0, f"gan.aux_weight must be > 0, got {g.aux_weight}")
     need(g.clip_norm >= 0, f"gan.clip_norm must be >= 0 (0 = off), got {g.clip_norm}")
     need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")

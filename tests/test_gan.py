@@ -52,6 +52,54 @@ def test_leaky_relu_and_bce_gradients_match_finite_differences():
     assert d[0, 0] == 0.0 and d[1, 0] == -1.0
 
 
+def test_class_bias_equals_one_hot_rows_and_gradients_match_finite_differences():
+    """ClassBias: Dense(x) + E[c] equals a Dense fed [x, onehot(c)] with E^T as its label columns;
+    dL/dE and dL/dx of Dense -> ClassBias -> LeakyReLU -> Dense -> BCE match central differences."""
+    from sim.nn.gan_layers import ClassBias
+    be = make_backend("numpy", 0)
+    rng = np.random.default_rng(1)
+    K, F_in, H = 4, 5, 6
+    w = rng.normal(0, 0.5, (H, F_in + K))
+    x = rng.normal(size=(7, F_in))
+    c = np.array([0, 3, 1, 3, 2, 0, 3])
+    rows = Dense("fc", FP32Weights(w, be), np)
+    rows.store.w = rows.store.w.astype(np.float64)
+    fc = Dense("fc1", FP32Weights(w[:, :F_in], be), np)
+    fc.store.w = fc.store.w.astype(np.float64)
+    cb = ClassBias("cls1", np, K, H, dtype="float64")
+    cb.e.value[...] = rows.store.w[:, F_in:].T          # the label columns of the one-hot-row layer
+    cb.labels = c
+    onehot = (c[:, None] == np.arange(K)).astype(np.float64)
+    np.testing.assert_allclose(cb.forward(fc.forward(x)), rows.forward(np.concatenate([x, onehot], 1)), atol=1e-12)
+    net = Sequential([fc, cb, LeakyReLU("act", np, 0.2), Dense("fc2", FP32Weights(rng.normal(0, 0.5, (1, H)), be), np)])
+    net.layers[-1].store.w = net.layers[-1].store.w.astype(np.float64)
+
+    def loss_of():
+        return bce_with_logits(np, net.forward(x), 1.0)[0]
+    _, d = bce_with_logits(np, net.forward(x), 1.0)
+    dx = net.backward(d, need_dx=True)
+    h = 1e-6
+    num = np.zeros_like(cb.e.value)
+    for idx in np.ndindex(num.shape):
+        cb.e.value[idx] += h
+        up = loss_of()
+        cb.e.value[idx] -= 2 * h
+        num[idx] = (up - loss_of()) / (2 * h)
+        cb.e.value[idx] += h
+    np.testing.assert_allclose(cb.e.grad, num, rtol=1e-5, atol=1e-8)
+    assert np.all(cb.e.grad[[k for k in range(K) if k not in c]] == 0)     # absent classes: no gradient
+    numx = np.zeros_like(x)
+    for idx in np.ndindex(x.shape):
+        xp_, xm = x.copy(), x.copy()
+        xp_[idx] += h
+        xm[idx] -= h
+        numx[idx] = (bce_with_logits(np, net.forward(xp_), 1.0)[0] - bce_with_logits(np, net.forward(xm), 1.0)[0]) / (2 * h)
+    np.testing.assert_allclose(dx, numx, rtol=1e-5, atol=1e-8)
+    cb.labels = c[:3]
+    with pytest.raises(ValueError, match="set labels"):
+        cb.forward(fc.forward(x))
+
+
 # --- Fréchet distance -------------------------------------------------------------------------------
 def test_frechet_distance_numpy_sqrt_matches_the_definition():
     rng = np.random.default_rng(1)
@@ -209,8 +257,10 @@ def test_pcm_gan_short_run_counts_both_networks_and_writes_outputs(mnist, quick_
 
 
 @pytest.mark.parametrize("gan", [{}, {"d_dropout": 0.3, "real_label": 0.9}, {"conditioning": "cgan"},
-                                 {"conditioning": "acgan", "clip_norm": 0.5}],
-                         ids=["plain", "dropout_smoothing", "cgan", "acgan_clip"])
+                                 {"conditioning": "acgan", "clip_norm": 0.5},
+                                 {"conditioning": "cgan", "label_input": "digital"},
+                                 {"conditioning": "acgan", "label_input": "digital"}],
+                         ids=["plain", "dropout_smoothing", "cgan", "acgan_clip", "cgan_digital", "acgan_digital"])
 def test_gan_resume_equals_uninterrupted(mnist, quick_clf, tmp_path, gan):
     """PCM GAN, Adam state of both optimizers, latent streams (and D's dropout masks): 1 epoch +
     resume = 2 epochs."""
@@ -269,6 +319,15 @@ def test_conditional_gans_shapes_metrics_and_label_match(mnist, quick_clf, tmp_p
     ac = run_gan(tmp_path / "ac", gan_cfg("pcm", quick_clf, gan={"conditioning": "acgan"}, train={"epochs": 1}), mnist)
     assert [L.store.shape for L in ac.task.store_layers()] == [(16, 8 + 10), (784, 16), (16, 784), (1 + 10, 16)]
     assert 0.0 <= ac.metrics[-1]["label_match"] <= 1.0
+    for cond, d_shape, bias_layers in (("acgan", (16, 784), ["g_cls1"]), ("cgan", (16, 784), ["g_cls1", "d_cls1"])):
+        dig = run_gan(tmp_path / f"{cond}_dig", gan_cfg("pcm", quick_clf, train={"epochs": 1},
+                                                       gan={"conditioning": cond, "label_input": "digital"}), mnist)
+        assert [L.store.shape for L in dig.task.store_layers()][:3] == [(16, 8), (784, 16), d_shape]
+        names = [L.name for net in (dig.task.G, dig.task.D) for L in net.layers if type(L).__name__ == "ClassBias"]
+        assert names == bias_layers
+        assert all(float(np.abs(L.e.value).sum()) > 0 for net in (dig.task.G, dig.task.D)
+                   for L in net.layers if type(L).__name__ == "ClassBias")               # they learn
+        assert 0.0 <= dig.metrics[-1]["label_match"] <= 1.0
     rec = tr.metrics[-1]
     assert 0.0 <= rec["label_match"] <= 1.0
     assert len(rec["class_hist"]) == 10 and sum(rec["class_hist"]) == pytest.approx(1.0, abs=1e-3)

@@ -1,8 +1,9 @@
-"""Layers the GAN needs beyond :mod:`sim.nn.layers`: LeakyReLU, and the sigmoid cross-entropy
-on logits (the GAN losses), both in digital floating point."""
+"""Layers the GAN needs beyond :mod:`sim.nn.layers`: LeakyReLU, the sigmoid cross-entropy on
+logits (the GAN losses) and ClassBias (a conditional GAN's label input as a digital per-class
+bias), all in digital floating point."""
 from __future__ import annotations
 
-from .layers import _Activation
+from .layers import Module, Param, _Activation
 
 LEAKY_SLOPE = 0.2   # negative-side slope (DCGAN practice; engineering choice)
 
@@ -44,3 +45,40 @@ def bce_with_logits(xp, logits, target: float):
     else:
         loss = target * softplus(xp, -l) + (1.0 - target) * softplus(xp, l)
     return float(loss.sum()), (sigmoid(xp, logits) - target).astype(logits.dtype)
+
+
+class ClassBias(Module):
+    """y = x + E[c]: a digital per-class bias table E (n_classes, F) for the labels ``c`` of the
+    current batch (set in ``labels`` before forward). x (B, F) -> (B, F).
+
+    The digital form of one-hot label rows on a crossbar: onehot(c) @ E^T = E[c], so a dense layer
+    fed [x, onehot(c)] equals one fed x followed by this layer. Backward: dL/dE = onehot(c)^T d (the
+    batch's d summed per class), dL/dx = d. E starts at zero, as the other biases.
+    """
+
+    def __init__(self, name: str, xp, n_classes: int, features: int, dtype="float32"):
+        if n_classes < 1 or features < 1:
+            raise ValueError(f"{name}: n_classes and features must be >= 1, got {n_classes}, {features}")
+        self.name, self.xp = name, xp
+        self.n_classes, self.features = int(n_classes), int(features)
+        self.e = Param(f"{name}.e", value=xp.zeros((self.n_classes, self.features), dtype=dtype))
+        self.labels = None
+
+    def params(self):
+        return [self.e]
+
+    def _onehot(self):
+        xp = self.xp
+        return (self.c[:, None] == xp.arange(self.n_classes)[None, :]).astype(self.e.value.dtype)
+
+    def forward(self, x):
+        if x.ndim != 2 or x.shape[1] != self.features:
+            raise ValueError(f"{self.name}: input must be (batch, {self.features}), got {tuple(x.shape)}")
+        if self.labels is None or self.labels.shape[0] != x.shape[0]:
+            raise ValueError(f"{self.name}: set labels (one per input row) before forward")
+        self.c = self.xp.asarray(self.labels)
+        return x + self.e.value[self.c]                  # E[c]: one table row per sample
+
+    def backward(self, d, need_dx: bool = True):
+        self.e.grad = self._onehot().T @ d               # dL/dE = onehot(c)^T d: (n_classes, F)
+        return d if need_dx else None                    # dL/dx = d

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ..nn import Dense, Dropout, Optimizer, Sequential, Tanh, apply_updates, init_weights
-from ..nn.gan_layers import LeakyReLU, bce_with_logits
+from ..nn.gan_layers import ClassBias, LeakyReLU, bce_with_logits
 from ..nn.losses import softmax_cross_entropy
 from ..nn.recurrent import clip_gradients
 from ..nn.stores import FP32Weights
@@ -98,6 +98,7 @@ class GANTask(Task):
         self.conditional = self.conditioning != "none"         # G draws the digit it is given
         self.d_label_input = self.conditioning == "cgan"       # D reads (image, label)
         self.aux = self.conditioning == "acgan"                # D classifies the digit
+        self.label_rows = self.conditional and cfg.gan.label_input == "crossbar"   # one-hot rows on G1 (D1)
         self.y_train = xp.asarray(np.asarray(ds.y_train[:ntr], dtype=np.int64))
         self.x_test01 = np.asarray(ds.x_test[:nte].reshape(nte, -1), dtype=np.float32)             # [0, 1]
         self.G, self.D = self._build()
@@ -130,10 +131,12 @@ class GANTask(Task):
                 return FP32Weights(w0, be)
             return make_store(cfg, be, w0, i, b.w_max[i], b.eps[i])
 
-        def mlp(prefix, sizes, out_act, dropout=0.0):
+        def mlp(prefix, sizes, out_act, dropout=0.0, class_bias=False):
             layers = []
             for j in range(len(sizes) - 1):
                 layers.append(Dense(f"{prefix}fc{j + 1}", store(sizes[j + 1], sizes[j]), xp))
+                if j == 0 and class_bias:           # label_input = "digital": E[c] after the first layer
+                    layers.append(ClassBias(f"{prefix}cls1", xp, self.n_classes, sizes[1]))
                 if j < len(sizes) - 2:
                     layers.append(LeakyReLU(f"{prefix}act{j + 1}", xp, g.leaky_slope))
                     if dropout:
@@ -144,11 +147,14 @@ class GANTask(Task):
             return layers
 
         k = self.n_classes
-        g_in = g.latent_dim + (k if self.conditional else 0)    # one-hot label rows on G1
-        d_in = 784 + (k if self.d_label_input else 0)           # cgan: one-hot label rows on D1
+        rows = self.label_rows
+        g_in = g.latent_dim + (k if rows else 0)                # one-hot label rows on G1
+        d_in = 784 + (k if rows and self.d_label_input else 0)  # cgan: one-hot label rows on D1
         d_out = 1 + (k if self.aux else 0)                      # acgan: real/fake logit + class logits
-        G = Sequential(mlp("g_", [g_in, *g.generator, 784], Tanh("g_tanh", xp)), name="generator")
-        D = Sequential(mlp("d_", [d_in, *g.discriminator, d_out], None, g.d_dropout), name="discriminator")
+        G = Sequential(mlp("g_", [g_in, *g.generator, 784], Tanh("g_tanh", xp),
+                           class_bias=self.conditional and not rows), name="generator")
+        D = Sequential(mlp("d_", [d_in, *g.discriminator, d_out], None, g.d_dropout,
+                           class_bias=self.d_label_input and not rows), name="discriminator")
         return G, D
 
     # --- training -----------------------------------------------------------------------------------
@@ -167,13 +173,28 @@ class GANTask(Task):
         xp = self.xp
         return (xp.asarray(labels)[:, None] == xp.arange(self.n_classes)[None, :]).astype("float32")
 
+    @staticmethod
+    def _set_labels(net, labels):
+        """Labels of the next forward for the net's ClassBias layers (label_input = "digital")."""
+        for L in net.layers:
+            if isinstance(L, ClassBias):
+                L.labels = labels
+
     def _g_input(self, z, labels):
-        """G's input: z, or [z, one-hot(label)] for the conditional GAN."""
-        return z if not self.conditional else self.xp.concatenate([z, self._onehot(labels)], axis=1)
+        """G's input: z, or [z, one-hot(label)] for a conditional GAN with label rows on G1."""
+        if self.conditional and not self.label_rows:
+            self._set_labels(self.G, labels)
+        return z if not self.label_rows else self.xp.concatenate([z, self._onehot(labels)], axis=1)
 
     def _d_input(self, x, labels):
-        """D's input: the images, or [image, one-hot(label)] for the cgan."""
-        return x if not self.d_label_input else self.xp.concatenate([x, self._onehot(labels)], axis=1)
+        """D's input: the images, or [image, one-hot(label)] for the cgan with label rows on D1."""
+        return x if not (self.d_label_input and self.label_rows) else \
+            self.xp.concatenate([x, self._onehot(labels)], axis=1)
+
+    def _d_labels(self, labels):
+        """cgan with label_input = "digital": the labels of D's next forward (its ClassBias)."""
+        if self.d_label_input and not self.label_rows:
+            self._set_labels(self.D, labels)
 
     @staticmethod
     def balanced_labels(n: int, n_classes: int = 10) -> np.ndarray:
@@ -195,6 +216,8 @@ class GANTask(Task):
         fake = G.forward(self._g_input(z, y_fake))
         fake_in = self._d_input(fake, y_fake)
         # --- discriminator step: real -> 1, fake -> 0 --------------------------------------------
+        if self.d_label_input:
+            self._d_labels(xp.concatenate([y_real, y_fake]))
         out = D.forward(xp.concatenate([self._d_input(real, y_real), fake_in]))
         logits = out[:, :1]                                  # real/fake logit
         lr_real, d_real = bce_with_logits(xp, logits[:B], self.cfg.gan.real_label)
@@ -212,6 +235,7 @@ class GANTask(Task):
         self.last_grad_norm["d"] = self._clip(D)
         p1, r1 = apply_updates(D.update_order(), self.opt_d, lr * self.cfg.gan.d_lr_scale, rand_rng, events, B)
         # --- generator step (non-saturating): fake -> 1 through the updated D ------------------------
+        self._d_labels(y_fake)
         out_g = D.forward(fake_in)
         lg, d_g = bce_with_logits(xp, out_g[:, :1], 1.0)
         g_loss = lg / B
@@ -248,9 +272,10 @@ class GANTask(Task):
         G.eval()
         G.bind_events(None)
         if self.conditional:
-            labels = self.balanced_labels(z.shape[0], self.n_classes) if labels is None else np.asarray(labels)
-            z = self._g_input(z, labels)
-        out = [be.asnumpy(G.forward(z[i:i + batch])) for i in range(0, z.shape[0], batch)]
+            labels = self.xp.asarray(self.balanced_labels(z.shape[0], self.n_classes) if labels is None
+                                     else np.asarray(labels))
+        out = [be.asnumpy(G.forward(self._g_input(z[i:i + batch], None if labels is None else labels[i:i + batch])))
+               for i in range(0, z.shape[0], batch)]
         return np.clip((np.concatenate(out) + 1.0) * 0.5, 0.0, 1.0).astype(np.float32)
 
     def fd_metric(self):
