@@ -44,3 +44,12 @@ def test_report_table(pcm_run, tmp_path, capsys):
     assert "mcasim train mlp --dataset digits" in text          # the run's own command
     assert f"{100 * s['test_accuracy']:.2f} ± 0.00" in text
     assert main(["report", str(tmp_path)]) == 2
+    capsys.readouterr()
+    # extra columns: final values of other summary keys (ints as they are), mean in the stats line
+    assert main(["report", str(pcm_run), str(pcm_run), "--stats", "--columns", "loss,epochs"]) == 0
+    text = capsys.readouterr().out
+    assert "| loss final | epochs final |" in text
+    assert f"| {s['loss']:.3f} | {s['epochs']} |" in text
+    assert f"| {s['loss']:.3f} ± 0.000 |" in text
+    assert main(["report", str(pcm_run), "--columns", "no_such_key"]) == 2
+    assert "no_such_key" in capsys.readouterr().err

@@ -1,7 +1,9 @@
 """``mcasim report RUN [RUN ...]``: a Markdown table of runs, read from their summary files.
 
 Each row shows the final and best figure of the run's metric (the task's: test accuracy, BPC,
-FD...), epochs, pulses, refreshes and seconds per epoch, and the command that made it.
+FD...), the final values of any ``--columns`` (other per-epoch figures of the summary, e.g. a GAN's
+``coverage_min``, ``label_match`` or an LSTM's ``test_bpc``), epochs, pulses, refreshes and seconds
+per epoch, and the command that made it.
 """
 from __future__ import annotations
 
@@ -14,11 +16,14 @@ def add_arguments(p):
     p.add_argument("runs", nargs="+", help="run folders written by `mcasim train`")
     p.add_argument("--labels", help="comma-separated row labels (default: folder names)")
     p.add_argument("--out", help="also write the table to this file")
-    p.add_argument("--stats", action="store_true", help="add a line with the mean and std of the final accuracies")
+    p.add_argument("--stats", action="store_true", help="add a line with the mean and std of the final figures")
+    p.add_argument("--columns", help="comma-separated summary keys shown as extra columns (final values), "
+                                     "e.g. coverage_min,label_match or test_bpc")
 
 
 # how a metric is shown: (column title, scale, decimals); accuracies in %, others as they are
-METRIC_FORMAT = {"test_accuracy": ("test acc. (%)", 100.0, 2)}
+METRIC_FORMAT = {"test_accuracy": ("test acc. (%)", 100.0, 2),
+                 "coverage_min": ("rarest class (%)", 100.0, 1)}
 
 
 def metric_of(s: dict) -> str:
@@ -30,12 +35,20 @@ def _fmt(metric: str, value: float) -> str:
     return f"{scale * value:.{dec}f}"
 
 
-def row(run: Path, label: str) -> str:
+def _cell(s: dict, key: str) -> str:
+    v = s.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "—"
+    return str(v) if isinstance(v, int) else _fmt(key, v)
+
+
+def row(run: Path, label: str, columns: list[str] = ()) -> str:
     s = json.loads((run / "summary.json").read_text())
     m = metric_of(s)
     cmd = f"`{s['command']}`" if s.get("command") else f"(config: `{run}/config.toml`)"
-    return (f"| {label} | {_fmt(m, s[m])} | {_fmt(m, s['best_' + m])} (ep {s['best_epoch']}) "
-            f"| {s['epochs']} | {s['total_pulses']:,} | {s['total_refreshes']:,} | {s['seconds_per_epoch']:.0f} | {cmd} |")
+    extra = "".join(f" {_cell(s, c)} |" for c in columns)
+    return (f"| {label} | {_fmt(m, s[m])} | {_fmt(m, s['best_' + m])} (ep {s['best_epoch']}) |{extra}"
+            f" {s['epochs']} | {s['total_pulses']:,} | {s['total_refreshes']:,} | {s['seconds_per_epoch']:.0f} | {cmd} |")
 
 
 def run(args) -> int:
@@ -55,16 +68,28 @@ def run(args) -> int:
               "make one table per metric", file=sys.stderr)
         return 2
     m = metrics.pop()
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else []
+    unknown = [c for c in columns if not any(c in s for s in summaries)]
+    if unknown:
+        print(f"mcasim report: error: no run's summary has {', '.join(unknown)}", file=sys.stderr)
+        return 2
     title = METRIC_FORMAT.get(m, (m,))[0]
-    lines = [f"| run | {title} final | best | epochs | SET pulses | refreshes | s/epoch | command |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    lines += [row(r, lab) for r, lab in zip(runs, labels)]
+    heads = "".join(f" {METRIC_FORMAT.get(c, (c,))[0]} final |" for c in columns)
+    lines = [f"| run | {title} final | best |{heads} epochs | SET pulses | refreshes | s/epoch | command |",
+             "| --- | --- | --- |" + " --- |" * len(columns) + " --- | --- | --- | --- | --- |"]
+    lines += [row(r, lab, columns) for r, lab in zip(runs, labels)]
     if args.stats:
         import statistics
-        _, scale, dec = METRIC_FORMAT.get(m, (m, 1.0, 3))
-        vals = [scale * s[m] for s in summaries]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        lines.append(f"| mean ± std of {len(vals)} | {statistics.mean(vals):.{dec}f} ± {sd:.{dec}f} | | | | | | |")
+
+        def mean_sd(key):
+            _, scale, dec = METRIC_FORMAT.get(key, (key, 1.0, 3))
+            vals = [scale * s[key] for s in summaries if isinstance(s.get(key), (int, float))]
+            if not vals:
+                return ""
+            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+            return f"{statistics.mean(vals):.{dec}f} ± {sd:.{dec}f}"
+        extra = "".join(f" {mean_sd(c)} |" for c in columns)
+        lines.append(f"| mean ± std of {len(summaries)} | {mean_sd(m)} | |{extra} | | | | |")
     text = "\n".join(lines)
     print(text)
     if args.out:
