@@ -47,6 +47,11 @@ def bce_with_logits(xp, logits, target: float):
     return float(loss.sum()), (sigmoid(xp, logits) - target).astype(logits.dtype)
 
 
+def one_hot(xp, labels, n_classes: int, dtype="float32"):
+    """(N,) integer labels -> (N, n_classes) one-hot rows."""
+    return (xp.asarray(labels)[:, None] == xp.arange(n_classes)[None, :]).astype(dtype)
+
+
 class ClassBias(Module):
     """y = x + E[c]: a digital per-class bias table E (n_classes, F) for the labels ``c`` of the
     current batch (set in ``labels`` before forward). x (B, F) -> (B, F).
@@ -67,10 +72,6 @@ class ClassBias(Module):
     def params(self):
         return [self.e]
 
-    def _onehot(self):
-        xp = self.xp
-        return (self.c[:, None] == xp.arange(self.n_classes)[None, :]).astype(self.e.value.dtype)
-
     def forward(self, x):
         if x.ndim != 2 or x.shape[1] != self.features:
             raise ValueError(f"{self.name}: input must be (batch, {self.features}), got {tuple(x.shape)}")
@@ -80,5 +81,5 @@ class ClassBias(Module):
         return x + self.e.value[self.c]                  # E[c]: one table row per sample
 
     def backward(self, d, need_dx: bool = True):
-        self.e.grad = self._onehot().T @ d               # dL/dE = onehot(c)^T d: (n_classes, F)
+        self.e.grad = one_hot(self.xp, self.c, self.n_classes, self.e.value.dtype).T @ d   # dL/dE = onehot(c)^T d
         return d if need_dx else None                    # dL/dx = d

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 
 from ..nn import Dense, Dropout, Optimizer, Sequential, Tanh, apply_updates, init_weights
-from ..nn.gan_layers import ClassBias, LeakyReLU, bce_with_logits
+from ..nn.gan_layers import ClassBias, LeakyReLU, bce_with_logits, one_hot
 from ..nn.losses import softmax_cross_entropy
 from ..nn.recurrent import clip_gradients
 from ..nn.stores import FP32Weights
@@ -168,11 +168,6 @@ class GANTask(Task):
     def _latent(self, rng, n: int):
         return self.xp.asarray(rng.standard_normal((n, self.cfg.gan.latent_dim), dtype=np.float32))
 
-    def _onehot(self, labels):
-        """(N,) integer digits -> (N, n_classes) float32 one-hot (the label rows' DAC inputs)."""
-        xp = self.xp
-        return (xp.asarray(labels)[:, None] == xp.arange(self.n_classes)[None, :]).astype("float32")
-
     @staticmethod
     def _set_labels(net, labels):
         """Labels of the next forward for the net's ClassBias layers (label_input = "digital")."""
@@ -184,12 +179,12 @@ class GANTask(Task):
         """G's input: z, or [z, one-hot(label)] for a conditional GAN with label rows on G1."""
         if self.conditional and not self.label_rows:
             self._set_labels(self.G, labels)
-        return z if not self.label_rows else self.xp.concatenate([z, self._onehot(labels)], axis=1)
+        return z if not self.label_rows else self.xp.concatenate([z, one_hot(self.xp, labels, self.n_classes)], axis=1)
 
     def _d_input(self, x, labels):
         """D's input: the images, or [image, one-hot(label)] for the cgan with label rows on D1."""
         return x if not (self.d_label_input and self.label_rows) else \
-            self.xp.concatenate([x, self._onehot(labels)], axis=1)
+            self.xp.concatenate([x, one_hot(self.xp, labels, self.n_classes)], axis=1)
 
     def _d_labels(self, labels):
         """cgan with label_input = "digital": the labels of D's next forward (its ClassBias)."""
