@@ -4,7 +4,9 @@
   given fraction of non-zero signed counts (|count| uniform in 1..3), reported as device-steps/s
   (SET pulses applied per second, refresh checks and cache update included);
 * tile MVMs: ``AnalogMatrix.forward`` / ``backward`` (read noise, DAC, ADC, 512x512 tiling) against a
-  plain float32 matmul of the same shape (``x @ W.T`` / ``d @ W``), as a ratio.
+  plain float32 matmul of the same shape (``x @ W.T`` / ``d @ W``), as a ratio;
+* read-noise normals: ns per float32 standard normal for each sampler of ``gpu_model/sampling.py``
+  (the tile draws one per output of every MVM), side by side.
 
 Timings are the minimum over repetitions of the mean of several calls (robust to machine noise).
 """
@@ -16,9 +18,11 @@ import numpy as np
 
 from gpu_model import JAP2018, AnalogMatrix, DifferentialSynapses, TilePreset, make_backend
 from gpu_model.backend import _cupy_status
+from gpu_model.sampling import NOISE_SAMPLERS, standard_normal
 
 PULSE_CASES = [((250, 784), 0.01), ((250, 784), 0.10), ((1024, 1024), 0.01), ((1024, 1024), 0.10)]
 MVM_CASES = [((250, 784), 10), ((1024, 1024), 10), ((1024, 1024), 100)]   # (out x in), batch
+NORMAL_DRAW = (64, 512)   # one MVM's outputs: batch 64 x a 512-column tile (the GAN's widest layer)
 
 
 def _timeit(fn, be, min_time=0.05, repeats=5) -> float:
@@ -91,6 +95,17 @@ def bench_mvm(backend: str) -> list[dict]:
     return out
 
 
+def bench_normals(backend: str) -> list[dict]:
+    be = make_backend(backend, 0)
+    rng = be.child_rng(1)
+    n = NORMAL_DRAW[0] * NORMAL_DRAW[1]
+    out = []
+    for method in NOISE_SAMPLERS:
+        sec = _timeit(lambda: standard_normal(be.xp, rng, NORMAL_DRAW, "float32", method), be)
+        out.append({"method": method, "shape": f"{NORMAL_DRAW[0]}x{NORMAL_DRAW[1]}", "ns_per_normal": sec / n * 1e9})
+    return out
+
+
 def run(backends=None, blas_threads: int | None = 1) -> dict:
     """Measure on numpy, and on cupy when CuPy sees a GPU. Returns {backend: {...}}.
 
@@ -107,9 +122,9 @@ def run(backends=None, blas_threads: int | None = 1) -> dict:
     for b in backends:
         if threadpool_limits is not None and blas_threads is not None:
             with threadpool_limits(limits=blas_threads, user_api="blas"):
-                res[b] = {"pulses": bench_pulses(b), "mvm": bench_mvm(b)}
+                res[b] = {"pulses": bench_pulses(b), "mvm": bench_mvm(b), "normals": bench_normals(b)}
         else:
-            res[b] = {"pulses": bench_pulses(b), "mvm": bench_mvm(b)}
+            res[b] = {"pulses": bench_pulses(b), "mvm": bench_mvm(b), "normals": bench_normals(b)}
         res[b]["blas_threads"] = blas_threads if threadpool_limits is not None else "library default"
     return res
 
@@ -130,6 +145,12 @@ def table(res: dict) -> str:
             lines.append(f"  {m['shape']:>12} {m['batch']:>5} {m['tiles']:>5} {m['fwd_us']:>9.1f} "
                          f"{m['plain_fwd_us']:>9.1f} {m['fwd_ratio']:>6.1f} {m['bwd_us']:>9.1f} "
                          f"{m['plain_bwd_us']:>9.1f} {m['bwd_ratio']:>6.1f}")
+        if r.get("normals"):
+            zig = next(q["ns_per_normal"] for q in r["normals"] if q["method"] == "ziggurat")
+            lines.append(f"[{b}] read-noise normals (float32, {r['normals'][0]['shape']} per draw)")
+            for q in r["normals"]:
+                lines.append(f"  {q['method']:>10} {q['ns_per_normal']:>6.2f} ns/normal   "
+                             f"ziggurat / this = {zig / q['ns_per_normal']:.2f}x")
     return "\n".join(lines)
 
 

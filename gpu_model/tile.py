@@ -15,6 +15,7 @@ from __future__ import annotations
 from .backend import Backend
 from .devices import FLOAT
 from .presets import PCMPreset, TilePreset
+from .sampling import standard_normal
 from .synapse import DifferentialSynapses
 
 
@@ -94,7 +95,7 @@ class AnalogMatrix:
         if self.read_noise:
             v = (xn * xn) @ (var if transpose else var.T)   # output variance (x^2) @ V^T
             xp.sqrt(v, out=v)
-            v *= self.rng.standard_normal(y.shape, dtype=FLOAT)
+            v *= standard_normal(xp, self.rng, y.shape, FLOAT, self.tile.noise_sampler)
             y += v
         wm = self.syn.w_max
         y /= wm
