@@ -20,7 +20,8 @@ from sim.data.ptb import CharCorpus
 from .common import best_time, blas_threads, config_trainer, interleaved_best
 
 BATCHES = 3            # mini-batches timed per repetition (3 x 3,200 characters)
-REPEATS = 3
+REPEATS = 6            # interleaved rounds (fp32, pcm, fp32, ...), the fastest of each mode kept: with
+                       # 3 rounds the 2-core VM's noise moved the ratio 2.98-3.52x over three quiet runs
 EPOCH_CHARS = 5_017_482
 STEP_REPEATS = 20
 
