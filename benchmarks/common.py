@@ -17,9 +17,10 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WARMUP_STREAM, TIMED_STREAM = 7, 8      # random streams of the warm-up and the timed steps
 
 
-def config_trainer(config: str, ds, backend: str) -> Trainer:
-    """A trainer for ``configs/<config>.toml`` on ``ds`` (no run folder is written)."""
-    cfg = load_config(CONFIGS / f"{config}.toml")
+def config_trainer(config: str, ds, backend: str, overrides: dict | None = None) -> Trainer:
+    """A trainer for ``configs/<config>.toml`` on ``ds`` (no run folder is written); ``overrides``:
+    ``{section: {key: value}}`` as ``--set`` gives them."""
+    cfg = load_config(CONFIGS / f"{config}.toml", overrides)
     return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
 
 
