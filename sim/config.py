@@ -24,6 +24,11 @@ class ConfigError(ValueError):
     """Invalid configuration."""
 
 
+
+# [tile] fields that may be given per weight layer (a list, like synapse.w_max): the ADC range of
+# a tile is a programmable gain, set per array (engineering choice; docs/analog.md)
+PER_LAYER_TILE = ("adc_range", "adc_range_backward")
+
 @dataclass
 class TrainSection:
     epochs: int = 15                 # passes over the training set
@@ -180,12 +185,31 @@ class Config:
     synapse: SynapseSection = field(default_factory=SynapseSection)
     lstm: LSTMSection = field(default_factory=LSTMSection)
     gan: GANSection = field(default_factory=GANSection)
-    tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields
+    tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields;
+                                               # the PER_LAYER_TILE ones also as one value per weight layer
     dpu: dict = field(default_factory=dict)    # overrides of rtl.spec.DPUSpec fields
 
     # --- derived --------------------------------------------------------------------------------
-    def tile_preset(self) -> TilePreset:
-        return TilePreset(**self.tile)
+    def tile_preset(self, layer: int | None = None) -> TilePreset:
+        """The tile peripherals of weight layer ``layer`` (a list in ``[tile]`` for one of
+        ``PER_LAYER_TILE`` gives one value per weight layer; None: every list must be uniform)."""
+        kw = {}
+        for k, v in self.tile.items():
+            if isinstance(v, (list, tuple)):
+                if k not in PER_LAYER_TILE:
+                    raise ConfigError(f"tile.{k}: one value expected (per-layer lists only for "
+                                      f"{', '.join(PER_LAYER_TILE)}), got {list(v)}")
+                n = self.n_weight_layers()
+                if len(v) not in (1, n):
+                    raise ConfigError(f"tile.{k}: need 1 or {n} values (one per weight layer), got {len(v)}")
+                if layer is None:
+                    if len(set(v)) > 1:
+                        raise ConfigError(f"tile.{k} differs per layer: ask for one layer's tile preset")
+                    v = v[0]
+                else:
+                    v = v[layer if len(v) > 1 else 0]
+            kw[k] = v
+        return TilePreset(**kw)
 
     def dpu_spec(self) -> DPUSpec:
         return DPUSpec(**self.dpu)
@@ -338,7 +362,8 @@ def validate(cfg: Config) -> None:
         vals = cfg.per_layer(name, n_layers)
         need(all(v > 0 for v in vals), f"synapse.{name} must be > 0, got {vals}")
     try:
-        cfg.tile_preset()
+        for i in range(n_layers):
+            cfg.tile_preset(i)
     except (PresetError, TypeError) as exc:
         raise ConfigError(f"[tile]: {exc}") from exc
     try:

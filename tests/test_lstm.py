@@ -293,6 +293,25 @@ def test_event_counts_embedding_and_energy(tmp_path):
     assert tr1.summary()["events"]["bwd_vectors"] == 2 * n - B * n_win
 
 
+def test_per_layer_adc_range_reaches_each_matrix(tmp_path):
+    """tile.adc_range / adc_range_backward as lists: one programmable ADC range per weight layer."""
+    cfg = lstm_cfg("pcm", tile={"adc_range": [3.0, 8.0], "adc_range_backward": [1.0, 1.5]})
+    assert cfg.tile_preset(0).adc_range == 3.0 and cfg.tile_preset(1).adc_range == 8.0
+    assert cfg.tile_preset(0).backward_range == 1.0 and cfg.tile_preset(1).backward_range == 1.5
+    tr = Trainer(cfg, tiny_corpus(), make_backend("numpy", 3), tmp_path, progress=False)
+    ranges = [(L.store.matrix.tile.adc_range, L.store.matrix.tile.backward_range) for L in tr.task.store_layers()]
+    assert ranges == [(3.0, 1.0), (8.0, 1.5)]
+    assert "adc_range = [3.0, 8.0]" in cfg.to_toml()
+    with pytest.raises(ConfigError, match="ask for one layer"):
+        cfg.tile_preset()
+    with pytest.raises(ConfigError, match="need 1 or 2 values"):
+        lstm_cfg("pcm", tile={"adc_range": [3.0, 8.0, 1.0]})
+    with pytest.raises(ConfigError, match="per-layer lists only for"):
+        lstm_cfg("pcm", tile={"adc_bits": [8, 9]})
+    with pytest.raises(ConfigError, match="adc_range must be > 0"):
+        lstm_cfg("pcm", tile={"adc_range": [3.0, -1.0]})
+
+
 def test_bad_lstm_config_is_a_clear_error():
     with pytest.raises(ConfigError, match="one per layer"):
         lstm_cfg("pcm", lstm={"embedding": 4})          # 3 weight layers, 2 w_max values

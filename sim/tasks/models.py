@@ -34,7 +34,7 @@ def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, e
             preset = preset.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.0)
     np.clip(w0, -w_max * s.refresh_threshold, w_max * s.refresh_threshold, out=w0)
     return AnalogWeights(
-        w0, be, preset, cfg.tile_preset(), cfg.dpu_spec(), s.dpu, w_max=w_max, epsilon_uS=eps,
+        w0, be, preset, cfg.tile_preset(i), cfg.dpu_spec(), s.dpu, w_max=w_max, epsilon_uS=eps,
         refresh_threshold=s.refresh_threshold,
         refresh_tolerance_uS=None if s.refresh_tolerance_uS < 0 else s.refresh_tolerance_uS,
         read_noise=s.read_noise and preset.read_noise_model != "none", stream=STORE_STREAM_BASE + i,
