@@ -98,7 +98,7 @@ class Trainer:
                 refreshes += st["refreshes"]
                 if bar is not None:
                     bar.update(1)
-                    if bi % 200 == 0:
+                    if bi % 200 == 0 or bi == len(batches) - 1:   # and the epoch's final figures
                         bar.set_postfix(loss=f"{tot_loss / seen:.3f}", **{task.train_metric: f"{tot_metric / seen:.4f}"},
                                         pulses=pulses)
             if bar is not None:
