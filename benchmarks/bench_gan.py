@@ -40,15 +40,24 @@ def _data(n: int = 8192) -> Dataset:
 ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
 
 
-def _trainer(mode: str, ds: Dataset, backend: str):
+def _merge(a: dict | None, b: dict | None) -> dict:
+    out = {k: dict(v) for k, v in (a or {}).items()}
+    for k, v in (b or {}).items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
+def _trainer(mode: str, ds: Dataset, backend: str, pcm_overrides: dict | None = None):
     if mode == "pcm_ziggurat":
-        return config_trainer("gan_mnist_pcm", ds, backend, ZIGGURAT)
+        return config_trainer("gan_mnist_pcm", ds, backend, _merge(pcm_overrides, ZIGGURAT))
+    if mode == "pcm":
+        return config_trainer("gan_mnist_pcm", ds, backend, pcm_overrides)
     return config_trainer(f"gan_mnist_{mode}", ds, backend)
 
 
-def epoch_ratio(backend: str = "numpy") -> dict:
+def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None) -> dict:
     ds = _data()
-    trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm", "pcm_ziggurat")}
+    trainers = {m: _trainer(m, ds, backend, pcm_overrides) for m in ("fp32", "pcm", "pcm_ziggurat")}
     batch = trainers["fp32"].cfg.train.batch_size
     keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}     # also seeds the latent streams
     best = interleaved_best(trainers, keys, WARMUP, BATCHES, REPEATS)
@@ -59,9 +68,10 @@ def epoch_ratio(backend: str = "numpy") -> dict:
             "pcm_ziggurat_over_fp32": per_epoch["pcm_ziggurat"] / per_epoch["fp32"], "weights": weights["pcm"]}
 
 
-def run(backend: str = "numpy", threads: int | None = 1) -> dict:
+def run(backend: str = "numpy", threads: int | None = 1, pcm_overrides: dict | None = None) -> dict:
+    """``pcm_overrides``: ``{section: {key: value}}`` applied to the PCM config (``--set``)."""
     with blas_threads(threads):
-        return {"epoch": epoch_ratio(backend)}
+        return {"epoch": epoch_ratio(backend, pcm_overrides)}
 
 
 def table(res: dict) -> str:

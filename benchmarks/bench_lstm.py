@@ -41,15 +41,18 @@ def _data(n: int = 120_000) -> CharCorpus:
 ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
 
 
-def _trainer(mode: str, ds, backend: str):
+def _trainer(mode: str, ds, backend: str, pcm_overrides: dict | None = None):
+    from .bench_gan import _merge
     if mode == "pcm_ziggurat":
-        return config_trainer("lstm_ptb_pcm", ds, backend, ZIGGURAT)
+        return config_trainer("lstm_ptb_pcm", ds, backend, _merge(pcm_overrides, ZIGGURAT))
+    if mode == "pcm":
+        return config_trainer("lstm_ptb_pcm", ds, backend, pcm_overrides)
     return config_trainer(f"lstm_ptb_{mode}", ds, backend)
 
 
-def epoch_ratio(backend: str = "numpy") -> dict:
+def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None) -> dict:
     ds = _data()
-    trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm", "pcm_ziggurat")}
+    trainers = {m: _trainer(m, ds, backend, pcm_overrides) for m in ("fp32", "pcm", "pcm_ziggurat")}
     keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}
     best = interleaved_best(trainers, keys, 1, BATCHES, REPEATS)
     chars = trainers["fp32"].cfg.train.batch_size * trainers["fp32"].cfg.lstm.bptt * BATCHES
@@ -67,9 +70,9 @@ def epoch_ratio(backend: str = "numpy") -> dict:
             "eval_seconds_per_1M_chars": {m: t[m] / 40_000 * 1e6 for m in t}}
 
 
-def step_costs(backend: str = "numpy") -> dict:
+def step_costs(backend: str = "numpy", pcm_overrides: dict | None = None) -> dict:
     ds = _data(20_000)
-    tr = _trainer("pcm", ds, backend)
+    tr = _trainer("pcm", ds, backend, pcm_overrides)
     xp = tr.xp
     L = tr.task.lstm
     B = tr.cfg.train.batch_size
@@ -88,9 +91,10 @@ def step_costs(backend: str = "numpy") -> dict:
             "crossbar_forward_over_matmul": fw / mm, "crossbar_backward_over_matmul": bw / mmt}
 
 
-def run(backend: str = "numpy", threads: int | None = 1) -> dict:
+def run(backend: str = "numpy", threads: int | None = 1, pcm_overrides: dict | None = None) -> dict:
+    """``pcm_overrides``: ``{section: {key: value}}`` applied to the PCM config (``--set``)."""
     with blas_threads(threads):
-        return {"epoch": epoch_ratio(backend), "step": step_costs(backend)}
+        return {"epoch": epoch_ratio(backend, pcm_overrides), "step": step_costs(backend, pcm_overrides)}
 
 
 def table(res: dict) -> str:

@@ -9,11 +9,16 @@ go to ``build/bench/results.json`` (``{name: result}``; a module that fails reco
     python -m benchmarks.run            # all modules
     python -m benchmarks.run analog     # only bench_analog
     python -m benchmarks.run --list
+    python -m benchmarks.run gan --set synapse.devices_per_side=16   # PCM config overridden
+
+``--set SECTION.KEY=VALUE`` (as ``mcasim train --set``) goes to the benchmarks whose ``run`` takes
+``pcm_overrides``: the training benchmarks apply it to the PCM configuration they time.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import platform
 import sys
@@ -49,7 +54,16 @@ def main(argv=None) -> int:
     ap.add_argument("names", nargs="*", help="benchmarks to run (default: all discovered)")
     ap.add_argument("--list", action="store_true", help="list discovered benchmarks and exit")
     ap.add_argument("--out", default=str(OUT), help=f"results file (default {OUT.relative_to(HERE.parent)})")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override of the PCM config timed by the training benchmarks that take it (repeatable)")
     args = ap.parse_args(argv)
+    overrides = None
+    if args.set:
+        from sim.config import ConfigError, parse_sets
+        try:
+            overrides = parse_sets(args.set)
+        except ConfigError as exc:
+            ap.error(str(exc))
     names = discover()
     if args.list:
         print("\n".join(names))
@@ -58,7 +72,13 @@ def main(argv=None) -> int:
     if unknown:
         ap.error(f"unknown benchmark(s) {', '.join(unknown)}; available: {', '.join(names)}")
     selected = args.names or names
-    results = {"_meta": {"python": sys.version.split()[0], "machine": platform.machine(),
+    if overrides:
+        takes = [n for n in selected
+                 if "pcm_overrides" in inspect.signature(importlib.import_module(f"benchmarks.bench_{n}").run).parameters]
+        if not takes:
+            ap.error(f"--set: none of {', '.join(selected)} takes PCM overrides")
+        selected = takes
+    results = {"_meta": {"python": sys.version.split()[0], "machine": platform.machine(), "pcm_overrides": overrides,
                          "processor": platform.processor(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}}
     rc = 0
     for name in selected:
@@ -66,7 +86,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             mod = importlib.import_module(f"benchmarks.bench_{name}")
-            res = mod.run()
+            res = mod.run(pcm_overrides=overrides) if overrides else mod.run()
         except Exception as exc:  # report and go on with the other benchmarks
             traceback.print_exc()
             results[name] = {"error": f"{exc.__class__.__name__}: {exc}"}
