@@ -16,7 +16,7 @@ import numpy as np
 
 from sim.data import Dataset, DatasetError
 
-from .common import blas_threads, config_trainer, interleaved_best
+from .common import blas_threads, interleaved_best, mode_trainer
 
 BATCHES = 10           # mini-batches timed per repetition (640 images)
 REPEATS = 3
@@ -37,22 +37,8 @@ def _data(n: int = 8192) -> Dataset:
         return Dataset("random-mnist-shape", x, y, x[:256], y[:256], source="random")
 
 
-ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
-
-
-def _merge(a: dict | None, b: dict | None) -> dict:
-    out = {k: dict(v) for k, v in (a or {}).items()}
-    for k, v in (b or {}).items():
-        out.setdefault(k, {}).update(v)
-    return out
-
-
 def _trainer(mode: str, ds: Dataset, backend: str, pcm_overrides: dict | None = None):
-    if mode == "pcm_ziggurat":
-        return config_trainer("gan_mnist_pcm", ds, backend, _merge(pcm_overrides, ZIGGURAT))
-    if mode == "pcm":
-        return config_trainer("gan_mnist_pcm", ds, backend, pcm_overrides)
-    return config_trainer(f"gan_mnist_{mode}", ds, backend)
+    return mode_trainer("gan_mnist", mode, ds, backend, pcm_overrides)
 
 
 def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None) -> dict:

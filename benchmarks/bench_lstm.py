@@ -17,7 +17,7 @@ import numpy as np
 from sim.data import DatasetError
 from sim.data.ptb import CharCorpus
 
-from .common import best_time, blas_threads, config_trainer, interleaved_best
+from .common import best_time, blas_threads, interleaved_best, mode_trainer
 
 BATCHES = 3            # mini-batches timed per repetition (3 x 3,200 characters)
 REPEATS = 6            # interleaved rounds (fp32, pcm, fp32, ...), the fastest of each mode kept: with
@@ -38,16 +38,8 @@ def _data(n: int = 120_000) -> CharCorpus:
                           rng.integers(0, 50, 20_000), source="random")
 
 
-ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
-
-
 def _trainer(mode: str, ds, backend: str, pcm_overrides: dict | None = None):
-    from .bench_gan import _merge
-    if mode == "pcm_ziggurat":
-        return config_trainer("lstm_ptb_pcm", ds, backend, _merge(pcm_overrides, ZIGGURAT))
-    if mode == "pcm":
-        return config_trainer("lstm_ptb_pcm", ds, backend, pcm_overrides)
-    return config_trainer(f"lstm_ptb_{mode}", ds, backend)
+    return mode_trainer("lstm_ptb", mode, ds, backend, pcm_overrides)
 
 
 def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None) -> dict:
@@ -58,9 +50,9 @@ def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None) -> di
     chars = trainers["fp32"].cfg.train.batch_size * trainers["fp32"].cfg.lstm.bptt * BATCHES
     per_epoch = {m: best[m] / chars * EPOCH_CHARS for m in trainers}
     t = {}
-    for m, tr in list(trainers.items())[:2]:   # evaluation of fp32 and pcm (valid + test slices, 40,000 chars)
+    for m in ("fp32", "pcm"):                  # evaluation (valid + test slices, 40,000 chars)
         t0 = time.perf_counter()
-        tr.task.evaluate()
+        trainers[m].task.evaluate()
         t[m] = time.perf_counter() - t0
     lc = trainers["fp32"].cfg.lstm
     return {"backend": backend, "dataset": ds.name, "hidden": lc.hidden, "bptt": lc.bptt,

@@ -24,6 +24,25 @@ def config_trainer(config: str, ds, backend: str, overrides: dict | None = None)
     return Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
 
 
+ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
+
+
+def merge_overrides(a: dict | None, b: dict | None) -> dict:
+    """``{section: {key: value}}`` overrides ``a`` with ``b``'s keys on top (new dicts)."""
+    out = {k: dict(v) for k, v in (a or {}).items()}
+    for k, v in (b or {}).items():
+        out.setdefault(k, {}).update(v)
+    return out
+
+
+def mode_trainer(prefix: str, mode: str, ds, backend: str, pcm_overrides: dict | None = None) -> Trainer:
+    """A trainer for ``configs/<prefix>_<mode>.toml``. ``pcm_overrides`` apply to the PCM config;
+    mode ``"pcm_ziggurat"`` is the PCM config with them and the ziggurat read noise."""
+    if mode == "pcm_ziggurat":
+        return config_trainer(f"{prefix}_pcm", ds, backend, merge_overrides(pcm_overrides, ZIGGURAT))
+    return config_trainer(f"{prefix}_{mode}", ds, backend, pcm_overrides if mode == "pcm" else None)
+
+
 def time_steps(tr: Trainer, keys, lr: float, rng) -> float:
     """Seconds for ``tr.step`` over the batch ``keys`` (device synchronised at the end)."""
     t0 = time.perf_counter()
