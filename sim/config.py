@@ -24,10 +24,20 @@ class ConfigError(ValueError):
     """Invalid configuration."""
 
 
-
 # [tile] fields that may be given per weight layer (a list, like synapse.w_max): the ADC range of
 # a tile is a programmable gain, set per array (engineering choice; docs/analog.md)
 PER_LAYER_TILE = ("adc_range", "adc_range_backward")
+
+
+def layer_values(key: str, v, n_layers: int) -> list:
+    """``v`` as one value per weight layer: a scalar or a 1-list is repeated; else it needs n_layers."""
+    vals = list(v) if isinstance(v, (list, tuple)) else [v]
+    if len(vals) == 1:
+        vals = vals * n_layers
+    if len(vals) != n_layers:
+        raise ConfigError(f"{key}: need 1 or {n_layers} values (one per layer), got {len(vals)}")
+    return vals
+
 
 @dataclass
 class TrainSection:
@@ -199,15 +209,10 @@ class Config:
                 if k not in PER_LAYER_TILE:
                     raise ConfigError(f"tile.{k}: one value expected (per-layer lists only for "
                                       f"{', '.join(PER_LAYER_TILE)}), got {list(v)}")
-                n = self.n_weight_layers()
-                if len(v) not in (1, n):
-                    raise ConfigError(f"tile.{k}: need 1 or {n} values (one per weight layer), got {len(v)}")
-                if layer is None:
-                    if len(set(v)) > 1:
-                        raise ConfigError(f"tile.{k} differs per layer: ask for one layer's tile preset")
-                    v = v[0]
-                else:
-                    v = v[layer if len(v) > 1 else 0]
+                vals = layer_values(f"tile.{k}", v, self.n_weight_layers())
+                if layer is None and len(set(vals)) > 1:
+                    raise ConfigError(f"tile.{k} differs per layer: ask for one layer's tile preset")
+                v = vals[0 if layer is None else layer]
             kw[k] = v
         return TilePreset(**kw)
 
@@ -215,13 +220,7 @@ class Config:
         return DPUSpec(**self.dpu)
 
     def per_layer(self, name: str, n_layers: int) -> list[float]:
-        v = getattr(self.synapse, name)
-        vals = list(v) if isinstance(v, (list, tuple)) else [v]
-        if len(vals) == 1:
-            vals = vals * n_layers
-        if len(vals) != n_layers:
-            raise ConfigError(f"synapse.{name}: need 1 or {n_layers} values (one per layer), got {len(vals)}")
-        return [float(x) for x in vals]
+        return [float(x) for x in layer_values(f"synapse.{name}", getattr(self.synapse, name), n_layers)]
 
     def n_weight_layers(self) -> int:
         """Weight matrices of the network (conv layers, hidden dense layers, output layer)."""
