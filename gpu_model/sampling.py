@@ -24,7 +24,9 @@ NOISE_SAMPLERS = ("ziggurat", "box_muller")
 
 
 def box_muller(xp, rng, shape, dtype="float32"):
-    """``shape`` standard normals from ``2 * ceil(n / 2)`` uniforms of ``rng`` (n = prod(shape))."""
+    """``shape`` standard normals from ``2 * ceil(n / 2)`` uniforms of ``rng`` (n = prod(shape)).
+
+    Works in the uniforms' own array (one temporary of n/2): u = [u1 | u2] becomes [z1 | z2]."""
     n = math.prod(shape)
     m = (n + 1) // 2
     u = rng.random(2 * m, dtype=dtype)
@@ -34,12 +36,11 @@ def box_muller(xp, rng, shape, dtype="float32"):
     r *= -2.0
     xp.sqrt(r, out=r)                            # r = sqrt(-2 ln(1 - u1))
     theta *= 2.0 * math.pi                       # angle 2 pi u2
-    z = xp.empty(2 * m, dtype=dtype)
-    xp.cos(theta, out=z[:m])
-    xp.sin(theta, out=z[m:])
-    z[:m] *= r                                   # z1 = r cos(angle)
-    z[m:] *= r                                   # z2 = r sin(angle)
-    return z[:n].reshape(shape)
+    c = xp.cos(theta)
+    xp.sin(theta, out=theta)
+    theta *= r                                   # z2 = r sin(angle), in u2's place
+    xp.multiply(c, r, out=r)                     # z1 = r cos(angle), in u1's place
+    return u[:n].reshape(shape)
 
 
 def standard_normal(xp, rng, shape, dtype="float32", method: str = "ziggurat"):

@@ -56,14 +56,14 @@ class AnalogMatrix:
         """Scale each vector (row of x) to [-1, 1] and quantise; returns (x_n, scale (B,1))."""
         xp, tp = self.xp, self.tile
         if tp.dac_scaling == "max":
-            s = xp.max(xp.abs(x), axis=1, keepdims=True)
-            s = xp.where(s > 0, s, 1.0).astype(FLOAT, copy=False)
-            xn = x / s                               # |x| <= s, so |x/s| <= 1 exactly: no clip needed
+            xn = xp.abs(x)                           # fresh array: reused below for x / s
+            s = xn.max(axis=1, keepdims=True)
+            s[s == 0] = 1.0                          # an all-zero vector: any scale reads zero
+            xp.divide(x, s, out=xn)                  # |x| <= s, so |x/s| <= 1 exactly: no clip needed
         else:
             s = xp.full((x.shape[0], 1), tp.dac_fixed_scale, dtype=FLOAT)
             xn = x / s                               # fresh array: the steps below work in place
-            xp.maximum(xn, -1.0, out=xn)             # clip to [-1, 1] (= np.clip, less overhead)
-            xp.minimum(xn, 1.0, out=xn)
+            xp.clip(xn, -1.0, 1.0, out=xn)           # clip to [-1, 1]
         if tp.quantize:
             half = (tp.dac_levels - 1) // 2          # 2^b - 1 levels: integers -half..half
             xn *= half
@@ -80,8 +80,8 @@ class AnalogMatrix:
             return yn
         r = tp.backward_range if backward else tp.adc_range
         half = (tp.adc_levels - 1) // 2
-        xp.maximum(yn, -r, out=yn)                   # clip to [-r, r], in place (yn is the MVM's own array)
-        xp.minimum(yn, r, out=yn)
+        xp.clip(yn, -r, r, out=yn)                   # clip to [-r, r], in place (yn is the MVM's own array;
+                                                     # one pass: ~2x cheaper than maximum + minimum on NumPy)
         yn *= half / r
         xp.rint(yn, out=yn)
         yn *= r / half
@@ -93,7 +93,8 @@ class AnalogMatrix:
         xn, s = self._dac(x)
         y = xn @ (w if transpose else w.T)
         if self.read_noise:
-            v = (xn * xn) @ (var if transpose else var.T)   # output variance (x^2) @ V^T
+            xp.multiply(xn, xn, out=xn)              # x^2 in place (xn is the DAC's own array)
+            v = xn @ (var if transpose else var.T)   # output variance (x^2) @ V^T
             xp.sqrt(v, out=v)
             v *= standard_normal(xp, self.rng, y.shape, FLOAT, self.tile.noise_sampler)
             y += v
