@@ -342,6 +342,17 @@ def test_dac_max_scaling_restores_input_scale():
     np.testing.assert_allclose(m.forward(x), x @ m.syn.weights().T, rtol=2e-3, atol=0.05)
 
 
+def test_dac_all_zero_vector_reads_zero_and_leaves_the_input_alone():
+    """A zero input vector (max |x| = 0) gets scale 1 and reads exactly 0; the DAC never writes into x."""
+    m = ideal_matrix(4, 6, TilePreset())
+    x = np.random.default_rng(6).standard_normal((3, 6)).astype(np.float32)
+    x[1] = 0.0
+    x0 = x.copy()
+    y = m.forward(x)
+    assert np.all(np.isfinite(y)) and np.all(y[1] == 0.0)
+    np.testing.assert_array_equal(x, x0)
+
+
 def test_read_noise_shortcut_matches_explicit_reads():
     """forward()'s (x^2) @ Var^T noise vs one explicit noisy read of W per vector: mean and variance."""
     be = make_backend("numpy", 11)
