@@ -19,14 +19,15 @@ from sim.data.ptb import CharCorpus
 
 from .common import best_time, blas_threads, interleaved_best, mode_trainer
 
-BATCHES = 3            # mini-batches timed per repetition (3 x 3,200 characters)
+BATCHES = 6            # mini-batches timed per repetition (6 x 3,200 characters; with 3 the fp32
+                       # figure, ~0.4 s a window, moved 234-267 s/epoch over six quiet runs)
 REPEATS = 6            # interleaved rounds (fp32, pcm, fp32, ...), the fastest of each mode kept: with
                        # 3 rounds the 2-core VM's noise moved the ratio 2.98-3.52x over three quiet runs
 EPOCH_CHARS = 5_017_482
 STEP_REPEATS = 20
 
 
-def _data(n: int = 120_000) -> CharCorpus:
+def _data(n: int = 200_000) -> CharCorpus:
     try:
         from sim.data.ptb import load_ptb_char
         c = load_ptb_char()
