@@ -17,7 +17,8 @@ import numpy as np
 from sim.data import Dataset, DatasetError
 from sim.nn import im2col
 
-from .common import best_time, blas_threads, config_trainer, interleaved_best
+from .common import best_time, blas_threads, interleaved_best, mode_trainer
+
 WARMUP = 2
 BATCHES = 8            # mini-batches timed per repetition (512 images)
 REPEATS = 3
@@ -38,9 +39,9 @@ def _data(n: int = 2048) -> Dataset:
         return Dataset("random-cifar-shape", x, y, x[:256], y[:256], source="random")
 
 
-def epoch_ratio(backend: str = "numpy") -> dict:
+def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None) -> dict:
     ds = _data()
-    trainers = {m: _trainer(m, ds, backend) for m in ("fp32", "pcm")}
+    trainers = {m: _trainer(m, ds, backend, pcm_overrides) for m in ("fp32", "pcm")}
     batch = trainers["fp32"].cfg.train.batch_size
     keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}   # also seeds the augmentation
     best = interleaved_best(trainers, keys, WARMUP, BATCHES, REPEATS)
@@ -49,9 +50,9 @@ def epoch_ratio(backend: str = "numpy") -> dict:
             "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"]}
 
 
-def conv_costs(backend: str = "numpy", batch: int = 64) -> list[dict]:
+def conv_costs(backend: str = "numpy", batch: int = 64, pcm_overrides: dict | None = None) -> list[dict]:
     ds = _data(batch)
-    tr = _trainer("pcm", ds, backend)
+    tr = _trainer("pcm", ds, backend, pcm_overrides)
     xp = tr.xp
     net = tr.task.net
     x = xp.asarray(ds.x_train[:batch])
@@ -83,13 +84,14 @@ def conv_costs(backend: str = "numpy", batch: int = 64) -> list[dict]:
     return out
 
 
-def _trainer(mode: str, ds: Dataset, backend: str):
-    return config_trainer(f"cnn_cifar10_{mode}", ds, backend)
+def _trainer(mode: str, ds: Dataset, backend: str, pcm_overrides: dict | None = None):
+    return mode_trainer("cnn_cifar10", mode, ds, backend, pcm_overrides)
 
 
-def run(backend: str = "numpy", threads: int | None = 1) -> dict:
+def run(backend: str = "numpy", threads: int | None = 1, pcm_overrides: dict | None = None) -> dict:
+    """``pcm_overrides``: ``{section: {key: value}}`` applied to the PCM config (``--set``)."""
     with blas_threads(threads):
-        return {"epoch": epoch_ratio(backend), "conv": conv_costs(backend)}
+        return {"epoch": epoch_ratio(backend, pcm_overrides), "conv": conv_costs(backend, pcm_overrides=pcm_overrides)}
 
 
 def table(res: dict) -> str:
