@@ -53,3 +53,40 @@ def test_report_table(pcm_run, tmp_path, capsys):
     assert f"| {s['loss']:.3f} ± 0.000 |" in text
     assert main(["report", str(pcm_run), "--columns", "no_such_key"]) == 2
     assert "no_such_key" in capsys.readouterr().err
+
+
+def test_evaluate_readout_ablation(pcm_run):
+    """--readout: four readouts of the trained devices, scored by the task's evaluation; the one with
+    neither read noise nor converters is the exact MVM of the noise-free weights; tiles restored."""
+    import numpy as np
+
+    from gpu_model.backend import make_backend
+    from sim.cli.evaluate import evaluate_readout
+    from sim.config import load_config
+    from sim.data import load_dataset
+    from sim.train import restore_trainer
+
+    assert main(["evaluate", str(pcm_run), "--readout", "--backend", "numpy"]) == 0
+    res = json.loads((pcm_run / "readout_eval.json").read_text())
+    assert [r["readout"] for r in res["rows"]] == ["as trained", "no read noise", "no DAC/ADC", "neither"]
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in res["rows"])
+
+    cfg = load_config(pcm_run / "config.toml")
+    tr = restore_trainer(pcm_run, cfg, make_backend("numpy", 1), load_dataset("digits", None))
+    mats = [st.matrix for st in tr.task.analog_stores()]
+    before = [(m.read_noise, m.tile) for m in mats]
+    neither = evaluate_readout(tr)["rows"][3]["test_accuracy"]
+    assert [(m.read_noise, m.tile) for m in mats] == before
+    x = tr.task.x_test                              # the same net with exact digital MVMs of W
+    for L in tr.task.store_layers():
+        L.store.forward = (lambda w: (lambda v: v @ w.T))(L.store.weights())
+    exact = float((tr.task.predict(x, 256) == tr.task.y_test).mean())
+    assert neither == pytest.approx(exact, abs=1.5 / len(x))
+
+
+def test_evaluate_readout_needs_devices(tmp_path, capsys):
+    out = tmp_path / "fp32"
+    assert main(["train", "mlp", "--dataset", "digits", "--synapse", "fp32", "--epochs", "1", "--quiet",
+                 "--backend", "numpy", "--set", "model.hidden=[16]", "--out", str(out)]) == 0
+    assert main(["evaluate", str(out), "--readout"]) == 2
+    assert "no devices to read on crossbars" in capsys.readouterr().err

@@ -5,9 +5,17 @@ of training), with fresh read noise, (a) as they are and (b) with global drift c
 per layer, one digital factor alpha = mean|y(t_end)| / mean|y(t)| measured on a fixed calibration
 batch of training images (Joshi et al. 2020 style; the factor scales the ADC outputs). Writes
 ``RUN/drift_eval.json`` and ``RUN/drift_eval.png``.
+
+``mcasim evaluate RUN --readout``: a readout ablation instead, for any task (classifier, LSTM,
+GAN). The trained devices are read at the end of training four ways: as trained (read noise and
+DAC/ADC), without read noise, without the converters, and without either (the noise-free
+conductances through exact MVMs), each scored by the task's own evaluation (test accuracy, BPC,
+FD ...). It tells a gap in what the devices learned from a gap in how they are read. Writes
+``RUN/readout_eval.json``.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -20,6 +28,7 @@ from ..data import DatasetError, load_dataset
 from ..train import RunError, restore_trainer
 
 DEFAULT_TIMES = "1,3600,86400,2592000,31536000"
+_DEFAULT_DATASET = {"cnn": "cifar10", "lstm": "ptb-char", "gan": "mnist"}   # a run without summary.json
 CALIBRATION_IMAGES = 1000   # engineering choice: GDC calibration batch (training images)
 
 
@@ -29,6 +38,8 @@ def add_arguments(p):
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--backend", default="auto", choices=["numpy", "cupy", "auto"])
     p.add_argument("--repeats", type=int, default=1, help="independent noisy reads per time point (mean reported)")
+    p.add_argument("--readout", action="store_true",
+                   help="readout ablation at the end of training (read noise and DAC/ADC on/off) instead of drift")
 
 
 def parse_times(text: str) -> list[float]:
@@ -106,6 +117,35 @@ def _evaluate_drift(tr, times, repeats) -> dict:
     return {"t_end_of_training_s": t_end, "repeats": repeats, "points": rows}
 
 
+READOUTS = (("as trained", True, True), ("no read noise", False, True), ("no DAC/ADC", True, False),
+            ("neither", False, False))   # (name, read noise, DAC/ADC)
+
+
+def evaluate_readout(tr, repeats: int = 1) -> dict:
+    """The task's evaluation metrics with the crossbar reads ablated (``READOUTS``), at the end of
+    training; the mean over ``repeats`` evaluations (fresh read noise each). The tiles are put back
+    as they were afterwards."""
+    task = tr.task
+    mats = [st.matrix for st in task.analog_stores()]
+    saved = [(m.read_noise, m.tile) for m in mats]
+    rows = []
+    try:
+        for name, noise, converters in READOUTS:
+            for m, (rn, tile) in zip(mats, saved):
+                m.read_noise = rn and noise
+                m.tile = tile if converters else dataclasses.replace(tile, quantize=False)
+            runs = [task.evaluate() for _ in range(repeats)]
+            metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]
+                       if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)}
+            rows.append({"readout": name, "read_noise": noise, "converters": converters, **metrics})
+            shown = "   ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            print(f"{name:<14} {shown}", file=sys.stderr)
+    finally:
+        for m, (rn, tile) in zip(mats, saved):
+            m.read_noise, m.tile = rn, tile
+    return {"t_end_of_training_s": tr.clock, "repeats": repeats, "rows": rows}
+
+
 def plot(res: dict, path: Path):
     import matplotlib
     matplotlib.use("Agg")
@@ -134,14 +174,25 @@ def run(args) -> int:
             raise RunError(f"{run_dir} is not a run folder (no config.toml)")
         cfg = load_config(run_dir / "config.toml")
         if cfg.synapse.mode == "fp32":
-            raise RunError(f"{run_dir} trained fp32 weights: there are no devices to drift")
+            raise RunError(f"{run_dir} trained fp32 weights: there are no devices to "
+                           f"{'read on crossbars' if args.readout else 'drift'}")
         summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
-        dataset = summary.get("dataset", "mnist")
+        dataset = summary.get("dataset", _DEFAULT_DATASET.get(cfg.model.arch, "mnist"))
         be = make_backend(args.backend, cfg.train.seed)
         ds = load_dataset("digits" if dataset == "digits8x8" else dataset, args.data_dir, allow_fallback=False)
         tr = restore_trainer(run_dir, cfg, be, ds)
     except (ConfigError, RunError, BackendError, DatasetError) as exc:
         print(f"mcasim evaluate: error: {exc}", file=sys.stderr)
+        return 2
+    if args.readout:
+        res = evaluate_readout(tr, args.repeats)
+        res["run"] = str(run_dir)
+        (run_dir / "readout_eval.json").write_text(json.dumps(res, indent=2))
+        print(json.dumps(res))
+        return 0
+    if not hasattr(tr.task, "y_test"):
+        print(f"mcasim evaluate: error: the drift evaluation is for classifiers; {cfg.model.arch} runs take "
+              "--readout", file=sys.stderr)
         return 2
     res = evaluate_drift(tr, times, args.repeats)
     res["run"] = str(run_dir)
