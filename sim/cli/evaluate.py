@@ -136,7 +136,8 @@ def evaluate_readout(tr, repeats: int = 1) -> dict:
                 m.tile = tile if converters else dataclasses.replace(tile, quantize=False)
             runs = [task.evaluate() for _ in range(repeats)]
             metrics = {k: float(np.mean([r[k] for r in runs])) for k in runs[0]
-                       if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)}
+                       if isinstance(runs[0][k], (int, float)) and not isinstance(runs[0][k], bool)
+                       and k not in task.training_averages}
             rows.append({"readout": name, "read_noise": noise, "converters": converters, **metrics})
             shown = "   ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             print(f"{name:<14} {shown}", file=sys.stderr)

@@ -23,6 +23,8 @@ class Task:
     train_metric = "train_accuracy"
     eval_metrics: tuple = ("test_accuracy",)   # the keys :meth:`evaluate` returns (per-epoch record)
     maximised: tuple = ("test_accuracy", "train_accuracy")   # per-epoch figures where higher is better
+    training_averages: tuple = ()   # keys of evaluate()'s record that average the epoch's training
+                                    # steps rather than evaluate the model (left out of a readout ablation)
     networks: dict[str, Sequential]
 
     # --- seeded streams shared by the tasks ----------------------------------------------------

@@ -80,6 +80,7 @@ class GANTask(Task):
     metric = "fd"
     eval_metrics = ("fd", "coverage_min", "classes_covered", "g_loss", "d_loss", "label_match")
     maximised = ("coverage_min", "classes_covered", "label_match")
+    training_averages = ("g_loss", "d_loss")
     higher_is_better = False
     train_metric = "d_accuracy"
 
