@@ -346,3 +346,8 @@ def test_cli_train_sample_energy_on_ptb(tmp_path, data_root):
     assert main(["sample", str(out), "--chars", "5", "--prime", "THE", "--data-dir", str(data_root)]) == 2
     rep = estimate_summary(s, load_table())          # what mcasim energy reports for the run
     assert rep.ratio > 1 and rep.images == s["images_trained"] == 8 * ((2000 - 1) // 8)
+    # the readout ablation scores the LSTM by its own BPC; the drift evaluation is for classifiers
+    assert main(["evaluate", str(out), "--readout", "--data-dir", str(data_root)]) == 0
+    rows = json.loads((out / "readout_eval.json").read_text())["rows"]
+    assert [r["readout"] for r in rows][-1] == "neither" and all(0 < r["test_bpc"] < 8 for r in rows)
+    assert main(["evaluate", str(out), "--data-dir", str(data_root)]) == 2
