@@ -92,7 +92,7 @@ class AnalogMatrix:
         xp = self.xp
         xn, s = self._dac(x)
         y = xn @ (w if transpose else w.T)
-        if self.read_noise:
+        if self.read_noise and self.syn.preset.read_noise_model != "none":   # ideal devices: no draws
             xp.multiply(xn, xn, out=xn)              # x^2 in place (xn is the DAC's own array)
             v = xn @ (var if transpose else var.T)   # output variance (x^2) @ V^T
             xp.sqrt(v, out=v)
