@@ -34,7 +34,8 @@ class AnalogMatrix:
         self.be = backend
         self.xp = backend.xp
         self.rng = backend.child_rng(10_000 + stream)
-        self.read_noise = bool(read_noise)
+        # a preset without read noise (ideal devices) draws nothing, whatever the caller asks
+        self.read_noise = bool(read_noise) and preset.read_noise_model != "none"
         self.syn = DifferentialSynapses((out_features, in_features), preset, backend, w_max=w_max,
                                         epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
                                         refresh_tolerance_uS=refresh_tolerance_uS,
@@ -92,7 +93,7 @@ class AnalogMatrix:
         xp = self.xp
         xn, s = self._dac(x)
         y = xn @ (w if transpose else w.T)
-        if self.read_noise and self.syn.preset.read_noise_model != "none":   # ideal devices: no draws
+        if self.read_noise:
             xp.multiply(xn, xn, out=xn)              # x^2 in place (xn is the DAC's own array)
             v = xn @ (var if transpose else var.T)   # output variance (x^2) @ V^T
             xp.sqrt(v, out=v)

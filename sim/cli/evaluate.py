@@ -25,11 +25,11 @@ import numpy as np
 from gpu_model.backend import BackendError, make_backend
 from ..config import ConfigError, load_config
 from ..data import DatasetError, load_dataset
+from ..tasks import task_class
 from ..train import RunError, restore_trainer
 
 DEFAULT_TIMES = "1,3600,86400,2592000,31536000"
 _DEFAULT_DATASET = {"cnn": "cifar10", "lstm": "ptb-char", "gan": "mnist"}   # a run without summary.json
-NOT_CLASSIFIERS = ("lstm", "gan")   # tasks without a test accuracy: --readout only
 CALIBRATION_IMAGES = 1000   # engineering choice: GDC calibration batch (training images)
 
 
@@ -178,7 +178,7 @@ def run(args) -> int:
         if cfg.synapse.mode == "fp32":
             raise RunError(f"{run_dir} trained fp32 weights: there are no devices to "
                            f"{'read on crossbars' if args.readout else 'drift'}")
-        if not args.readout and cfg.model.arch in NOT_CLASSIFIERS:
+        if not args.readout and "test_accuracy" not in task_class(cfg.model.arch).eval_metrics:
             raise RunError(f"the drift evaluation scores classifiers; a {cfg.model.arch} run takes --readout")
         summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
         dataset = summary.get("dataset", _DEFAULT_DATASET.get(cfg.model.arch, "mnist"))

@@ -37,7 +37,7 @@ def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, e
         w0, be, preset, cfg.tile_preset(i), cfg.dpu_spec(), s.dpu, w_max=w_max, epsilon_uS=eps,
         refresh_threshold=s.refresh_threshold,
         refresh_tolerance_uS=None if s.refresh_tolerance_uS < 0 else s.refresh_tolerance_uS,
-        read_noise=s.read_noise and preset.read_noise_model != "none", stream=STORE_STREAM_BASE + i,
+        read_noise=s.read_noise, stream=STORE_STREAM_BASE + i,
         common_mode_uS=s.common_mode_uS, devices_per_side=s.devices_per_side)
 
 
