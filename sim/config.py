@@ -1,6 +1,7 @@
 """Validated training configuration (TOML <-> dataclasses).
 
-A config file has the sections ``[train]``, ``[model]``, ``[synapse]``, ``[tile]`` and ``[dpu]``;
+A config file has the sections ``[train]``, ``[model]``, ``[synapse]``, ``[tile]``, ``[dpu]`` and
+``[device]`` (plus the task sections);
 every key is optional and defaults to the values below. Unknown sections or keys, wrong types and
 out-of-range values raise :class:`ConfigError` naming the key.
 """
@@ -11,7 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from gpu_model.presets import IDEAL, PCM_PRESETS, PresetError, TilePreset
+from gpu_model.presets import IDEAL, PCM_PRESETS, PresetError, TilePreset, get_pcm_preset
 from rtl.spec import DPUSpec, SpecError
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
@@ -198,6 +199,10 @@ class Config:
     tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields;
                                                # the PER_LAYER_TILE ones also as one value per weight layer
     dpu: dict = field(default_factory=dict)    # overrides of rtl.spec.DPUSpec fields
+    device: dict = field(default_factory=dict) # overrides of the PCM preset's fields (synapse.preset;
+                                               # gpu_model.presets.PCMPreset), for ablation studies:
+                                               # e.g. set_sigma_hist = 0.0. Empty in every committed
+                                               # config: device statistics stay as published
 
     # --- derived --------------------------------------------------------------------------------
     def tile_preset(self, layer: int | None = None) -> TilePreset:
@@ -215,6 +220,12 @@ class Config:
                 v = vals[0 if layer is None else layer]
             kw[k] = v
         return TilePreset(**kw)
+
+    def pcm_preset(self):
+        """The device model of ``synapse.mode = "pcm"``: ``synapse.preset`` with the ``[device]``
+        overrides applied (validated by the preset; a bad field or value raises PresetError)."""
+        base = get_pcm_preset(self.synapse.preset)
+        return base.with_overrides(**self.device) if self.device else base
 
     def dpu_spec(self) -> DPUSpec:
         return DPUSpec(**self.dpu)
@@ -277,7 +288,7 @@ def _section(cls, name: str, data: dict):
 
 
 def config_from_dict(d: dict) -> Config:
-    known = {"train", "model", "synapse", "tile", "dpu", *TASK_SECTIONS}
+    known = {"train", "model", "synapse", "tile", "dpu", "device", *TASK_SECTIONS}
     unknown = set(d) - known
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
@@ -288,6 +299,7 @@ def config_from_dict(d: dict) -> Config:
         **{name: _section(cls, name, d.get(name, {})) for name, cls in TASK_SECTIONS.items()},
         tile=dict(d.get("tile", {})),
         dpu=dict(d.get("dpu", {})),
+        device=dict(d.get("device", {})),
     )
     validate(cfg)
     return cfg
@@ -352,7 +364,14 @@ def validate(cfg: Config) -> None:
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
     need(isinstance(s.devices_per_side, int) and not isinstance(s.devices_per_side, bool) and s.devices_per_side >= 1,
          f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
-    g_max = (IDEAL if s.mode == "ideal" else PCM_PRESETS[s.preset]).g_max
+    need(not cfg.device or s.mode == "pcm",
+         f"[device] overrides the PCM preset and needs synapse.mode = \"pcm\" (mode is {s.mode!r}); "
+         f"got {', '.join(sorted(cfg.device))}")
+    try:
+        pcm = cfg.pcm_preset()
+    except (PresetError, TypeError) as exc:
+        raise ConfigError(f"[device]: {exc}") from exc
+    g_max = (IDEAL if s.mode == "ideal" else pcm).g_max
     need(0 <= s.common_mode_uS < s.refresh_threshold * g_max,
          f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "
          f"({s.refresh_threshold * g_max:g} µS), got {s.common_mode_uS}")

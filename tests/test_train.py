@@ -164,6 +164,10 @@ def test_run_folder_is_not_overwritten(tmp_path, capsys):
     ({"synapse": {"devices_per_side": 0}}, "synapse.devices_per_side must be an integer >= 1, got 0"),
     ({"dpu": {"pmax": 0}}, "pmax"),
     ({"synapse": {"common_mode_uS": 10.0}}, r"common_mode_uS .*\(9 µS\)"),
+    ({"device": {"colour": 1.0}}, r"\[device\]: unknown PCM preset field\(s\): colour"),
+    ({"device": {"reset_std": -0.5}}, r"\[device\]: PCM preset 'jap2018': reset_std"),
+    ({"synapse": {"mode": "ideal"}, "device": {"nu_mean": 0.0}}, r"\[device\] overrides the PCM preset and needs"),
+    ({"synapse": {"common_mode_uS": 4.0}, "device": {"g_max": 5.0}}, r"common_mode_uS .*\(2.25 µS\)"),
 ])
 def test_bad_config_is_a_clear_error(d, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -200,6 +204,24 @@ def test_corrupt_gzip_is_named(tmp_path):
         (d / (stem + ".gz")).write_bytes(b"\x1f\x8b\x08\x00garbage")
     with pytest.raises(DatasetError, match="idx"):
         load_mnist(tmp_path, download=False)
+
+
+def test_device_overrides_reach_the_devices(tmp_path):
+    """[device] replaces fields of the PCM preset in the stores (ablation studies), and is recorded
+    in the run's config.toml so that --resume rebuilds the same devices."""
+    d = {"train": {"epochs": 1, "seed": 3}, "model": {"hidden": [8]},
+         "synapse": {"mode": "pcm", "w_max": [1.0, 2.0]}, "device": {"set_sigma_hist": 0.0, "nu_mean": 0.0}}
+    cfg = config_from_dict(d)
+    assert cfg.pcm_preset().set_sigma_hist == 0.0 and cfg.pcm_preset().set_mu_hist == 1.40
+    tr = Trainer(cfg, load_digits_fallback(), make_backend("numpy", 3), tmp_path, progress=False)
+    presets = [s.syn.preset for s in tr.task.analog_stores()]
+    assert presets and all(p.set_sigma_hist == 0.0 and p.nu_mean == 0.0 and p.set_sigma_offset == 0.26
+                           for p in presets)
+    assert load_config(None, {"device": {"set_sigma_hist": 0.0}}).pcm_preset().set_sigma_hist == 0.0
+    again = config_from_dict(__import__("tomllib").loads(cfg.to_toml()))
+    assert again.device == {"set_sigma_hist": 0.0, "nu_mean": 0.0}
+    plain = config_from_dict({k: v for k, v in d.items() if k != "device"})
+    assert plain.pcm_preset().set_sigma_hist == 2.15
 
 
 def test_load_config_overrides(tmp_path):

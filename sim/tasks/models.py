@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpu_model.backend import Backend
-from gpu_model.presets import IDEAL, get_pcm_preset
+from gpu_model.presets import IDEAL
 from ..config import Config, ConfigError
 from ..nn import (ACTIVATIONS, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, MaxPool2d,
                   Sequential, init_weights)
@@ -29,7 +29,7 @@ def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, e
     if s.mode == "ideal":
         preset = IDEAL.with_overrides(ideal_step=eps)
     else:
-        preset = get_pcm_preset(s.preset)
+        preset = cfg.pcm_preset()           # synapse.preset with the [device] overrides
         if not s.drift:
             preset = preset.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.0)
     np.clip(w0, -w_max * s.refresh_threshold, w_max * s.refresh_threshold, out=w0)
