@@ -43,6 +43,7 @@ class SynapseCounters:
     refresh_verify_reads: int = 0
     init_prog_pulses: int = 0    # program-and-verify attempts of initial programming
     init_verify_reads: int = 0
+    update_verify_reads: int = 0 # reads of pulsed synapses by a verified update (sim/nn/stores.py)
     clipped_pulses: int = 0      # reserved: pulses asked beyond what the devices can take
 
     def as_dict(self):
@@ -201,6 +202,22 @@ class DifferentialSynapses:
         """Per-synapse variance (weight units^2) of one read at the current time."""
         self.sync()
         return self._var
+
+    def read_synapses(self, idx, rng):
+        """One noisy read of the synapses at flat indices ``idx`` (weight units): the drifted
+        weight plus a draw of its read noise, N(0, Var[W read]) (the devices of a synapse are read
+        together, as a crossbar row read with one input active). Draws from ``rng``; ``rng`` None:
+        the exact drifted weights (a tile whose read noise is switched off)."""
+        self.sync()
+        xp = self.xp
+        w = self._w.reshape(-1)[idx]
+        if rng is None:
+            return w
+        v = self._var.reshape(-1)[idx]
+        z = rng.standard_normal(w.shape[0], dtype=FLOAT)
+        z *= xp.sqrt(v)
+        w += z                                    # W + sqrt(Var) z, z ~ N(0, 1)
+        return w
 
     def read_weights(self):
         """One explicit noisy read of every synapse (weight units) — for tests and evaluation."""

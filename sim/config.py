@@ -95,6 +95,10 @@ class SynapseSection:
     read_noise: bool = True          # ablation switch: read noise on crossbar reads
     drift: bool = True               # ablation switch: conductance drift
     dpu: str = "golden"              # golden | rtl
+    verified_update: bool = False    # the digital unit reads each pulsed synapse before and after its
+                                     # pulses and returns (asked - measured change) to chi with the
+                                     # next update (sim/nn/stores.py AnalogWeights); 2 reads per
+                                     # pulsed synapse, counted as update_verify_reads
     devices_per_side: int = 1        # N PCM devices per side of a synapse (multi-memristive synapse,
                                      # Boybat et al. 2018): steps of w_max / (N g_max) per pulse over the
                                      # same range, N x the devices; 1 = one differential pair

@@ -140,7 +140,8 @@ class Trainer:
                     ev.add(**{k: v})
             c = store.syn.counters
             ev.add(set_pulses=c.set_pulses, refreshes=c.refreshes, refresh_resets=c.refresh_resets,
-                   refresh_prog_pulses=c.refresh_prog_pulses, refresh_verify_reads=c.refresh_verify_reads)
+                   refresh_prog_pulses=c.refresh_prog_pulses, refresh_verify_reads=c.refresh_verify_reads,
+                   update_verify_reads=c.update_verify_reads)
         return ev.as_dict()
 
     def summary(self) -> dict:

@@ -276,6 +276,7 @@ def estimate(events: dict, images: int, layers: list, table: EnergyTable,
         "optimizer": ops * dpu["optimizer_op_pJ"] * PJ
         + param_updates * state_words * 2 * dpu["optimizer_state_bits"] * chi_bit,
         "SET pulses": c("set_pulses") * pcm["set_pulse_pJ"] * PJ,
+        "update verify reads": c("update_verify_reads") * pcm["verify_read_pJ"] * PJ,
         "refresh": (c("refresh_resets") * pcm["reset_pulse_pJ"] + c("refresh_prog_pulses") * pcm["prog_pulse_pJ"]
                     + c("refresh_verify_reads") * pcm["verify_read_pJ"]) * PJ,
         "activations + softmax": (c("activations") * dpu["activation_pJ"]

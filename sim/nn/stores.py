@@ -53,15 +53,29 @@ class FP32Weights:
         self.w[...] = self.xp.asarray(st["w"])
 
 
+VERIFY_STREAM_OFFSET = 30_000   # backend child stream of a store's verify reads: 30,000 + its stream
+
+
 class AnalogWeights:
-    """W on PCM crossbar tiles, updated through chi and the DPU (golden or RTL)."""
+    """W on PCM crossbar tiles, updated through chi and the DPU (golden or RTL).
+
+    ``verified_update`` (``synapse.verified_update``): the digital unit reads every synapse it
+    pulses before and after the pulses (two noisy reads of the pair, counted as
+    ``update_verify_reads``) and returns the difference between the change it asked for (signed
+    pulse count x epsilon) and the change it measured to chi, as part of the next mini-batch's
+    increment. A PCM pulse that overshoots (or undershoots) its granule, a drifted pair, or a
+    refresh that re-programmed the pair imprecisely is then corrected by later pulses instead of
+    staying in the weight. The correction waits in ``feedback`` (weight units, one float per
+    synapse) until the next update of that synapse's column passes through the DPU, so the DPU
+    itself (golden or RTL) and chi's fixed-point format are unchanged.
+    """
 
     kind = "analog"
 
     def __init__(self, w0, backend: Backend, preset: PCMPreset, tile: TilePreset, spec: DPUSpec,
                  dpu_kind: str, *, w_max: float, epsilon_uS: float, refresh_threshold: float,
                  refresh_tolerance_uS: float | None, read_noise: bool, stream: int,
-                 common_mode_uS: float = 0.0, devices_per_side: int = 1):
+                 common_mode_uS: float = 0.0, devices_per_side: int = 1, verified_update: bool = False):
         self.be, self.xp = backend, backend.xp
         out_f, in_f = w0.shape
         self.matrix = AnalogMatrix(out_f, in_f, preset, tile, backend, w_max=w_max,
@@ -75,6 +89,10 @@ class AnalogWeights:
         self.chi = self.xp.zeros((out_f, in_f), dtype="int32")
         self.syn.program(self.xp.asarray(w0, dtype=FLOAT))
         self.inc_saturated = 0   # updates clipped to the increment range (rtl.spec.encode_update)
+        self.verified = bool(verified_update)
+        self.feedback = self.xp.zeros((out_f, in_f), dtype=FLOAT) if self.verified else None
+        self.verify_rng = backend.child_rng(VERIFY_STREAM_OFFSET + stream) if self.verified else None
+        self._verify_noise = self.verify_rng if self.matrix.read_noise else None   # reads as the tile's
 
     @property
     def shape(self):
@@ -98,6 +116,14 @@ class AnalogWeights:
         update, which leaves chi unchanged and sends no pulse).
         """
         xp, spec = self.xp, self.spec
+        if self.verified:
+            # the corrections measured at earlier updates join this increment (and leave feedback)
+            fb = self.feedback if cols is None else self.feedback[:, cols]
+            delta_w = delta_w + fb
+            if cols is None:
+                self.feedback[...] = 0.0
+            else:
+                self.feedback[:, cols] = 0.0
         inc, sat = spec.encode_update(delta_w, xp, scale=1.0 / self.epsilon_w)
         rand = None
         if spec.rounding == "stochastic" and spec.round_bits > 0:
@@ -122,7 +148,17 @@ class AnalogWeights:
         if cols is not None:                # (row, position in cols) -> flat index in the matrix
             n_c = int(cols.shape[0])
             k = (k // n_c) * self.chi.shape[1] + cols[k % n_c]
+        if self.verified and k.shape[0]:
+            before = self.syn.read_synapses(k, self._verify_noise)
         st = self.syn.apply_pulse_list(k, counts)
+        if self.verified and k.shape[0]:
+            # asked - measured = counts * eps_w - (W_after - W_before), both reads noisy
+            after = self.syn.read_synapses(k, self._verify_noise)
+            asked = counts.astype(FLOAT) * self.epsilon_w     # float32 (a Python float scalar)
+            asked -= after
+            asked += before
+            self.feedback.reshape(-1)[k] += asked
+            self.syn.counters.update_verify_reads += 2 * int(k.shape[0])
         self.inc_saturated += sat
         return st
 
@@ -132,7 +168,9 @@ class AnalogWeights:
     def state_dict(self, be):
         return {"chi": be.asnumpy(self.chi), "syn": self.syn.state_dict(),
                 "matrix_rng": _rng_state(self.matrix.rng), "syn_rng": _rng_state(self.syn.rng),
-                "events": dict(self.matrix.events), "inc_saturated": self.inc_saturated}
+                "events": dict(self.matrix.events), "inc_saturated": self.inc_saturated,
+                **({"feedback": be.asnumpy(self.feedback), "verify_rng": _rng_state(self.verify_rng)}
+                   if self.verified else {})}
 
     def load_state_dict(self, st):
         self.chi = self.xp.asarray(st["chi"]).astype("int32")
@@ -141,6 +179,11 @@ class AnalogWeights:
         _set_rng_state(self.syn.rng, st["syn_rng"])
         self.matrix.events.update(st["events"])
         self.inc_saturated = st.get("inc_saturated", 0)
+        if self.verified:
+            if "feedback" not in st:
+                raise ValueError("checkpoint was made without synapse.verified_update")
+            self.feedback = self.xp.asarray(st["feedback"]).astype(FLOAT)
+            _set_rng_state(self.verify_rng, st["verify_rng"])
 
 
 def _uniform_bits_pcg64(rng, bits: int, shape):

@@ -1,0 +1,111 @@
+"""Verified updates (synapse.verified_update): the digital unit returns (asked - measured) to chi.
+
+The bookkeeping identity that makes it useful: with exact verify reads, everything the trainer
+asked for is either on the devices, pending in chi, or pending in the feedback buffer,
+    W_now - W_0 + chi * eps_w + feedback = sum of the updates (up to chi's rounding),
+whatever the devices did with their pulses. Without verification the device's own errors
+(the JAP-2018 step spread and its nonlinearity) stay in the weight.
+"""
+import json
+
+import numpy as np
+import pytest
+
+from gpu_model import JAP2018, make_backend
+from gpu_model.presets import IDEAL, TilePreset
+from rtl.spec import DPUSpec
+from sim.cli import main
+from sim.nn.stores import AnalogWeights
+
+NO_DRIFT = JAP2018.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.0)
+
+
+def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5):
+    be = make_backend("numpy", seed)
+    w0 = np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
+    return AnalogWeights(w0, be, preset, TilePreset(), DPUSpec(), "golden", w_max=1.0, epsilon_uS=eps,
+                         refresh_threshold=0.45, refresh_tolerance_uS=None, read_noise=read_noise,
+                         stream=7, verified_update=verified), w0
+
+
+def _drive(store, steps=60, seed=1):
+    """Random updates of ~0.8 granule rms; returns the sum of what was asked (weight units)."""
+    rng = np.random.default_rng(seed)
+    rand_rng = np.random.default_rng(seed + 1)
+    eps_w = store.epsilon_w
+    asked = np.zeros(store.shape, np.float64)
+    for _ in range(steps):
+        d = (rng.normal(0.0, 0.8, store.shape) * eps_w).astype(np.float32)
+        asked += d
+        store.apply_update(d, rand_rng)
+    return asked
+
+
+def _residual(store, w_start, asked):
+    """sum asked - (device change + pending chi + pending feedback), weight units."""
+    chi_w = store.chi.astype(np.float64) / store.spec.chi_scale * store.epsilon_w
+    fb = store.feedback if store.feedback is not None else 0.0
+    return asked - (store.weights().astype(np.float64) - w_start + chi_w + fb)
+
+
+def test_verified_update_keeps_the_books_on_pcm():
+    ver, _ = _store(NO_DRIFT, True)
+    w_start = ver.weights().astype(np.float64).copy()
+    asked = _drive(ver)
+    err = np.abs(_residual(ver, w_start, asked))
+    assert ver.syn.counters.set_pulses > 500 and ver.syn.counters.refreshes > 0
+    # chi's rounding (stochastic, to one chi LSB = 2^-12 granule) bounds it: 60 updates
+    assert err.max() < 60 * ver.epsilon_w / ver.spec.chi_scale
+    # and the reference: blind pulses leave the device's own error (granules off) in the weight
+    blind, _ = _store(NO_DRIFT, False)
+    w_start = blind.weights().astype(np.float64).copy()
+    asked = _drive(blind)
+    err_blind = np.abs(_residual(blind, w_start, asked))
+    assert np.median(err_blind) > 0.5 * blind.epsilon_w
+
+
+def test_verified_update_on_ideal_devices_measures_exactly_what_it_asked():
+    """Ideal devices step exactly epsilon: nothing to correct (except at the conductance limits)."""
+    st, _ = _store(IDEAL.with_overrides(ideal_step=0.5), True, eps=0.5)
+    _drive(st, steps=20)
+    assert st.syn.counters.set_pulses > 100
+    assert np.abs(st.feedback).max() < 1e-5 * st.epsilon_w
+
+
+def test_verify_reads_are_counted_and_noisy():
+    """Two reads per pulsed synapse; with read noise the feedback differs from the exact-read
+    feedback by (noise before - noise after): spread sqrt(2 Var[W read]) (same device draws, as the
+    verify reads have their own random stream)."""
+    d = (np.random.default_rng(2).normal(0, 2.0, (40, 30)) * 0.075).astype(np.float32)
+    noisy, _ = _store(NO_DRIFT, True, read_noise=True)
+    exact, _ = _store(NO_DRIFT, True, read_noise=False)
+    for st in (noisy, exact):
+        st.apply_update(d, np.random.default_rng(3))
+    pulsed = exact.feedback != 0
+    n_pulsed = int(np.count_nonzero(pulsed))
+    assert n_pulsed > 300
+    assert noisy.syn.counters.update_verify_reads == exact.syn.counters.update_verify_reads == 2 * n_pulsed
+    assert np.array_equal(noisy.weights(), exact.weights())          # the same pulses and devices
+    diff = (noisy.feedback - exact.feedback)[pulsed]
+    expect = np.sqrt(2 * noisy.syn.read_variance()[pulsed].mean())
+    assert 0.85 < diff.std() / expect < 1.15
+    assert np.abs(diff.mean()) < 4 * expect / np.sqrt(n_pulsed)
+
+
+def test_verified_update_resumes_bit_identically(tmp_path):
+    common = ["train", "mlp", "--dataset", "digits", "--synapse", "pcm", "--quiet", "--backend", "numpy",
+              "--seed", "5", "--set", "model.hidden=[16]", "--set", "train.lr=0.2",
+              "--set", "synapse.verified_update=true"]
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "full")]) == 0
+    assert main(common + ["--epochs", "1", "--out", str(tmp_path / "part")]) == 0
+    assert main(common + ["--epochs", "2", "--out", str(tmp_path / "part"), "--resume"]) == 0
+    a = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    b = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
+    for ra, rb in zip(map(json.loads, a), map(json.loads, b)):
+        for k in ("loss", "train_accuracy", "test_accuracy", "pulses", "refreshes"):
+            assert ra[k] == rb[k], k
+    sa = json.loads((tmp_path / "full" / "summary.json").read_text())
+    sb = json.loads((tmp_path / "part" / "summary.json").read_text())
+    assert sa["events"] == sb["events"]
+    assert sa["events"]["update_verify_reads"] > 0
+    assert main(["energy", str(tmp_path / "full")]) == 0
