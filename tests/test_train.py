@@ -237,10 +237,13 @@ def test_load_config_overrides(tmp_path):
     assert again.to_dict() == cfg.to_dict()
 
 
-def test_rtl_dpu_in_the_loop_matches_golden(tmp_path):
-    """Training with the Verilator-compiled DPU gives exactly the golden model's run (bit-exact unit)."""
+@pytest.mark.parametrize("verified", [False, True])
+def test_rtl_dpu_in_the_loop_matches_golden(tmp_path, verified):
+    """Training with the Verilator-compiled DPU gives exactly the golden model's run (bit-exact unit),
+    also with verified updates (their corrections reach the unit as part of the increment)."""
     common = ["train", "mlp", "--dataset", "digits", "--synapse", "pcm", "--quiet", "--backend", "numpy",
-              "--seed", "2", "--epochs", "1", "--set", "model.hidden=[16]", "--set", "train.lr=0.2"]
+              "--seed", "2", "--epochs", "1", "--set", "model.hidden=[16]", "--set", "train.lr=0.2",
+              "--set", f"synapse.verified_update={'true' if verified else 'false'}"]
     assert main(common + ["--dpu", "golden", "--out", str(tmp_path / "g")]) == 0
     assert main(common + ["--dpu", "rtl", "--out", str(tmp_path / "r")]) == 0
     g = json.loads((tmp_path / "g" / "summary.json").read_text())
