@@ -103,6 +103,7 @@ class DifferentialSynapses:
         self._cache_t = None
         self._w = None
         self._var = None
+        self._last_refresh_read = None   # (synapses, W read) of the latest refresh, for verified updates
 
     # --- cache of drifted weights and read-noise variance ---------------------------------------
     def _drift_free(self) -> bool:
@@ -302,12 +303,20 @@ class DifferentialSynapses:
         nz = xp.flatnonzero(flat != 0)   # via a bool mask: ~5x faster than on the integers (NumPy)
         return self.apply_pulse_list(nz, flat[nz])
 
-    def apply_pulse_list(self, idx, counts) -> dict:
+    def apply_pulse_list(self, idx, counts, verify=None, _refresh: bool = True) -> dict:
         """Sparse form of :meth:`apply_pulses`: signed pulse ``counts[k]`` for flat synapse ``idx[k]``.
 
         ``idx``: unique flat indices in ascending order (as ``flatnonzero`` gives them); the order
         fixes the order of the devices' random draws. Zero counts are allowed (no pulse). Returns
         {"set_pulses", "refreshes"} of this call.
+
+        ``verify`` (a verified update, sim/nn/stores.py): False/None, or ``(rng,)`` / ``(None,)``
+        to measure what the pulses did: the pulsed device is read before and after its pulses (one
+        device, so the read noise is that device's, not the sum over the 2N devices of the
+        synapse); a synapse that was refreshed is read once more after its refresh, and the
+        refresh's own read of W before it counts as that step's "before". Adds "verified_idx"
+        (the synapses that received pulses, ascending), "verified_counts" (their signed counts) and
+        "measured" (their weight change, weight units) to the result. ``rng`` None: exact reads.
         """
         xp = self.xp
         if idx.shape[0] == 0:
@@ -324,6 +333,8 @@ class DifferentialSynapses:
             idx, c = idx[keep], c[keep]
             if idx.shape[0] == 0:
                 return {"set_pulses": 0, "refreshes": 0}
+        if verify:
+            return self._apply_verified(idx, c, verify[0])
         self.sync()
         dev = idx
         if self.n_dev > 1:                 # the arbiter picks the device of each synapse, then advances
@@ -353,22 +364,64 @@ class DifferentialSynapses:
             wf[sidx] += w1
             v1 += vf[sidx]
             vf[sidx] = xp.maximum(v1, 0.0)    # a variance (rounding of the difference could dip below 0)
-        # refresh check only on touched devices
+        n_ref = self._refresh_passed(ip, im) if _refresh else 0
+        if not incremental:
+            self._recompute(idx)              # N = 1: the pair's two devices (a refreshed pair: again)
+        return {"set_pulses": n, "refreshes": n_ref}
+
+    def _refresh_passed(self, ip, im) -> int:
+        """Refresh the synapses whose pulsed devices (``ip`` of G+, ``im`` of G-) passed the
+        threshold; the check looks only at the touched devices. Returns the number refreshed."""
+        xp = self.xp
         thr = self.refresh_threshold * self.preset.g_max
         hit = xp.concatenate([ip[self.gp.g_prog[ip] >= thr], im[self.gm.g_prog[im] >= thr]])
-        n_ref = 0
-        if hit.shape[0]:
-            hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
-            n_ref = self.refresh(hit)         # re-sums the refreshed synapses' cache entries
-        if not incremental:
-            self._recompute(idx)              # N = 1: the pair's two devices
-        return {"set_pulses": n, "refreshes": n_ref}
+        if not hit.shape[0]:
+            return 0
+        hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
+        return self.refresh(hit)              # re-sums the refreshed synapses' cache entries
+
+    def _read_devices(self, arr, didx, rng):
+        """One read (µS) of devices ``didx`` of ``arr`` at the current time; rng None: exact."""
+        g = arr.conductance_at(self.t, didx)
+        if rng is None:
+            return g.copy()
+        z = rng.standard_normal(g.shape[0], dtype=FLOAT)
+        z *= arr.read_sigma(g, self.t, didx)
+        z += g                                      # G + sigma_read(G) z
+        return z
+
+    def _apply_verified(self, idx, c, rng) -> dict:
+        """:meth:`apply_pulse_list` with the pulses measured (see ``verify`` there)."""
+        xp, b = self.xp, self.beta
+        self.sync()
+        dev = idx if self.n_dev == 1 else self.arbiter[idx].astype(idx.dtype) * self.n_syn + idx
+        pos = c > 0
+        ip, im = dev[pos], dev[~pos]
+        before_p, before_m = self._read_devices(self.gp, ip, rng), self._read_devices(self.gm, im, rng)
+        st = self.apply_pulse_list(idx, c, _refresh=False)
+        after_p, after_m = self._read_devices(self.gp, ip, rng), self._read_devices(self.gm, im, rng)
+        # a G+ pulse raises W by b dG+, a G- pulse lowers it by b dG-
+        measured = xp.empty(idx.shape[0], dtype=FLOAT)
+        measured[pos] = b * (after_p - before_p)
+        measured[~pos] = -b * (after_m - before_m)
+        reads = 2 * int(idx.shape[0])
+        st["refreshes"] = self._refresh_passed(ip, im)
+        if st["refreshes"]:
+            ref_idx, w_read = self._last_refresh_read    # the refreshed synapses, W read by the refresh
+            at = xp.searchsorted(idx, ref_idx)           # all of them were pulsed now (idx ascending)
+            w_after = self.read_synapses(ref_idx, rng)
+            measured[at] += w_after - w_read             # what the re-programming did to W
+            reads += int(ref_idx.shape[0])
+        self.counters.update_verify_reads += reads
+        st["verified_idx"], st["verified_counts"], st["measured"] = idx, c, measured
+        return st
 
     def refresh(self, idx) -> int:
         """Refresh pairs ``idx``: read W, RESET both devices, re-program W on one device."""
         t = self.t
         didx = self._devices(idx)
         w = self.beta * self._sum_devices(self.gp.read(t, didx) - self.gm.read(t, didx))
+        self._last_refresh_read = (idx, w)
         self.gp.reset(didx, t)
         self.gm.reset(didx, t)
         pulses, reads = self._write(idx, w, self.refresh_tolerance_uS)

@@ -59,11 +59,12 @@ VERIFY_STREAM_OFFSET = 30_000   # backend child stream of a store's verify reads
 class AnalogWeights:
     """W on PCM crossbar tiles, updated through chi and the DPU (golden or RTL).
 
-    ``verified_update`` (``synapse.verified_update``): the digital unit reads every synapse it
-    pulses before and after the pulses (two noisy reads of the pair, counted as
-    ``update_verify_reads``) and returns the difference between the change it asked for (signed
-    pulse count x epsilon) and the change it measured to chi, as part of the next mini-batch's
-    increment. A PCM pulse that overshoots (or undershoots) its granule, a drifted pair, or a
+    ``verified_update`` (``synapse.verified_update``): the digital unit reads every device it
+    pulses before and after its pulses (two noisy reads of that one device; a refreshed synapse is
+    read once more after its refresh; counted as ``update_verify_reads``,
+    :meth:`DifferentialSynapses.apply_pulse_list`) and returns the difference between the change
+    it asked for (signed pulse count x epsilon) and the change it measured to chi, as part of the
+    next mini-batch's increment. A PCM pulse that overshoots (or undershoots) its granule, a drifted pair, or a
     refresh that re-programmed the pair imprecisely is then corrected by later pulses instead of
     staying in the weight. The correction waits in ``feedback`` (weight units, one float per
     synapse) until the next update of that synapse's column passes through the DPU, so the DPU
@@ -148,17 +149,12 @@ class AnalogWeights:
         if cols is not None:                # (row, position in cols) -> flat index in the matrix
             n_c = int(cols.shape[0])
             k = (k // n_c) * self.chi.shape[1] + cols[k % n_c]
-        if self.verified and k.shape[0]:
-            before = self.syn.read_synapses(k, self._verify_noise)
-        st = self.syn.apply_pulse_list(k, counts)
-        if self.verified and k.shape[0]:
-            # asked - measured = counts * eps_w - (W_after - W_before), both reads noisy
-            after = self.syn.read_synapses(k, self._verify_noise)
-            asked = counts.astype(FLOAT) * self.epsilon_w     # float32 (a Python float scalar)
-            asked -= after
-            asked += before
-            self.feedback.reshape(-1)[k] += asked
-            self.syn.counters.update_verify_reads += 2 * int(k.shape[0])
+        st = self.syn.apply_pulse_list(k, counts, verify=(self._verify_noise,) if self.verified else None)
+        if self.verified and "measured" in st:
+            # asked - measured = counts * eps_w - (measured change of the pulsed device, + refresh)
+            asked = st.pop("verified_counts").astype(FLOAT) * self.epsilon_w   # float32 (Python scalar)
+            asked -= st.pop("measured")
+            self.feedback.reshape(-1)[st.pop("verified_idx")] += asked
         self.inc_saturated += sat
         return st
 
