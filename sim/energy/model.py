@@ -14,7 +14,8 @@ Computational-memory (CM) design, per run:
 * optimizer:  ``optimizer_ops`` x op + optimizer-state read/write traffic (momentum 1, Adam 2
   state words per parameter per mini-batch);
 * devices:    ``set_pulses`` x SET + ``refresh_resets`` x RESET + ``refresh_prog_pulses`` x
-  programming pulse + ``refresh_verify_reads`` x verify read;
+  programming pulse + ``refresh_verify_reads`` x verify read + ``update_verify_reads`` x verify
+  read (verified updates);
 * digital:    ``activations`` x activation + ``softmax_outputs`` x softmax + ``bias_updates`` x
   bias update.
 
