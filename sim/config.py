@@ -99,6 +99,9 @@ class SynapseSection:
                                      # pulses and returns (asked - measured change) to chi with the
                                      # next update (sim/nn/stores.py AnalogWeights); 2 reads per
                                      # pulsed synapse, counted as update_verify_reads
+    verify_gain: float = 1.0         # share of (asked - measured) returned to chi, in (0, 1]: below 1
+                                     # damps the corrections (fewer corrective pulses; the rest of
+                                     # each error stays in the weight). Engineering knob
     devices_per_side: int = 1        # N PCM devices per side of a synapse (multi-memristive synapse,
                                      # Boybat et al. 2018): steps of w_max / (N g_max) per pulse over the
                                      # same range, N x the devices; 1 = one differential pair
@@ -366,6 +369,7 @@ def validate(cfg: Config) -> None:
     need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
     need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
+    need(0 < s.verify_gain <= 1, f"synapse.verify_gain must be in (0, 1], got {s.verify_gain}")
     need(isinstance(s.devices_per_side, int) and not isinstance(s.devices_per_side, bool) and s.devices_per_side >= 1,
          f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
     need(not cfg.device or s.mode == "pcm",

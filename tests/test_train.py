@@ -172,6 +172,7 @@ def test_run_folder_is_not_overwritten(tmp_path, capsys):
     ({"device": {"reset_std": -0.5}}, r"\[device\]: PCM preset 'jap2018': reset_std"),
     ({"synapse": {"mode": "ideal"}, "device": {"nu_mean": 0.0}}, r"\[device\] overrides the PCM preset and needs"),
     ({"synapse": {"common_mode_uS": 4.0}, "device": {"g_max": 5.0}}, r"common_mode_uS .*\(2.25 µS\)"),
+    ({"synapse": {"verify_gain": 1.5}}, r"synapse.verify_gain must be in \(0, 1\], got 1.5"),
 ])
 def test_bad_config_is_a_clear_error(d, msg):
     with pytest.raises(ConfigError, match=msg):

@@ -23,12 +23,13 @@ NO_DRIFT = JAP2018.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.
 EXACT_READS = NO_DRIFT.with_overrides(read_noise_model="none")
 
 
-def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, devices=1):
+def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, devices=1, gain=1.0):
     be = make_backend("numpy", seed)
     w0 = np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
     return AnalogWeights(w0, be, preset, TilePreset(), DPUSpec(), "golden", w_max=1.0, epsilon_uS=eps,
                          refresh_threshold=0.45, refresh_tolerance_uS=None, read_noise=read_noise,
-                         stream=7, verified_update=verified, devices_per_side=devices), w0
+                         stream=7, verified_update=verified, devices_per_side=devices,
+                         verify_gain=gain), w0
 
 
 def _drive(store, steps=60, seed=1):
@@ -121,3 +122,18 @@ def test_verified_update_resumes_bit_identically(tmp_path):
     assert sa["events"] == sb["events"]
     assert sa["events"]["update_verify_reads"] > 0
     assert main(["energy", str(tmp_path / "full")]) == 0
+
+
+def test_verify_gain_returns_that_share_of_the_error():
+    """Damped corrections: the same first update (same pulses, same devices) leaves gain x the
+    full correction in the buffer; a gain outside (0, 1] is refused."""
+    d = (np.random.default_rng(4).normal(0, 1.5, (40, 30)) * 0.075).astype(np.float32)
+    full, _ = _store(NO_DRIFT, True)
+    half, _ = _store(NO_DRIFT, True, gain=0.5)
+    for st in (full, half):
+        st.apply_update(d, np.random.default_rng(5))
+    assert np.array_equal(full.weights(), half.weights())
+    assert np.count_nonzero(full.feedback) > 300
+    np.testing.assert_allclose(half.feedback, 0.5 * full.feedback, rtol=1e-6, atol=1e-9)
+    with pytest.raises(ValueError, match="verify_gain"):
+        _store(NO_DRIFT, True, gain=0.0)

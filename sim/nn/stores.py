@@ -66,8 +66,9 @@ class AnalogWeights:
     it asked for (signed pulse count x epsilon) and the change it measured to chi, as part of the
     next mini-batch's increment. A PCM pulse that overshoots (or undershoots) its granule, a drifted pair, or a
     refresh that re-programmed the pair imprecisely is then corrected by later pulses instead of
-    staying in the weight. The correction waits in ``feedback`` (weight units, one float per
-    synapse) until the next update of that synapse's column passes through the DPU, so the DPU
+    staying in the weight. ``verify_gain`` < 1 returns only that share of each error (damped
+    corrections: fewer corrective pulses, the rest of the error stays in the weight). The
+    correction waits in ``feedback`` (weight units, one float per synapse) until the next update of that synapse's column passes through the DPU, so the DPU
     itself (golden or RTL) and chi's fixed-point format are unchanged.
     """
 
@@ -76,7 +77,8 @@ class AnalogWeights:
     def __init__(self, w0, backend: Backend, preset: PCMPreset, tile: TilePreset, spec: DPUSpec,
                  dpu_kind: str, *, w_max: float, epsilon_uS: float, refresh_threshold: float,
                  refresh_tolerance_uS: float | None, read_noise: bool, stream: int,
-                 common_mode_uS: float = 0.0, devices_per_side: int = 1, verified_update: bool = False):
+                 common_mode_uS: float = 0.0, devices_per_side: int = 1, verified_update: bool = False,
+                 verify_gain: float = 1.0):
         self.be, self.xp = backend, backend.xp
         out_f, in_f = w0.shape
         self.matrix = AnalogMatrix(out_f, in_f, preset, tile, backend, w_max=w_max,
@@ -91,6 +93,9 @@ class AnalogWeights:
         self.syn.program(self.xp.asarray(w0, dtype=FLOAT))
         self.inc_saturated = 0   # updates clipped to the increment range (rtl.spec.encode_update)
         self.verified = bool(verified_update)
+        if not 0 < verify_gain <= 1:
+            raise ValueError(f"verify_gain must be in (0, 1], got {verify_gain}")
+        self.verify_gain = float(verify_gain)
         self.feedback = self.xp.zeros((out_f, in_f), dtype=FLOAT) if self.verified else None
         self.verify_rng = backend.child_rng(VERIFY_STREAM_OFFSET + stream) if self.verified else None
         self._verify_noise = self.verify_rng if self.matrix.read_noise else None   # reads as the tile's
@@ -154,6 +159,8 @@ class AnalogWeights:
             # asked - measured = counts * eps_w - (measured change of the pulsed device, + refresh)
             asked = st.pop("verified_counts").astype(FLOAT) * self.epsilon_w   # float32 (Python scalar)
             asked -= st.pop("measured")
+            if self.verify_gain != 1.0:
+                asked *= self.verify_gain          # damped: this share of the error goes back to chi
             self.feedback.reshape(-1)[st.pop("verified_idx")] += asked
         self.inc_saturated += sat
         return st
