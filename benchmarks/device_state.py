@@ -37,9 +37,9 @@ def device_state(run: Path, dataset: str) -> dict:
         for arr in (syn.gp, syn.gm):
             g_all.append(np.asarray(arr.conductance_at(syn.t)))
             p_all.append(np.asarray(arr.hist))
-    g, p = np.concatenate(g_all), np.concatenate(p_all)
+    g, hist = np.concatenate(g_all), np.concatenate(p_all)
     pre = cfg.pcm_preset()
-    p = p * np.exp(-1.0 / pre.history_tau_pulses)     # a pulse first decays P (devices.apply_set_pulses)
+    p = hist * np.exp(-1.0 / pre.history_tau_pulses)  # a pulse first decays P (devices.apply_set_pulses)
     mu = pre.set_mu_slope * g + pre.set_mu_offset + pre.set_mu_hist * p
     sigma = np.maximum(pre.set_sigma_slope * g + pre.set_sigma_offset + pre.set_sigma_hist * p, 0.0)
     bands = []
@@ -50,7 +50,7 @@ def device_state(run: Path, dataset: str) -> dict:
                       "sigma_uS": float(sigma[m].mean()) if m.any() else None})
     return {"run": str(run), "devices": int(g.size),
             "g_percentiles_10_50_90_99": np.percentile(g, [10, 50, 90, 99]).round(2).tolist(),
-            "history_percentiles_10_50_90": np.percentile(np.concatenate(p_all), [10, 50, 90]).round(3).tolist(),
+            "history_percentiles_10_50_90": np.percentile(hist, [10, 50, 90]).round(3).tolist(),
             "bands": bands}
 
 

@@ -43,7 +43,7 @@ class SynapseCounters:
     refresh_verify_reads: int = 0
     init_prog_pulses: int = 0    # program-and-verify attempts of initial programming
     init_verify_reads: int = 0
-    update_verify_reads: int = 0 # reads of pulsed synapses by a verified update (sim/nn/stores.py)
+    update_verify_reads: int = 0 # verified updates: 2 reads per pulsed device, 1 per refreshed synapse
     clipped_pulses: int = 0      # reserved: pulses asked beyond what the devices can take
 
     def as_dict(self):
@@ -303,20 +303,22 @@ class DifferentialSynapses:
         nz = xp.flatnonzero(flat != 0)   # via a bool mask: ~5x faster than on the integers (NumPy)
         return self.apply_pulse_list(nz, flat[nz])
 
-    def apply_pulse_list(self, idx, counts, verify=None, _refresh: bool = True) -> dict:
+    def apply_pulse_list(self, idx, counts, verify=None) -> dict:
         """Sparse form of :meth:`apply_pulses`: signed pulse ``counts[k]`` for flat synapse ``idx[k]``.
 
         ``idx``: unique flat indices in ascending order (as ``flatnonzero`` gives them); the order
         fixes the order of the devices' random draws. Zero counts are allowed (no pulse). Returns
         {"set_pulses", "refreshes"} of this call.
 
-        ``verify`` (a verified update, sim/nn/stores.py): False/None, or ``(rng,)`` / ``(None,)``
-        to measure what the pulses did: the pulsed device is read before and after its pulses (one
+        ``verify`` (a verified update, sim/nn/stores.py): None, or ``(rng,)`` / ``(None,)`` to
+        measure what the pulses did: the pulsed device is read before and after its pulses (one
         device, so the read noise is that device's, not the sum over the 2N devices of the
         synapse); a synapse that was refreshed is read once more after its refresh, and the
         refresh's own read of W before it counts as that step's "before". Adds "verified_idx"
         (the synapses that received pulses, ascending), "verified_counts" (their signed counts) and
         "measured" (their weight change, weight units) to the result. ``rng`` None: exact reads.
+        The verify reads draw from their own ``rng``, so the devices see the same pulses and draws
+        as without ``verify``.
         """
         xp = self.xp
         if idx.shape[0] == 0:
@@ -333,8 +335,6 @@ class DifferentialSynapses:
             idx, c = idx[keep], c[keep]
             if idx.shape[0] == 0:
                 return {"set_pulses": 0, "refreshes": 0}
-        if verify:
-            return self._apply_verified(idx, c, verify[0])
         self.sync()
         dev = idx
         if self.n_dev > 1:                 # the arbiter picks the device of each synapse, then advances
@@ -345,6 +345,9 @@ class DifferentialSynapses:
         ip, cp = dev[pos], c[pos]
         neg = ~pos
         im, cm = dev[neg], -c[neg]
+        if verify:
+            rng = verify[0]
+            before_p, before_m = self._read_devices(self.gp, ip, rng), self._read_devices(self.gm, im, rng)
         incremental = self.n_dev > 1
         if incremental:
             w0, v0 = self._device_terms(ip, im)   # the pulsed devices' terms before the pulses
@@ -364,10 +367,26 @@ class DifferentialSynapses:
             wf[sidx] += w1
             v1 += vf[sidx]
             vf[sidx] = xp.maximum(v1, 0.0)    # a variance (rounding of the difference could dip below 0)
-        n_ref = self._refresh_passed(ip, im) if _refresh else 0
-        if not incremental:
-            self._recompute(idx)              # N = 1: the pair's two devices (a refreshed pair: again)
-        return {"set_pulses": n, "refreshes": n_ref}
+        else:
+            self._recompute(idx)              # N = 1: the pair's two devices (a refresh re-sums its own)
+        if verify:
+            # a G+ pulse raises W by b dG+, a G- pulse lowers it by b dG- (read before any refresh)
+            b = self.beta
+            measured = xp.empty(idx.shape[0], dtype=FLOAT)
+            measured[pos] = b * (self._read_devices(self.gp, ip, rng) - before_p)
+            measured[neg] = -b * (self._read_devices(self.gm, im, rng) - before_m)
+            reads = 2 * int(idx.shape[0])
+        n_ref = self._refresh_passed(ip, im)
+        out = {"set_pulses": n, "refreshes": n_ref}
+        if verify:
+            if n_ref:
+                ref_idx, w_read = self._last_refresh_read    # the refreshed synapses, W read by the refresh
+                at = xp.searchsorted(idx, ref_idx)           # all of them were pulsed now (idx ascending)
+                measured[at] += self.read_synapses(ref_idx, rng) - w_read   # what re-programming did to W
+                reads += int(ref_idx.shape[0])
+            self.counters.update_verify_reads += reads
+            out.update(verified_idx=idx, verified_counts=c, measured=measured)
+        return out
 
     def _refresh_passed(self, ip, im) -> int:
         """Refresh the synapses whose pulsed devices (``ip`` of G+, ``im`` of G-) passed the
@@ -381,40 +400,9 @@ class DifferentialSynapses:
         return self.refresh(hit)              # re-sums the refreshed synapses' cache entries
 
     def _read_devices(self, arr, didx, rng):
-        """One read (µS) of devices ``didx`` of ``arr`` at the current time; rng None: exact."""
-        g = arr.conductance_at(self.t, didx)
-        if rng is None:
-            return g.copy()
-        z = rng.standard_normal(g.shape[0], dtype=FLOAT)
-        z *= arr.read_sigma(g, self.t, didx)
-        z += g                                      # G + sigma_read(G) z
-        return z
-
-    def _apply_verified(self, idx, c, rng) -> dict:
-        """:meth:`apply_pulse_list` with the pulses measured (see ``verify`` there)."""
-        xp, b = self.xp, self.beta
-        self.sync()
-        dev = idx if self.n_dev == 1 else self.arbiter[idx].astype(idx.dtype) * self.n_syn + idx
-        pos = c > 0
-        ip, im = dev[pos], dev[~pos]
-        before_p, before_m = self._read_devices(self.gp, ip, rng), self._read_devices(self.gm, im, rng)
-        st = self.apply_pulse_list(idx, c, _refresh=False)
-        after_p, after_m = self._read_devices(self.gp, ip, rng), self._read_devices(self.gm, im, rng)
-        # a G+ pulse raises W by b dG+, a G- pulse lowers it by b dG-
-        measured = xp.empty(idx.shape[0], dtype=FLOAT)
-        measured[pos] = b * (after_p - before_p)
-        measured[~pos] = -b * (after_m - before_m)
-        reads = 2 * int(idx.shape[0])
-        st["refreshes"] = self._refresh_passed(ip, im)
-        if st["refreshes"]:
-            ref_idx, w_read = self._last_refresh_read    # the refreshed synapses, W read by the refresh
-            at = xp.searchsorted(idx, ref_idx)           # all of them were pulsed now (idx ascending)
-            w_after = self.read_synapses(ref_idx, rng)
-            measured[at] += w_after - w_read             # what the re-programming did to W
-            reads += int(ref_idx.shape[0])
-        self.counters.update_verify_reads += reads
-        st["verified_idx"], st["verified_counts"], st["measured"] = idx, c, measured
-        return st
+        """One read (µS) of devices ``didx`` of ``arr`` now, read noise drawn from ``rng``
+        (:meth:`PCMArray.read`); rng None: the exact drifted conductances."""
+        return arr.conductance_at(self.t, didx) if rng is None else arr.read(self.t, didx, rng=rng)
 
     def refresh(self, idx) -> int:
         """Refresh pairs ``idx``: read W, RESET both devices, re-program W on one device."""

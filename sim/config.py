@@ -95,10 +95,10 @@ class SynapseSection:
     read_noise: bool = True          # ablation switch: read noise on crossbar reads
     drift: bool = True               # ablation switch: conductance drift
     dpu: str = "golden"              # golden | rtl
-    verified_update: bool = False    # the digital unit reads each pulsed synapse before and after its
+    verified_update: bool = False    # the digital unit reads each pulsed device before and after its
                                      # pulses and returns (asked - measured change) to chi with the
                                      # next update (sim/nn/stores.py AnalogWeights); 2 reads per
-                                     # pulsed synapse, counted as update_verify_reads
+                                     # pulsed device (+1 per refresh), counted as update_verify_reads
     verify_gain: float = 1.0         # share of (asked - measured) returned to chi, in (0, 1]: below 1
                                      # damps the corrections (fewer corrective pulses; the rest of
                                      # each error stays in the weight). Engineering knob

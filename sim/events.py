@@ -32,7 +32,7 @@ class EventCounts:
     refresh_resets: int = 0       # RESET pulses during refresh
     refresh_prog_pulses: int = 0  # program-and-verify programming pulses during refresh
     refresh_verify_reads: int = 0 # verify (and pre-refresh) reads during refresh
-    update_verify_reads: int = 0  # reads of pulsed synapses (before + after) by a verified update
+    update_verify_reads: int = 0  # verified updates: pulsed device read before + after; refreshed synapse after
     # digital activations and loss
     activations: int = 0          # nonlinear activation evaluations (forward) + derivatives (backward)
     softmax_outputs: int = 0      # softmax/loss outputs computed

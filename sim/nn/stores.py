@@ -64,12 +64,13 @@ class AnalogWeights:
     read once more after its refresh; counted as ``update_verify_reads``,
     :meth:`DifferentialSynapses.apply_pulse_list`) and returns the difference between the change
     it asked for (signed pulse count x epsilon) and the change it measured to chi, as part of the
-    next mini-batch's increment. A PCM pulse that overshoots (or undershoots) its granule, a drifted pair, or a
-    refresh that re-programmed the pair imprecisely is then corrected by later pulses instead of
+    next mini-batch's increment. A PCM pulse that overshoots (or undershoots) its granule, or a
+    refresh that re-programmed the pair imprecisely, is then corrected by later pulses instead of
     staying in the weight. ``verify_gain`` < 1 returns only that share of each error (damped
     corrections: fewer corrective pulses, the rest of the error stays in the weight). The
-    correction waits in ``feedback`` (weight units, one float per synapse) until the next update of that synapse's column passes through the DPU, so the DPU
-    itself (golden or RTL) and chi's fixed-point format are unchanged.
+    correction waits in ``feedback`` (weight units, one float per synapse) until the next update
+    of that synapse's column passes through the DPU, so the DPU itself (golden or RTL) and chi's
+    fixed-point format are unchanged.
     """
 
     kind = "analog"
