@@ -27,6 +27,28 @@ def config_trainer(config: str, ds, backend: str, overrides: dict | None = None)
 ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
 
 
+def run_trainer(run_dir, ds, backend: str, arch: str) -> Trainer:
+    """The trainer of the run folder ``run_dir`` at its last checkpoint: its own ``config.toml`` and
+    its weights, devices, χ and optimizer state, for timing steps in a trained state (drifted
+    devices, late-training pulse and refresh rates) instead of a fresh one. Nothing is written to
+    the folder (a training may be running in it: checkpoints are replaced atomically). ``arch``:
+    the model the benchmark times; a run of another model is a ``RunError``."""
+    from sim.config import ConfigError
+    from sim.train import RunError, load_checkpoint
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").is_file():
+        raise RunError(f"{run_dir} is not a run folder (no config.toml)")
+    try:
+        cfg = load_config(run_dir / "config.toml")
+    except ConfigError as exc:
+        raise RunError(f"{run_dir}/config.toml: {exc}") from exc
+    if cfg.model.arch != arch:
+        raise RunError(f"{run_dir} is a {cfg.model.arch!r} run; this benchmark times {arch!r} runs")
+    tr = Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
+    tr.load_state(load_checkpoint(run_dir))
+    return tr
+
+
 def merge_overrides(a: dict | None, b: dict | None) -> dict:
     """``{section: {key: value}}`` overrides ``a`` with ``b``'s keys on top (new dicts)."""
     out = {k: dict(v) for k, v in (a or {}).items()}

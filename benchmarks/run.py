@@ -10,9 +10,13 @@ go to ``build/bench/results.json`` (``{name: result}``; a module that fails reco
     python -m benchmarks.run analog     # only bench_analog
     python -m benchmarks.run --list
     python -m benchmarks.run gan --set synapse.devices_per_side=16   # PCM config overridden
+    python -m benchmarks.run --from-run runs/cnn/pcm_v_s0            # a trained PCM state
 
 ``--set SECTION.KEY=VALUE`` (as ``mcasim train --set``) goes to the benchmarks whose ``run`` takes
 ``pcm_overrides``: the training benchmarks apply it to the PCM configuration they time.
+``--from-run RUN`` times the PCM run folder ``RUN`` at its last checkpoint (its config and trained
+device state: drift, late-training pulse and refresh rates) against the fp32 config, in the training
+benchmark of its model (the modules whose ``ARCH`` is the run's ``model.arch``).
 """
 from __future__ import annotations
 
@@ -56,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(OUT), help=f"results file (default {OUT.relative_to(HERE.parent)})")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override of the PCM config timed by the training benchmarks that take it (repeatable)")
+    ap.add_argument("--from-run", metavar="RUN",
+                    help="time this PCM run folder at its checkpoint instead of a fresh PCM config")
     args = ap.parse_args(argv)
     overrides = None
     if args.set:
@@ -78,7 +84,22 @@ def main(argv=None) -> int:
         if not takes:
             ap.error(f"--set: none of {', '.join(selected)} takes PCM overrides")
         selected = takes
-    results = {"_meta": {"python": sys.version.split()[0], "machine": platform.machine(), "pcm_overrides": overrides,
+    if args.from_run:
+        if overrides:
+            ap.error("--from-run times the run's own config; --set cannot change it")
+        from sim.config import ConfigError, load_config
+        cfg_path = Path(args.from_run) / "config.toml"
+        if not cfg_path.is_file():
+            ap.error(f"--from-run: {args.from_run} is not a run folder (no config.toml)")
+        try:
+            arch = load_config(cfg_path).model.arch
+        except ConfigError as exc:
+            ap.error(f"--from-run: {cfg_path}: {exc}")
+        takes = [n for n in selected if getattr(importlib.import_module(f"benchmarks.bench_{n}"), "ARCH", None) == arch]
+        if not takes:
+            ap.error(f"--from-run: {args.from_run} is a {arch!r} run; none of {', '.join(selected)} times {arch!r} runs")
+        selected = takes
+    results = {"_meta": {"python": sys.version.split()[0], "machine": platform.machine(), "pcm_overrides": overrides, "from_run": args.from_run,
                          "processor": platform.processor(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}}
     rc = 0
     for name in selected:
@@ -86,7 +107,10 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             mod = importlib.import_module(f"benchmarks.bench_{name}")
-            res = mod.run(pcm_overrides=overrides) if overrides else mod.run()
+            if args.from_run:
+                res = mod.run(from_run=args.from_run)
+            else:
+                res = mod.run(pcm_overrides=overrides) if overrides else mod.run()
         except Exception as exc:  # report and go on with the other benchmarks
             traceback.print_exc()
             results[name] = {"error": f"{exc.__class__.__name__}: {exc}"}
