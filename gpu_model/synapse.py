@@ -103,7 +103,7 @@ class DifferentialSynapses:
         self._cache_t = None
         self._w = None
         self._var = None
-        self._last_refresh_read = None   # (synapses, W read) of the latest refresh, for verified updates
+        self._last_refresh_read = None   # (synapses, W read, capped) of the latest refresh, for verified updates
 
     # --- cache of drifted weights and read-noise variance ---------------------------------------
     def _drift_free(self) -> bool:
@@ -241,10 +241,13 @@ class DifferentialSynapses:
         self._recompute()
 
     def _write(self, idx, w, tolerance_uS):
-        """Write weights ``w`` to freshly RESET pairs ``idx`` (one device each). Returns (pulses, reads).
+        """Write weights ``w`` to freshly RESET pairs ``idx`` (one device each).
 
         The written device's target is |w|/beta plus the conductance of its RESET partner, so that
         beta*(G+ - G-) (not just the written device) lands on w; capped at the refresh threshold.
+        Returns (pulses, reads, capped): ``capped`` (bool per synapse of ``idx``) marks the synapses
+        whose target was cut by that cap (a device of theirs would have had to pass it): their
+        |w| was beyond what the pair can hold, and the written weight falls short of it.
         """
         xp = self.xp
         cap = self.preset.g_max * self.refresh_threshold
@@ -254,6 +257,7 @@ class DifferentialSynapses:
         neg = w < 0
         pulses = reads = 0
         n = self.n_dev
+        capped = xp.zeros(idx.shape[0], dtype=bool)
         for arr, other, sel in ((self.gp, self.gm, pos), (self.gm, self.gp, neg)):
             ii = idx[sel]
             if ii.shape[0]:
@@ -261,11 +265,13 @@ class DifferentialSynapses:
                 if n > 1:
                     ii = self._devices(ii)
                     share = xp.tile(share, n)
-                g_target = xp.minimum(share + other.g_prog[ii], cap)
-                st = arr.program_verify(ii, g_target, self.t, tolerance_uS)
+                g_want = share + other.g_prog[ii]
+                # a synapse is capped when any of its N devices is (device k of synapse s: k * m + s)
+                capped[sel] = (g_want > cap).reshape(n, -1).any(axis=0) if n > 1 else g_want > cap
+                st = arr.program_verify(ii, xp.minimum(g_want, cap), self.t, tolerance_uS)
                 pulses += st.pulses
                 reads += st.verify_reads
-        return pulses, reads
+        return pulses, reads, capped
 
     def _write_common_mode(self, idx, w, tolerance_uS, cap):
         """Program both devices of each pair: G+ = c + max(w, 0)/beta, G- = c + max(-w, 0)/beta.
@@ -279,6 +285,7 @@ class DifferentialSynapses:
         n = self.n_dev
         wpos = xp.maximum(w, 0) / (self.beta * n)   # per device (N > 1: spread equally)
         wneg = xp.maximum(-w, 0) / (self.beta * n)
+        capped = c + xp.maximum(wpos, wneg) > cap    # the same share on each of the N devices
         if n > 1:
             idx, wpos, wneg = self._devices(idx), xp.tile(wpos, n), xp.tile(wneg, n)
         pulses = reads = 0
@@ -286,7 +293,7 @@ class DifferentialSynapses:
             st = arr.program_verify(idx, xp.minimum(c + g, cap), self.t, tolerance_uS)
             pulses += st.pulses
             reads += st.verify_reads
-        return pulses, reads
+        return pulses, reads, capped
 
     # --- training updates -----------------------------------------------------------------------
     def apply_pulses(self, pulses) -> dict:
@@ -316,7 +323,9 @@ class DifferentialSynapses:
         synapse); a synapse that was refreshed is read once more after its refresh, and the
         refresh's own read of W before it counts as that step's "before". Adds "verified_idx"
         (the synapses that received pulses, ascending), "verified_counts" (their signed counts) and
-        "measured" (their weight change, weight units) to the result. ``rng`` None: exact reads.
+        "measured" (their weight change, weight units) and "verified_capped" (True where the
+        synapse was refreshed and its refresh write hit the cap: the weight is at the edge of what
+        the pair can hold, :meth:`_write`) to the result. ``rng`` None: exact reads.
         The verify reads draw from their own ``rng``, so the devices see the same pulses and draws
         as without ``verify``.
         """
@@ -379,13 +388,15 @@ class DifferentialSynapses:
         n_ref = self._refresh_passed(ip, im)
         out = {"set_pulses": n, "refreshes": n_ref}
         if verify:
+            capped = xp.zeros(idx.shape[0], dtype=bool)
             if n_ref:
-                ref_idx, w_read = self._last_refresh_read    # the refreshed synapses, W read by the refresh
+                ref_idx, w_read, ref_capped = self._last_refresh_read   # refreshed synapses, W read by the refresh
                 at = xp.searchsorted(idx, ref_idx)           # all of them were pulsed now (idx ascending)
                 measured[at] += self.read_synapses(ref_idx, rng) - w_read   # what re-programming did to W
+                capped[at] = ref_capped
                 reads += int(ref_idx.shape[0])
             self.counters.update_verify_reads += reads
-            out.update(verified_idx=idx, verified_counts=c, measured=measured)
+            out.update(verified_idx=idx, verified_counts=c, measured=measured, verified_capped=capped)
         return out
 
     def _refresh_passed(self, ip, im) -> int:
@@ -409,10 +420,10 @@ class DifferentialSynapses:
         t = self.t
         didx = self._devices(idx)
         w = self.beta * self._sum_devices(self.gp.read(t, didx) - self.gm.read(t, didx))
-        self._last_refresh_read = (idx, w)
         self.gp.reset(didx, t)
         self.gm.reset(didx, t)
-        pulses, reads = self._write(idx, w, self.refresh_tolerance_uS)
+        pulses, reads, capped = self._write(idx, w, self.refresh_tolerance_uS)
+        self._last_refresh_read = (idx, w, capped)
         n = int(idx.shape[0])
         self.counters.refreshes += n
         self.counters.refresh_resets += 2 * self.n_dev * n

@@ -23,13 +23,15 @@ NO_DRIFT = JAP2018.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.
 EXACT_READS = NO_DRIFT.with_overrides(read_noise_model="none")
 
 
-def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, devices=1, gain=1.0):
+def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, devices=1, gain=1.0,
+           anti_windup=False, w0=None):
     be = make_backend("numpy", seed)
-    w0 = np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
+    if w0 is None:
+        w0 = np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
     return AnalogWeights(w0, be, preset, TilePreset(), DPUSpec(), "golden", w_max=1.0, epsilon_uS=eps,
                          refresh_threshold=0.45, refresh_tolerance_uS=None, read_noise=read_noise,
                          stream=7, verified_update=verified, devices_per_side=devices,
-                         verify_gain=gain), w0
+                         verify_gain=gain, verify_anti_windup=anti_windup), w0
 
 
 def _drive(store, steps=60, seed=1):
@@ -137,3 +139,45 @@ def test_verify_gain_returns_that_share_of_the_error():
     np.testing.assert_allclose(half.feedback, 0.5 * full.feedback, rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="verify_gain"):
         _store(NO_DRIFT, True, gain=0.0)
+
+
+@pytest.mark.parametrize("devices", [1, 3])
+def test_anti_windup_stops_the_corrections_at_the_range_edge(devices):
+    """Weights at the edge of the pair's range (0.40 of w_max = 1, refresh at 0.45 g_max), pushed
+    outwards by one granule every update. Without anti-windup the part beyond the range comes back
+    as a correction every update and grows: the pulses per update climb to the increment's limit
+    (15 granules per synapse, rtl.spec), each update refreshing about half of the synapses. With it
+    a synapse whose refresh write hit the cap returns nothing, and the pulses stay near what is
+    asked (the devices near the threshold under-deliver, so a few granules wait until the refresh)."""
+    w0 = np.full((20, 10), 0.40, np.float32)
+    last = {}
+    for aw in (False, True):
+        st, _ = _store(NO_DRIFT, True, devices=devices, anti_windup=aw, w0=w0)
+        push = np.full(st.shape, st.epsilon_w, np.float32)
+        rr = np.random.default_rng(1)
+        pulses = []
+        capped_seen = 0
+        for _ in range(60):
+            before = st.syn.counters.set_pulses
+            st.apply_update(push, rr)
+            pulses.append(st.syn.counters.set_pulses - before)
+            ref = st.syn._last_refresh_read
+            if aw and ref is not None:
+                ref_idx, _, capped = ref
+                capped_seen += int(capped.sum())
+                assert np.all(st.feedback.reshape(-1)[ref_idx[capped]] == 0.0)
+                st.syn._last_refresh_read = None
+        last[aw] = np.mean(pulses[-10:]) / w0.size           # pulses per synapse per update
+        assert st.weights().max() < 0.55                       # the range holds either way
+        if aw:
+            assert capped_seen > 500
+    assert last[False] > 12.0                                   # wound up
+    assert last[True] < 5.0
+
+
+def test_anti_windup_needs_verified_updates():
+    from sim.config import ConfigError, config_from_dict
+    with pytest.raises(ConfigError, match="verify_anti_windup acts on verified updates"):
+        config_from_dict({"synapse": {"mode": "pcm", "verify_anti_windup": True}})
+    cfg = config_from_dict({"synapse": {"mode": "pcm", "verified_update": True, "verify_anti_windup": True}})
+    assert cfg.synapse.verify_anti_windup

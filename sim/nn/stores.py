@@ -71,6 +71,15 @@ class AnalogWeights:
     correction waits in ``feedback`` (weight units, one float per synapse) until the next update
     of that synapse's column passes through the DPU, so the DPU itself (golden or RTL) and chi's
     fixed-point format are unchanged.
+
+    ``verify_anti_windup``: a synapse whose refresh had to cut its weight to what the pair can hold
+    (the write hit the refresh threshold, :meth:`DifferentialSynapses._write`) returns no
+    correction for that update. Without it the error at such a synapse is the part beyond the
+    range, which no pulse can deliver: it comes back every update, grows with the gradient that
+    keeps pushing the weight outwards (integral wind-up), and each time sends more pulses into a
+    device at the threshold, so a refresh; a few % of the synapses, pinned at the range edge, then
+    take most of the pulses and refreshes of a run (docs/analog.md). Blind updates lose that part
+    in the same way, once.
     """
 
     kind = "analog"
@@ -79,7 +88,7 @@ class AnalogWeights:
                  dpu_kind: str, *, w_max: float, epsilon_uS: float, refresh_threshold: float,
                  refresh_tolerance_uS: float | None, read_noise: bool, stream: int,
                  common_mode_uS: float = 0.0, devices_per_side: int = 1, verified_update: bool = False,
-                 verify_gain: float = 1.0):
+                 verify_gain: float = 1.0, verify_anti_windup: bool = False):
         self.be, self.xp = backend, backend.xp
         out_f, in_f = w0.shape
         self.matrix = AnalogMatrix(out_f, in_f, preset, tile, backend, w_max=w_max,
@@ -97,6 +106,7 @@ class AnalogWeights:
         if not 0 < verify_gain <= 1:
             raise ValueError(f"verify_gain must be in (0, 1], got {verify_gain}")
         self.verify_gain = float(verify_gain)
+        self.verify_anti_windup = bool(verify_anti_windup)
         self.feedback = self.xp.zeros((out_f, in_f), dtype=FLOAT) if self.verified else None
         self.verify_rng = backend.child_rng(VERIFY_STREAM_OFFSET + stream) if self.verified else None
         self._verify_noise = self.verify_rng if self.matrix.read_noise else None   # reads as the tile's
@@ -160,6 +170,9 @@ class AnalogWeights:
             # asked - measured = counts * eps_w - (measured change of the pulsed device, + refresh)
             asked = st.pop("verified_counts").astype(FLOAT) * self.epsilon_w   # float32 (Python scalar)
             asked -= st.pop("measured")
+            capped = st.pop("verified_capped")
+            if self.verify_anti_windup:
+                asked[capped] = 0.0                # at the range edge: nothing more to ask (anti-windup)
             if self.verify_gain != 1.0:
                 asked *= self.verify_gain          # damped: this share of the error goes back to chi
             self.feedback.reshape(-1)[st.pop("verified_idx")] += asked

@@ -39,7 +39,8 @@ def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, e
         refresh_tolerance_uS=None if s.refresh_tolerance_uS < 0 else s.refresh_tolerance_uS,
         read_noise=s.read_noise, stream=STORE_STREAM_BASE + i,
         common_mode_uS=s.common_mode_uS, devices_per_side=s.devices_per_side,
-        verified_update=s.verified_update, verify_gain=s.verify_gain)
+        verified_update=s.verified_update, verify_gain=s.verify_gain,
+        verify_anti_windup=s.verify_anti_windup)
 
 
 class _Builder:
