@@ -6,8 +6,15 @@ Loads the run's last checkpoint and prints, over every device of every weight la
 all devices per side): the percentiles of the drifted conductance G (µS) and of the pulse-history
 term P, and, per conductance band, the share of devices and the mean (mu) and spread (sigma) of
 the SET step the preset's step model gives a device in that state (JAP 2018: mu = -0.084 G + 0.880
-+ 1.40 P, sigma = 0.091 G + 0.260 + 2.15 P, µS). The run's ``[device]`` overrides apply. A
-diagnostic for docs/cnn.md; not part of ``make bench``.
++ 1.40 P, sigma = 0.091 G + 0.260 + 2.15 P, µS). The run's ``[device]`` overrides apply.
+
+Then, per weight layer, where its refreshes went: the share of synapses at the edge of the
+range a pair can hold (|W| >= 90 % of beta N (refresh threshold x g_max - mean RESET
+conductance)), the refreshes per synapse so far (each refresh RESETs every device of the synapse
+once: the count of device 0 of G+, less the initial programming), and the share of all the layer's
+refreshes made by the 1 % most refreshed synapses and by the edge synapses. A diagnostic for
+docs/cnn.md and docs/analog.md (verified updates' wind-up at the range edge); not part of
+``make bench``.
 """
 from __future__ import annotations
 
@@ -23,6 +30,8 @@ from sim.data import load_dataset
 from sim.train import restore_trainer
 
 BANDS_uS = (0.0, 1.0, 3.0, 5.0, 7.0, 9.0, float("inf"))
+EDGE = 0.9        # |W| >= EDGE x the largest weight a refresh can write: "at the range edge"
+TOP = 0.01        # the most refreshed share of synapses
 
 
 def device_state(run: Path, dataset: str) -> dict:
@@ -31,8 +40,12 @@ def device_state(run: Path, dataset: str) -> dict:
         raise SystemExit(f"{run}: synapse.mode is {cfg.synapse.mode!r}; this looks at PCM devices")
     be = make_backend("numpy", cfg.train.seed)
     tr = restore_trainer(run, cfg, be, load_dataset(dataset, None, allow_fallback=False))
-    g_all, p_all = [], []
-    for store in tr.task.analog_stores():
+    g_all, p_all, layers = [], [], []
+    for L in tr.task.store_layers():
+        store = L.store
+        if store not in tr.task.analog_stores():
+            continue
+        layers.append({"layer": L.name, **_refresh_spread(store)})
         syn = store.syn
         for arr in (syn.gp, syn.gm):
             g_all.append(np.asarray(arr.conductance_at(syn.t)))
@@ -51,7 +64,24 @@ def device_state(run: Path, dataset: str) -> dict:
     return {"run": str(run), "devices": int(g.size),
             "g_percentiles_10_50_90_99": np.percentile(g, [10, 50, 90, 99]).round(2).tolist(),
             "history_percentiles_10_50_90": np.percentile(hist, [10, 50, 90]).round(3).tolist(),
-            "bands": bands}
+            "bands": bands, "layers": layers}
+
+
+def _refresh_spread(store) -> dict:
+    """Range edge and refresh concentration of one weight layer (module docstring)."""
+    syn = store.syn
+    pre = syn.preset
+    w = np.asarray(syn.weights()).reshape(-1)
+    w_edge = syn.beta * syn.n_dev * (syn.refresh_threshold * pre.g_max - pre.reset_mean)
+    edge = np.abs(w) >= EDGE * w_edge
+    n_reset = np.asarray(syn.gp.n_reset).reshape(syn.n_dev, -1)[0] if syn.n_dev > 1 else np.asarray(syn.gp.n_reset)
+    refreshes = n_reset.astype(np.int64) - 1
+    total = int(refreshes.sum())
+    top = np.sort(refreshes)[::-1][:max(1, int(TOP * w.size))]
+    share = (lambda x: float(x) / total) if total else (lambda x: 0.0)
+    return {"synapses": int(w.size), "edge_share": float(edge.mean()), "refreshes": total,
+            "refreshes_median_max": [float(np.median(refreshes)), int(refreshes.max())],
+            "top1pct_refresh_share": share(top.sum()), "edge_refresh_share": share(refreshes[edge].sum())}
 
 
 def main(argv=None):
@@ -65,6 +95,13 @@ def main(argv=None):
         lo, hi = b["band_uS"]
         ms = "" if b["mu_uS"] is None else f"  next SET step mu {b['mu_uS']:.2f} µS, sigma {b['sigma_uS']:.2f} µS"
         print(f"  G in [{lo:g}, {hi:g}) µS: {100 * b['share']:5.1f} % of devices{ms}")
+    print(f"  per layer: synapses at the range edge (|W| >= {EDGE:g} x what a refresh can write), refreshes "
+          f"(median / max per synapse), share of them made by the {100 * TOP:g} % most refreshed synapses and by the edge ones")
+    for L in res["layers"]:
+        med, mx = L["refreshes_median_max"]
+        print(f"    {L['layer']:8s} {L['synapses']:8,d} synapses, {100 * L['edge_share']:5.2f} % at the edge, "
+              f"{L['refreshes']:11,d} refreshes ({med:g} / {mx:,d}), top {100 * TOP:g} %: "
+              f"{100 * L['top1pct_refresh_share']:5.1f} %, edge: {100 * L['edge_refresh_share']:5.1f} %")
 
 
 if __name__ == "__main__":
