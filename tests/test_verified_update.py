@@ -145,8 +145,8 @@ def test_verify_gain_returns_that_share_of_the_error():
 def test_anti_windup_stops_the_corrections_at_the_range_edge(devices):
     """Weights at the edge of the pair's range (0.40 of w_max = 1, refresh at 0.45 g_max), pushed
     outwards by one granule every update. Without anti-windup the part beyond the range comes back
-    as a correction every update and grows: the pulses per update climb to the increment's limit
-    (15 granules per synapse, rtl.spec), each update refreshing about half of the synapses. With it
+    as a correction every update and grows: the pulses per update climb to the unit's limit
+    (pmax = 15 per synapse, rtl.spec), each update refreshing about half of the synapses. With it
     a synapse whose refresh write hit the cap returns nothing, and the pulses stay near what is
     asked (the devices near the threshold under-deliver, so a few granules wait until the refresh)."""
     w0 = np.full((20, 10), 0.40, np.float32)
