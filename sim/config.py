@@ -104,7 +104,9 @@ class SynapseSection:
                                      # each error stays in the weight). Engineering knob
     verify_anti_windup: bool = False # verified updates: no correction returned for a synapse whose
                                      # refresh cut its weight at the range edge (sim/nn/stores.py);
-                                     # false (the default) keeps runs made before it as they were
+                                     # false (the default) keeps runs made before it as they were.
+                                     # Like verify_gain, no effect without verified_update (so that
+                                     # --set synapse.verified_update=false ablates a verified config)
     devices_per_side: int = 1        # N PCM devices per side of a synapse (multi-memristive synapse,
                                      # Boybat et al. 2018): steps of w_max / (N g_max) per pulse over the
                                      # same range, N x the devices; 1 = one differential pair
@@ -373,8 +375,6 @@ def validate(cfg: Config) -> None:
     need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
     need(0 < s.verify_gain <= 1, f"synapse.verify_gain must be in (0, 1], got {s.verify_gain}")
-    need(not s.verify_anti_windup or s.verified_update,
-         "synapse.verify_anti_windup acts on verified updates: set synapse.verified_update = true with it")
     need(isinstance(s.devices_per_side, int) and not isinstance(s.devices_per_side, bool) and s.devices_per_side >= 1,
          f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
     need(not cfg.device or s.mode == "pcm",
