@@ -55,6 +55,28 @@ def test_report_table(pcm_run, tmp_path, capsys):
     assert "no_such_key" in capsys.readouterr().err
 
 
+def test_report_command_makes_the_run_from_scratch(tmp_path, capsys):
+    """The command column drops --resume, and shows the run's config.toml instead when the command
+    no longer resolves to it (its config file changed since)."""
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nhidden = [12]\n[synapse]\nmode = "ideal"\n')
+    out = tmp_path / "run"
+    common = ["train", "mlp", "--dataset", "digits", "--config", str(cfg), "--quiet", "--backend", "numpy",
+              "--out", str(out)]
+    assert main(common + ["--epochs", "1"]) == 0
+    assert main(common + ["--epochs", "2", "--resume"]) == 0
+    assert "--resume" in json.loads((out / "summary.json").read_text())["command"]
+    capsys.readouterr()
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"`mcasim train mlp --dataset digits --config {cfg} --quiet --backend numpy --out {out} --epochs 2`" in text
+    assert "--resume" not in text
+    cfg.write_text('[model]\nhidden = [13]\n[synapse]\nmode = "ideal"\n')   # the file changed since
+    assert main(["report", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert f"(config: `{out}/config.toml`)" in text and "mcasim train" not in text
+
+
 def test_evaluate_readout_ablation(pcm_run):
     """--readout: four readouts of the trained devices, scored by the task's evaluation; the one with
     neither read noise nor converters is the exact MVM of the noise-free weights; tiles restored."""

@@ -3,7 +3,13 @@
 Each row shows the final and best figure of the run's metric (the task's: test accuracy, BPC,
 FD...), the final values of any ``--columns`` (other per-epoch figures of the summary, e.g. a GAN's
 ``coverage_min``, ``label_match`` or an LSTM's ``test_bpc``), epochs, pulses, refreshes and seconds
-per epoch, and the command that made it.
+per epoch, and the command that makes it.
+
+The command is the one recorded by the run's last ``mcasim train`` call, without ``--resume`` (a
+resumed run equals an uninterrupted one, so on an empty folder it makes the same run), shown only
+when it still resolves to the run's own ``config.toml`` (its config file, ``--set``s and options
+against the file as it is now). A run whose command no longer does (the config file changed since,
+or it was continued with other options than it started with) shows its ``config.toml`` instead.
 """
 from __future__ import annotations
 
@@ -42,10 +48,38 @@ def _cell(s: dict, key: str) -> str:
     return str(v) if isinstance(v, int) else _fmt(key, v)
 
 
+def fresh_command(run: Path, command: str) -> str | None:
+    """``command`` (a recorded ``mcasim train ...``) without ``--resume``, if it resolves to the
+    run's ``config.toml``; else None (module docstring)."""
+    import contextlib
+    import io
+    import shlex
+
+    from sim.cli import build_parser
+    from sim.cli.train import command_overrides
+    from sim.config import ConfigError, load_config
+    try:
+        argv = shlex.split(command)
+    except ValueError:
+        return None
+    if argv[:2] != ["mcasim", "train"]:
+        return None
+    argv = [a for a in argv[1:] if a != "--resume"]
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):     # a command this build cannot parse: None
+            args = build_parser().parse_args(argv)
+        made = load_config(args.config, command_overrides(args))
+        recorded = load_config(run / "config.toml")
+    except (SystemExit, ConfigError, OSError):
+        return None
+    return "mcasim " + shlex.join(argv) if made.to_dict() == recorded.to_dict() else None
+
+
 def row(run: Path, label: str, columns: list[str] = ()) -> str:
     s = json.loads((run / "summary.json").read_text())
     m = metric_of(s)
-    cmd = f"`{s['command']}`" if s.get("command") else f"(config: `{run}/config.toml`)"
+    fresh = fresh_command(run, s["command"]) if s.get("command") else None
+    cmd = f"`{fresh}`" if fresh else f"(config: `{run}/config.toml`)"
     extra = "".join(f" {_cell(s, c)} |" for c in columns)
     return (f"| {label} | {_fmt(m, s[m])} | {_fmt(m, s['best_' + m])} (ep {s['best_epoch']}) |{extra}"
             f" {s['epochs']} | {s['total_pulses']:,} | {s['total_refreshes']:,} | {s['seconds_per_epoch']:.0f} | {cmd} |")

@@ -81,24 +81,31 @@ def _check_arch(path, arch: str) -> None:
         raise ConfigError(f"{path} sets model.arch = {file_arch!r} but the command trains {arch!r}")
 
 
+def command_overrides(args) -> dict:
+    """``{section: {key: value}}`` that a train command's options put on top of its config file
+    (``--set``, the architecture, ``--synapse``, ``--dpu``, ``--epochs``, ``--seed``)."""
+    overrides = parse_sets(args.set)
+    overrides.setdefault("synapse", {})
+    overrides.setdefault("train", {})
+    overrides.setdefault("model", {})
+    overrides["model"]["arch"] = args.arch
+    if args.synapse:
+        overrides["synapse"]["mode"] = args.synapse
+    if args.dpu:
+        overrides["synapse"]["dpu"] = args.dpu
+    if args.epochs is not None:
+        overrides["train"]["epochs"] = args.epochs
+    if args.seed is not None:
+        overrides["train"]["seed"] = args.seed
+    return overrides
+
+
 def run(args) -> int:
     out = Path(args.out)
     try:
-        overrides = parse_sets(args.set)
-        overrides.setdefault("synapse", {})
-        overrides.setdefault("train", {})
-        overrides.setdefault("model", {})
+        overrides = command_overrides(args)
         if args.config and not args.resume:
             _check_arch(args.config, args.arch)
-        overrides["model"]["arch"] = args.arch
-        if args.synapse:
-            overrides["synapse"]["mode"] = args.synapse
-        if args.dpu:
-            overrides["synapse"]["dpu"] = args.dpu
-        if args.epochs is not None:
-            overrides["train"]["epochs"] = args.epochs
-        if args.seed is not None:
-            overrides["train"]["seed"] = args.seed
         if args.resume:
             if not (out / "checkpoint.pkl").is_file():
                 raise RunError(f"--resume: no checkpoint in {out}")
