@@ -27,7 +27,7 @@ PARTS = {   # (file suffix, function) -> label; cumulative time of each
     ("stores.py", "apply_update"): "update path (chi, DPU, pulses, refreshes, verify)",
     ("devices.py", "apply_set_pulses"): "  SET pulses on the devices",
     ("synapse.py", "_refresh_passed"): "  refreshes (read, RESET, program-and-verify)",
-    ("synapse.py", "_read_devices"): "  verify reads of pulsed devices",
+    ("synapse.py", "_read"): "  verify reads of pulsed devices (noise draws)",
 }
 
 

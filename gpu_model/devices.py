@@ -253,12 +253,11 @@ class PCMArray:
         qs = xp.minimum(c / g ** e, qmax)
         return g_now * qs * xp.sqrt(xp.log((dt + p.t_read) / (2 * p.t_read)))
 
-    def read(self, t: float, idx=None, rng=None):
-        """One noisy read (µS) at time ``t``: drift plus fresh read noise, drawn from ``rng``
-        (default: the array's own generator)."""
+    def read(self, t: float, idx=None):
+        """One noisy read (µS) at time ``t``: drift plus fresh read noise."""
         g = self.conductance_at(t, idx)
         s = self.read_sigma(g, t, idx)
-        return g + s * (self.rng if rng is None else rng).standard_normal(g.shape, dtype=FLOAT)
+        return g + s * self.rng.standard_normal(g.shape, dtype=FLOAT)
 
     # --- program-and-verify ---------------------------------------------------------------------
     def program_verify(self, idx, target, t: float, tolerance: float | None = None) -> ProgramStats:

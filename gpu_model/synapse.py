@@ -130,14 +130,19 @@ class DifferentialSynapses:
             self._w.reshape(-1)[idx] = w
             self._var.reshape(-1)[idx] = var
 
-    def _device_terms(self, ip, im):
-        """W and Var[W read] terms (weight units, weight units^2) of devices ``ip`` of G+ and ``im``
-        of G- (flat device indices) at the current time, concatenated (``ip`` first)."""
-        xp, t, b = self.xp, self.t, self.beta
+    def _device_values(self, ip, im):
+        """(G+, sigma+, G-, sigma-): drifted conductance and read-noise std (µS) of devices ``ip``
+        of G+ and ``im`` of G- (flat device indices) at the current time."""
+        t = self.t
         gp = self.gp.conductance_at(t, ip)
         gm = self.gm.conductance_at(t, im)
-        sp = self.gp.read_sigma(gp, t, ip)
-        sm = self.gm.read_sigma(gm, t, im)
+        return gp, self.gp.read_sigma(gp, t, ip), gm, self.gm.read_sigma(gm, t, im)
+
+    def _device_terms(self, values):
+        """W and Var[W read] terms (weight units, weight units^2) of the devices whose
+        :meth:`_device_values` are ``values``, concatenated (G+ devices first)."""
+        xp, b = self.xp, self.beta
+        gp, sp, gm, sm = values
         w = xp.concatenate([gp, gm])
         w *= b
         w[gp.shape[0]:] *= -1.0                   # b G+ ; -b G-
@@ -354,21 +359,26 @@ class DifferentialSynapses:
         ip, cp = dev[pos], c[pos]
         neg = ~pos
         im, cm = dev[neg], -c[neg]
+        incremental = self.n_dev > 1
+        if verify or incremental:
+            before = self._device_values(ip, im)  # the pulsed devices before their pulses
         if verify:
             rng = verify[0]
-            before_p, before_m = self._read_devices(self.gp, ip, rng), self._read_devices(self.gm, im, rng)
-        incremental = self.n_dev > 1
+            gp, sp, gm, sm = before
+            read_p, read_m = self._read(gp, sp, rng), self._read(gm, sm, rng)
         if incremental:
-            w0, v0 = self._device_terms(ip, im)   # the pulsed devices' terms before the pulses
+            w0, v0 = self._device_terms(before)
         n = self.gp.apply_set_pulses(ip, cp, self.t) + self.gm.apply_set_pulses(im, cm, self.t)
         self.counters.set_pulses += n
+        if verify or incremental:
+            after = self._device_values(ip, im)
         if incremental:
             # N > 1: W += b (G_new - G_old) of the one pulsed device (minus on G-), Var likewise;
             # the other 2N - 1 devices keep their cached terms. Both terms of the pulsed device are
             # taken at the current time, so what the cache held of its old term (drifted to the
             # cache time, within drift_cache_rtol of now) stays in the sum until the next full
             # recompute: the same drift_cache_rtol bound as for every other cached device.
-            w1, v1 = self._device_terms(ip, im)
+            w1, v1 = self._device_terms(after)
             w1 -= w0
             v1 -= v0
             sidx = xp.concatenate([idx[pos], idx[neg]])     # the synapses of ip, then of im
@@ -381,9 +391,10 @@ class DifferentialSynapses:
         if verify:
             # a G+ pulse raises W by b dG+, a G- pulse lowers it by b dG- (read before any refresh)
             b = self.beta
+            gp, sp, gm, sm = after
             measured = xp.empty(idx.shape[0], dtype=FLOAT)
-            measured[pos] = b * (self._read_devices(self.gp, ip, rng) - before_p)
-            measured[neg] = -b * (self._read_devices(self.gm, im, rng) - before_m)
+            measured[pos] = b * (self._read(gp, sp, rng) - read_p)
+            measured[neg] = -b * (self._read(gm, sm, rng) - read_m)
             reads = 2 * int(idx.shape[0])
         n_ref = self._refresh_passed(ip, im)
         out = {"set_pulses": n, "refreshes": n_ref}
@@ -410,10 +421,12 @@ class DifferentialSynapses:
         hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
         return self.refresh(hit)              # re-sums the refreshed synapses' cache entries
 
-    def _read_devices(self, arr, didx, rng):
-        """One read (µS) of devices ``didx`` of ``arr`` now, read noise drawn from ``rng``
-        (:meth:`PCMArray.read`); rng None: the exact drifted conductances."""
-        return arr.conductance_at(self.t, didx) if rng is None else arr.read(self.t, didx, rng=rng)
+    @staticmethod
+    def _read(g, sigma, rng):
+        """One read (µS) of devices whose drifted conductance is ``g`` and read-noise std ``sigma``
+        (:meth:`_device_values`): g + sigma z, z ~ N(0, 1) drawn from ``rng`` as
+        :meth:`PCMArray.read` draws it; rng None: the exact conductances ``g``."""
+        return g if rng is None else g + sigma * rng.standard_normal(g.shape, dtype=FLOAT)
 
     def refresh(self, idx) -> int:
         """Refresh pairs ``idx``: read W, RESET both devices, re-program W on one device."""
