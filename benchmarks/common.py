@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from gpu_model.backend import make_backend
-from sim.config import load_config
-from sim.train import Trainer
+from sim.config import ConfigError, load_config
+from sim.train import RunError, Trainer, restore_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WARMUP_STREAM, TIMED_STREAM = 7, 8      # random streams of the warm-up and the timed steps
@@ -27,26 +27,29 @@ def config_trainer(config: str, ds, backend: str, overrides: dict | None = None)
 ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
 
 
-def run_trainer(run_dir, ds, backend: str, arch: str) -> Trainer:
-    """The trainer of the run folder ``run_dir`` at its last checkpoint: its own ``config.toml`` and
-    its weights, devices, χ and optimizer state, for timing steps in a trained state (drifted
-    devices, late-training pulse and refresh rates) instead of a fresh one. Nothing is written to
-    the folder (a training may be running in it: checkpoints are replaced atomically). ``arch``:
-    the model the benchmark times; a run of another model is a ``RunError``."""
-    from sim.config import ConfigError
-    from sim.train import RunError, load_checkpoint
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.toml").is_file():
+def run_config(run_dir):
+    """The config of the run folder ``run_dir`` (its ``config.toml``); ``RunError`` when it is not a
+    run folder or its config does not load."""
+    path = Path(run_dir) / "config.toml"
+    if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.toml)")
     try:
-        cfg = load_config(run_dir / "config.toml")
+        return load_config(path)
     except ConfigError as exc:
-        raise RunError(f"{run_dir}/config.toml: {exc}") from exc
+        raise RunError(f"{path}: {exc}") from exc
+
+
+def run_trainer(run_dir, ds, backend: str, arch: str) -> Trainer:
+    """The trainer of the run folder ``run_dir`` at its last checkpoint (``sim.train.restore_trainer``):
+    its own ``config.toml`` and its weights, devices, χ and optimizer state, for timing steps in a
+    trained state (drifted devices, late-training pulse and refresh rates) instead of a fresh one.
+    Training steps write nothing to the folder (a training may be running in it: checkpoints are
+    replaced atomically). ``arch``: the model the benchmark times; a run of another model is a
+    ``RunError``."""
+    cfg = run_config(run_dir)
     if cfg.model.arch != arch:
         raise RunError(f"{run_dir} is a {cfg.model.arch!r} run; this benchmark times {arch!r} runs")
-    tr = Trainer(cfg, ds, make_backend(backend, 0), out_dir=".", progress=False)
-    tr.load_state(load_checkpoint(run_dir))
-    return tr
+    return restore_trainer(Path(run_dir), cfg, make_backend(backend, 0), ds)
 
 
 def merge_overrides(a: dict | None, b: dict | None) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 from gpu_model.backend import make_backend
 from sim.config import load_config
 from sim.data import load_dataset
+from sim.nn.stores import AnalogWeights
 from sim.train import restore_trainer
 
 BANDS_uS = (0.0, 1.0, 3.0, 5.0, 7.0, 9.0, float("inf"))
@@ -42,11 +43,10 @@ def device_state(run: Path, dataset: str) -> dict:
     tr = restore_trainer(run, cfg, be, load_dataset(dataset, None, allow_fallback=False))
     g_all, p_all, layers = [], [], []
     for L in tr.task.store_layers():
-        store = L.store
-        if store not in tr.task.analog_stores():
+        if not isinstance(L.store, AnalogWeights):
             continue
-        layers.append({"layer": L.name, **_refresh_spread(store)})
-        syn = store.syn
+        layers.append({"layer": L.name, **_refresh_spread(L.store)})
+        syn = L.store.syn
         for arr in (syn.gp, syn.gm):
             g_all.append(np.asarray(arr.conductance_at(syn.t)))
             p_all.append(np.asarray(arr.hist))

@@ -87,14 +87,12 @@ def main(argv=None) -> int:
     if args.from_run:
         if overrides:
             ap.error("--from-run times the run's own config; --set cannot change it")
-        from sim.config import ConfigError, load_config
-        cfg_path = Path(args.from_run) / "config.toml"
-        if not cfg_path.is_file():
-            ap.error(f"--from-run: {args.from_run} is not a run folder (no config.toml)")
+        from benchmarks.common import run_config
+        from sim.train import RunError
         try:
-            arch = load_config(cfg_path).model.arch
-        except ConfigError as exc:
-            ap.error(f"--from-run: {cfg_path}: {exc}")
+            arch = run_config(args.from_run).model.arch
+        except RunError as exc:
+            ap.error(f"--from-run: {exc}")
         takes = [n for n in selected if getattr(importlib.import_module(f"benchmarks.bench_{n}"), "ARCH", None) == arch]
         if not takes:
             ap.error(f"--from-run: {args.from_run} is a {arch!r} run; none of {', '.join(selected)} times {arch!r} runs")
