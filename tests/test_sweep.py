@@ -163,6 +163,30 @@ def _readme_runs() -> set:
     return runs
 
 
+def _readme_cnn_runs() -> set:
+    """(config, seed) of every run in the README's CNN tables."""
+    text = (REPO / "README.md").read_text()
+    runs = set()
+    for cmd in re.findall(r"`(mcasim train cnn --dataset cifar10 [^`]*)`", text):
+        a = shlex.split(cmd)
+        assert "--set" not in a, cmd
+        cfg = Path(a[a.index("--config") + 1]).name
+        seed = int(a[a.index("--seed") + 1]) if "--seed" in a else 0
+        runs.add((cfg, seed))
+    return runs
+
+
+def test_shipped_cnn_spec_remakes_the_readme_cnn_tables():
+    readme = _readme_cnn_runs()
+    assert len(readme) == 6, readme
+    s = load_spec(REPO / "configs" / "sweeps" / "cnn_cifar10_seeds.toml")
+    made = set()
+    for t in s.trials:
+        assert t.pass_seed and t.epochs == 30 and t.dataset == "cifar10" and not t.sets
+        made.add((Path(t.config).name, t.seed))
+    assert made == readme
+
+
 def test_shipped_specs_remake_the_readme_tables():
     readme = _readme_runs()
     assert len(readme) >= 12, readme
