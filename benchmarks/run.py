@@ -11,12 +11,15 @@ go to ``build/bench/results.json`` (``{name: result}``; a module that fails reco
     python -m benchmarks.run --list
     python -m benchmarks.run gan --set synapse.devices_per_side=16   # PCM config overridden
     python -m benchmarks.run --from-run runs/cnn/pcm_v_s0            # a trained PCM state
+    python -m benchmarks.run cnn --backend cupy                       # on the GPU
 
 ``--set SECTION.KEY=VALUE`` (as ``mcasim train --set``) goes to the benchmarks whose ``run`` takes
 ``pcm_overrides``: the training benchmarks apply it to the PCM configuration they time.
 ``--from-run RUN`` times the PCM run folder ``RUN`` at its last checkpoint (its config and trained
 device state: drift, late-training pulse and refresh rates) against the fp32 config, in the training
 benchmark of its model (the modules whose ``ARCH`` is the run's ``model.arch``).
+``--backend numpy|cupy`` (default numpy) goes to the benchmarks whose ``run`` takes ``backend``; the
+others are skipped with a note when it is cupy.
 """
 from __future__ import annotations
 
@@ -62,6 +65,8 @@ def main(argv=None) -> int:
                     help="override of the PCM config timed by the training benchmarks that take it (repeatable)")
     ap.add_argument("--from-run", metavar="RUN",
                     help="time this PCM run folder at its checkpoint instead of a fresh PCM config")
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"],
+                    help="array backend of the benchmarks that take one (default numpy)")
     args = ap.parse_args(argv)
     overrides = None
     if args.set:
@@ -97,7 +102,21 @@ def main(argv=None) -> int:
         if not takes:
             ap.error(f"--from-run: {args.from_run} is a {arch!r} run; none of {', '.join(selected)} times {arch!r} runs")
         selected = takes
+    if args.backend != "numpy":
+        from gpu_model.backend import BackendError, make_backend
+        try:
+            make_backend(args.backend)
+        except BackendError as exc:
+            ap.error(f"--backend {args.backend}: {exc}")
+        takes = [n for n in selected
+                 if "backend" in inspect.signature(importlib.import_module(f"benchmarks.bench_{n}").run).parameters]
+        for n in sorted(set(selected) - set(takes)):
+            print(f"bench_{n}: takes no backend; skipped with --backend {args.backend}", file=sys.stderr)
+        if not takes:
+            ap.error(f"--backend: none of {', '.join(selected)} takes a backend")
+        selected = takes
     results = {"_meta": {"python": sys.version.split()[0], "machine": platform.machine(), "pcm_overrides": overrides, "from_run": args.from_run,
+                         "backend": args.backend,
                          "processor": platform.processor(), "time": time.strftime("%Y-%m-%d %H:%M:%S")}}
     rc = 0
     for name in selected:
@@ -105,10 +124,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         try:
             mod = importlib.import_module(f"benchmarks.bench_{name}")
+            kw = {"backend": args.backend} if args.backend != "numpy" else {}
             if args.from_run:
-                res = mod.run(from_run=args.from_run)
+                res = mod.run(from_run=args.from_run, **kw)
             else:
-                res = mod.run(pcm_overrides=overrides) if overrides else mod.run()
+                res = mod.run(pcm_overrides=overrides, **kw) if overrides else mod.run(**kw)
         except Exception as exc:  # report and go on with the other benchmarks
             traceback.print_exc()
             results[name] = {"error": f"{exc.__class__.__name__}: {exc}"}

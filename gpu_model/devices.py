@@ -181,10 +181,14 @@ class PCMArray:
                 # on int16 keys is a radix sort in NumPy (O(n)); CuPy sorts with CUB radix sort.
                 if self.be.name == "numpy" and max_count < 32767:
                     order = np.argsort((-counts_host).astype(np.int16), kind="stable")
+                    idx, counts = idx[order], counts[order]
+                    counts_host = self.be.asnumpy(counts)
                 else:
                     order = xp.argsort(-counts)
-                idx, counts = idx[order], counts[order]
-                counts_host = self.be.asnumpy(counts)
+                    idx, counts = idx[order], counts[order]
+                    # the sorted counts on the host without a second device-to-host copy (equal
+                    # counts are interchangeable: only how many exceed each j is used below)
+                    counts_host = -np.sort(-counts_host)
                 # number of devices with count > j, for j = 0..max_count-1 (counts sorted descending)
                 active_n = np.searchsorted(-counts_host, -np.arange(1, max_count + 1), side="right")
             else:

@@ -32,6 +32,11 @@ def box_muller(xp, rng, shape, dtype="float32"):
     u = rng.random(2 * m, dtype=dtype)
     r, theta = u[:m], u[m:]
     xp.subtract(1.0, r, out=r)                   # 1 - u1 in (0, 1]: the log is finite
+    if getattr(xp, "__name__", "numpy") != "numpy":
+        # CuPy's float32 uniforms come from cuRAND's (0, 1] (curand_uniform); should a 1.0 reach
+        # here, 1 - u1 = 0 would give log(0) = -inf and an infinite normal. Keep 1 - u1 >= 2^-24,
+        # NumPy's smallest value (a no-op for every other draw; NumPy's path is unchanged).
+        xp.maximum(r, 2.0 ** -24, out=r)
     xp.log(r, out=r)
     r *= -2.0
     xp.sqrt(r, out=r)                            # r = sqrt(-2 ln(1 - u1))

@@ -6,6 +6,10 @@ from gpu_model import backend as backend_mod
 from gpu_model import BackendError, make_backend
 
 
+SELECTION = "tests the backend selection that MCASIM_TEST_BACKEND=cupy replaces"
+
+
+@pytest.mark.numpy_only(SELECTION)
 def test_numpy_backend():
     be = make_backend("numpy", seed=3)
     assert be.name == "numpy" and be.xp is np and be.seed == 3
@@ -24,6 +28,7 @@ def test_auto_matches_environment():
         assert be.name == "cupy"
 
 
+@pytest.mark.numpy_only(SELECTION)
 def test_auto_falls_back_when_cupy_unusable(monkeypatch):
     monkeypatch.setattr(backend_mod, "_cupy_status", lambda: (None, "CuPy imports but sees no CUDA device"))
     assert make_backend("auto").name == "numpy"
@@ -59,3 +64,20 @@ def test_seeded_streams_reproducible():
     assert np.array_equal(s1, a.child_rng(1).standard_normal(100))
     assert not np.array_equal(s1, a.child_rng(2).standard_normal(100))
     assert not np.array_equal(s1, make_backend("numpy", 8).child_rng(1).standard_normal(100))
+
+
+def test_cupy_backend_on_a_gpu():
+    """Where CuPy sees a GPU: arrays live on the device, come back to the host, and named streams
+    are reproducible and independent."""
+    cupy, why = backend_mod._cupy_status()
+    if cupy is None:
+        pytest.skip(f"no CuPy GPU here: {why}")
+    be = make_backend("cupy", seed=5)
+    a = be.asarray([1.0, 2.0], dtype="float32")
+    assert isinstance(a, cupy.ndarray) and isinstance(be.asnumpy(a), np.ndarray)
+    np.testing.assert_array_equal(be.asnumpy(a), [1.0, 2.0])
+    r1 = be.asnumpy(be.child_rng(3).standard_normal(1000))
+    r2 = be.asnumpy(make_backend("cupy", seed=5).child_rng(3).standard_normal(1000))
+    r3 = be.asnumpy(be.child_rng(4).standard_normal(1000))
+    np.testing.assert_array_equal(r1, r2)
+    assert abs(np.corrcoef(r1, r3)[0, 1]) < 0.15 and abs(r1.mean()) < 0.15 and abs(r1.std() - 1) < 0.1

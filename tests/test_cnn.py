@@ -12,6 +12,7 @@ from sim.config import config_from_dict
 from sim.data import Dataset
 from sim.energy import estimate_summary, load_table
 from sim.train import Trainer
+from tests.conftest import to_host
 
 
 def image_dataset(n=448, hw=8, seed=0):
@@ -50,7 +51,7 @@ def test_ideal_fine_epsilon_tracks_fp32_on_a_conv_net(tmp_path):
     fp = train(tmp_path / "fp", cnn_cfg("fp32"))
     ide = train(tmp_path / "ide", cnn_cfg("ideal", **fine))
     for Lf, Li in zip(fp.task.store_layers(), ide.task.store_layers()):
-        wf, wi = Lf.store.weights(), Li.store.weights()
+        wf, wi = to_host(Lf.store.weights()), to_host(Li.store.weights())
         eps_w = Li.store.epsilon_w
         # weights are hundreds of granules; chi holds < 1 granule per weight, and that difference
         # grows slowly through BatchNorm over the 16 updates: a few granules, ~1 % of the weights

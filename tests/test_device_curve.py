@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from gpu_model.backend import make_backend
 from sim.cli import main
 
 
@@ -17,7 +18,7 @@ def run_curve(tmp_path, *extra, name="out"):
 def test_jap2018_curve(tmp_path):
     out, d = run_curve(tmp_path, "--seed", "4")
     assert (out / "device_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert d["preset"] == "jap2018" and d["backend"] == "numpy" and d["devices"] == 3000
+    assert d["preset"] == "jap2018" and d["backend"] == make_backend("numpy").name and d["devices"] == 3000
     pp = d["per_pulse"]
     assert [p["pulse"] for p in pp] == list(range(1, 13))
     means = [p["mean_uS"] for p in pp]

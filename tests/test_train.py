@@ -64,6 +64,7 @@ def test_gradient_matches_finite_differences():
 REFERENCE = Path(__file__).parent / "data" / "mlp_reference_06c5263.json"
 
 
+@pytest.mark.numpy_only("the reference summaries were made with NumPy's random stream")
 @pytest.mark.parametrize("name", ["pcm_sgd", "pcm_mom"])
 def test_mlp_on_the_layer_library_keeps_its_results(tmp_path, name):
     """The MLP is one instance of the layer library: the same commands give the summaries the

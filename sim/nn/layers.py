@@ -450,7 +450,8 @@ class Dropout(Module):
 
     def state_dict(self, be):
         bg = getattr(self.rng, "bit_generator", None)
-        return {"rng": bg.state if bg is not None else None}
+        st = getattr(bg, "state", None) if bg is not None else None
+        return {"rng": st if isinstance(st, dict) else None}   # CuPy: a method (pointer), not saved
 
     def load_state_dict(self, st):
         if st.get("rng") is not None:

@@ -269,8 +269,12 @@ def uniform_bits_uint8(rng, bits: int, shape):
 
 
 def _rng_state(rng):
+    """The generator's state (NumPy: a dict), or None where it has none to save: a CuPy bit
+    generator's ``state`` is a method returning a device pointer (not picklable, not restorable),
+    so a CuPy run resumes with its generators re-seeded (not bit-exact)."""
     bg = getattr(rng, "bit_generator", None)
-    return bg.state if bg is not None and hasattr(bg, "state") else None
+    st = getattr(bg, "state", None) if bg is not None else None
+    return st if isinstance(st, dict) else None
 
 
 def _set_rng_state(rng, state):
