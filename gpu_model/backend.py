@@ -33,6 +33,54 @@ def _cupy_status() -> tuple[Any | None, str]:
     return cupy, ""
 
 
+class CheckpointableCupyGenerator:
+    """A CuPy random generator whose stream can be checkpointed and resumed bit for bit.
+
+    CuPy's bit generator keeps one cuRAND state per GPU thread in device memory (~13 MB on an
+    H200) and exposes no portable state to save. This wrapper makes the stream checkpointable by
+    re-seeding instead: reading ``bit_generator.state`` (what a checkpoint does) moves the stream
+    to its next *generation*, a fresh CuPy generator seeded from (entropy, generation), and
+    returns ``{"cupy_generation": g, "entropy": [...]}``; setting it re-creates that generation.
+    A run that checkpoints every epoch and one resumed from any of its checkpoints therefore draw
+    the same numbers. Every other attribute (``random``, ``standard_normal``, ``integers``, ...) is
+    the wrapped generator's.
+    """
+
+    def __init__(self, xp, entropy):
+        self._xp = xp
+        self._entropy = [int(e) for e in entropy]
+        self.generation = 0
+        self._gen = self._make(0)
+
+    def _make(self, generation: int):
+        # generation 0 is seeded as a plain child stream; later ones append the generation number
+        words = self._entropy + ([generation] if generation else [])
+        return self._xp.random.default_rng(np.random.SeedSequence(words).generate_state(1)[0])
+
+    @property
+    def bit_generator(self):
+        return self
+
+    @property
+    def state(self) -> dict:
+        self.generation += 1
+        self._gen = self._make(self.generation)
+        return {"cupy_generation": self.generation, "entropy": list(self._entropy)}
+
+    @state.setter
+    def state(self, st: dict) -> None:
+        if not isinstance(st, dict) or "cupy_generation" not in st:
+            raise ValueError("not a CuPy generator state (was the checkpoint made on NumPy? "
+                             "resume a run on the backend that made it)")
+        if list(st["entropy"]) != self._entropy:
+            raise ValueError("the checkpointed generator belongs to another stream or seed")
+        self.generation = int(st["cupy_generation"])
+        self._gen = self._make(self.generation)
+
+    def __getattr__(self, name):
+        return getattr(self._gen, name)
+
+
 @dataclass
 class Backend:
     """Array module plus a seeded random generator.
@@ -57,8 +105,9 @@ class Backend:
     def child_rng(self, stream: int):
         """An independent, reproducible generator for a named stream (e.g. one per layer)."""
         if self.name == "cupy":
-            # CuPy's Generator accepts an integer seed; mix the stream id in deterministically.
-            return self.xp.random.default_rng(np.random.SeedSequence([self.seed, stream]).generate_state(1)[0])
+            # CuPy's Generator takes an integer seed: mix the stream id in deterministically, and
+            # make the stream checkpointable (CheckpointableCupyGenerator)
+            return CheckpointableCupyGenerator(self.xp, [self.seed, stream])
         return np.random.default_rng(np.random.SeedSequence([self.seed, stream]))
 
     def synchronize(self) -> None:

@@ -81,3 +81,25 @@ def test_cupy_backend_on_a_gpu():
     r3 = be.asnumpy(be.child_rng(4).standard_normal(1000))
     np.testing.assert_array_equal(r1, r2)
     assert abs(np.corrcoef(r1, r3)[0, 1]) < 0.15 and abs(r1.mean()) < 0.15 and abs(r1.std() - 1) < 0.1
+
+
+def test_checkpointable_cupy_generator_resumes_its_stream():
+    """The CuPy stream wrapper's logic (run here over NumPy's generators, as it is module-neutral):
+    reading the state re-seeds to the next generation; restoring it gives the same draws as the
+    stream that was never interrupted; a state of another stream or of NumPy is refused."""
+    from gpu_model.backend import CheckpointableCupyGenerator as G
+    a = G(np, [3, 17])
+    first = a.random(5)
+    np.testing.assert_array_equal(first, np.random.default_rng(
+        np.random.SeedSequence([3, 17]).generate_state(1)[0]).random(5))   # generation 0 = plain child stream
+    st = a.bit_generator.state                     # a checkpoint: the stream moves to generation 1
+    after = a.standard_normal(4)
+    b = G(np, [3, 17])
+    b.random(11)                                   # whatever it drew before
+    b.bit_generator.state = st                     # resumed from the checkpoint
+    np.testing.assert_array_equal(b.standard_normal(4), after)
+    assert st == {"cupy_generation": 1, "entropy": [3, 17]}
+    with pytest.raises(ValueError, match="another stream"):
+        G(np, [3, 18]).bit_generator.state = st
+    with pytest.raises(ValueError, match="NumPy"):
+        b.bit_generator.state = np.random.default_rng(0).bit_generator.state

@@ -37,7 +37,7 @@ def f64_lstm(rng, n_in, H):
 
 
 def numeric(f, arr, idx):
-    old = arr[idx]
+    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
     arr[idx] = old + FD
     fp = f()
     arr[idx] = old - FD

@@ -43,7 +43,7 @@ def to_f64(net):
 
 def numeric_grad(f, arr, idx):
     """Central finite difference of scalar f() with respect to arr[idx]."""
-    old = arr[idx]
+    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
     arr[idx] = old + H
     fp = f()
     arr[idx] = old - H

@@ -45,7 +45,7 @@ def test_gradient_matches_finite_differences():
 
     def numeric(arr, idx):
         """Central finite difference of the loss with respect to arr[idx]."""
-        old = arr[idx]
+        old = float(arr[idx])       # a value: CuPy's arr[idx] is a view
         arr[idx] = old + h
         lp = loss_fn()
         arr[idx] = old - h

@@ -451,7 +451,7 @@ class Dropout(Module):
     def state_dict(self, be):
         bg = getattr(self.rng, "bit_generator", None)
         st = getattr(bg, "state", None) if bg is not None else None
-        return {"rng": st if isinstance(st, dict) else None}   # CuPy: a method (pointer), not saved
+        return {"rng": st if isinstance(st, dict) else None}   # a bare CuPy generator has none to save
 
     def load_state_dict(self, st):
         if st.get("rng") is not None:

@@ -269,9 +269,9 @@ def uniform_bits_uint8(rng, bits: int, shape):
 
 
 def _rng_state(rng):
-    """The generator's state (NumPy: a dict), or None where it has none to save: a CuPy bit
-    generator's ``state`` is a method returning a device pointer (not picklable, not restorable),
-    so a CuPy run resumes with its generators re-seeded (not bit-exact)."""
+    """The generator's state (a dict: NumPy's bit-generator state, or a
+    :class:`gpu_model.backend.CheckpointableCupyGenerator` generation), or None where it has none
+    to save (a bare CuPy generator, whose ``state`` is a method returning a device pointer)."""
     bg = getattr(rng, "bit_generator", None)
     st = getattr(bg, "state", None) if bg is not None else None
     return st if isinstance(st, dict) else None
