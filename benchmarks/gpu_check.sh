@@ -3,8 +3,10 @@
 #   1. the test suite with every backend built as CuPy (MCASIM_TEST_BACKEND=cupy, tests/conftest.py);
 #      the RTL tests are left out (Verilator and Amaranth are not on the GPU machine; the RTL is
 #      digital and the same on any host);
-#   2. the CNN benchmark on CuPy (PCM vs fp32 epoch, conv cost vs a plain matmul).
-# Results go to $OUT (default build/gpu): env.txt, pytest_cupy.txt, bench_cupy.txt, bench_cupy.json.
+#   2. the CNN benchmark on CuPy (PCM vs fp32 epoch, conv cost vs a plain matmul);
+#   3. a cProfile of fresh PCM CNN steps on CuPy (benchmarks.profile_steps --fresh).
+# Results go to $OUT (default build/gpu): env.txt, pytest_cupy.txt, bench_cupy.txt, bench_cupy.json,
+# profile_cupy.txt.
 # Usage (from the checkout): bash benchmarks/gpu_check.sh      [PYTHON=python3] [WORKERS=8]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,3 +35,9 @@ timeout "${BENCH_TIMEOUT:-200}" "$PY" -m benchmarks.run cnn --backend cupy --out
   > "$OUT/bench_cupy.txt" 2>&1
 echo "bench rc=$? in $((SECONDS - t0)) s"
 tail -n 30 "$OUT/bench_cupy.txt"
+
+echo "== where a PCM CNN step's time goes on CuPy"
+timeout "${PROFILE_TIMEOUT:-120}" "$PY" -m benchmarks.profile_steps --fresh cnn_cifar10_pcm --backend cupy \
+  --steps 30 --warmup 10 > "$OUT/profile_cupy.txt" 2>&1
+echo "profile rc=$?"
+cat "$OUT/profile_cupy.txt"

@@ -40,7 +40,8 @@ class CheckpointableCupyGenerator:
     H200) and exposes no portable state to save. This wrapper makes the stream checkpointable by
     re-seeding instead: reading ``bit_generator.state`` (what a checkpoint does) moves the stream
     to its next *generation*, a fresh CuPy generator seeded from (entropy, generation), and
-    returns ``{"cupy_generation": g, "entropy": [...]}``; setting it re-creates that generation.
+    returns ``{"cupy_generation": g, "entropy": [...]}``; setting it re-creates that stream at that
+    generation (whatever stream this generator had, as setting a NumPy state does).
     A run that checkpoints every epoch and one resumed from any of its checkpoints therefore draw
     the same numbers. Every other attribute (``random``, ``standard_normal``, ``integers``, ...) is
     the wrapped generator's.
@@ -72,8 +73,7 @@ class CheckpointableCupyGenerator:
         if not isinstance(st, dict) or "cupy_generation" not in st:
             raise ValueError("not a CuPy generator state (was the checkpoint made on NumPy? "
                              "resume a run on the backend that made it)")
-        if list(st["entropy"]) != self._entropy:
-            raise ValueError("the checkpointed generator belongs to another stream or seed")
+        self._entropy = [int(e) for e in st["entropy"]]   # the saved stream replaces this one (as NumPy's state does)
         self.generation = int(st["cupy_generation"])
         self._gen = self._make(self.generation)
 

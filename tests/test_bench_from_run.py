@@ -11,6 +11,8 @@ from sim.config import config_from_dict
 from sim.data import load_digits_fallback
 from sim.train import RunError, Trainer
 
+from tests.conftest import to_host
+
 
 def _pcm_run(folder):
     cfg = config_from_dict({"train": {"epochs": 1, "lr": 0.1, "seed": 3}, "model": {"hidden": [16]},
@@ -30,7 +32,7 @@ def test_run_trainer_restores_the_checkpoint_and_writes_nothing(tmp_path):
     again = run_trainer(run, ds, "numpy", "mlp")
     assert again.epoch == 1 and again.cfg.synapse.mode == "pcm"
     for a, b in zip(tr.task.store_layers(), again.task.store_layers()):
-        np.testing.assert_array_equal(a.store.weights(), b.store.weights())
+        np.testing.assert_array_equal(to_host(a.store.weights()), to_host(b.store.weights()))
     keys = again.task.epoch_batches(again.epoch)
     for k in keys[:3]:                                      # steps run, and the folder is untouched
         again.step(k, again.lr_at(again.epoch), again.be.child_rng(7))

@@ -12,20 +12,33 @@ from gpu_model import (IDEAL, JAP2018, JOSHI2020, PCMArray, PresetError, TilePre
                        make_backend)
 from gpu_model.presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS
 
+from tests.conftest import to_host
+
+XP = make_backend("numpy", 0).xp   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
 N = 200_000
 DECAY = math.exp(-1 / 2.6)
+
+
+def dev(a):
+    """A host array (or scalar) on the backend under test."""
+    return XP.asarray(a)
+
+
+def ones(n):
+    return XP.ones(n, dtype=XP.int64)
 
 
 def arr(preset, n=N, seed=0, g=None, p=None):
     a = PCMArray((n,), preset, make_backend("numpy", seed))
     if g is not None:
-        a.g_prog[:] = g
+        a.g_prog[:] = dev(g)
     if p is not None:
-        a.hist[:] = p
+        a.hist[:] = dev(p)
     return a
 
 
 def assert_moments(x, mean, std, what=""):
+    x = to_host(x)
     n = x.size
     se_m, se_s = std / math.sqrt(n), std / math.sqrt(2 * n)
     assert abs(x.mean() - mean) < 5 * se_m + 1e-6, f"{what}: mean {x.mean():.5f} vs {mean:.5f} (se {se_m:.2g})"
@@ -42,21 +55,21 @@ def jap_mu_sigma(g, p):
 def test_set_step_matches_jap2018(g0, p0):
     # states where clipping at g_min / g_max is > 4.5 sigma away (negligible)
     a = arr(JAP2018, g=g0, p=p0)
-    idx = np.arange(N)
-    applied = a.apply_set_pulses(idx, np.ones(N, dtype=np.int64), t=0.0)
-    assert applied == N and np.all(a.n_set == 1)
+    idx = XP.arange(N)
+    applied = a.apply_set_pulses(idx, ones(N), t=0.0)
+    assert applied == N and np.all(to_host(a.n_set) == 1)
     p1 = p0 * DECAY
-    np.testing.assert_allclose(a.hist, p1, rtol=1e-6)
+    np.testing.assert_allclose(to_host(a.hist), p1, rtol=1e-6)
     mu, sigma = jap_mu_sigma(g0, p1)
-    assert_moments(a.g_prog.astype(np.float64) - g0, mu, sigma, f"dG at G={g0}, P={p0}")
+    assert_moments(to_host(a.g_prog).astype(np.float64) - g0, mu, sigma, f"dG at G={g0}, P={p0}")
 
 
 def test_sigma_is_floored_at_zero():
     pre = JAP2018.with_overrides(set_sigma_offset=-100.0)
     a = arr(pre, n=1000, g=5.0, p=0.5)
-    a.apply_set_pulses(np.arange(1000), np.ones(1000, dtype=np.int64), 0.0)
+    a.apply_set_pulses(XP.arange(1000), ones(1000), 0.0)
     mu, _ = jap_mu_sigma(5.0, 0.5 * DECAY)
-    np.testing.assert_allclose(a.g_prog, 5.0 + mu, atol=2e-5)
+    np.testing.assert_allclose(to_host(a.g_prog), 5.0 + mu, atol=2e-5)
 
 
 def test_multi_pulse_counts_follow_recursion_exactly():
@@ -69,7 +82,7 @@ def test_multi_pulse_counts_follow_recursion_exactly():
     a = arr(pre, n=n, g=g0, p=p0)
     counts = rng.integers(0, 7, n)
     idx = rng.permutation(n)[: n // 2]             # a subset, in random order
-    applied = a.apply_set_pulses(idx, counts[idx], 0.0)
+    applied = a.apply_set_pulses(dev(idx), dev(counts[idx]), 0.0)
     assert applied == counts[idx].sum()
     g, p = g0.astype(np.float64), p0.astype(np.float64)
     want_n = np.zeros(n, dtype=np.int64)
@@ -78,20 +91,20 @@ def test_multi_pulse_counts_follow_recursion_exactly():
             p[i] *= DECAY
             g[i] = min(max(g[i] + jap_mu_sigma(g[i], p[i])[0], 0.1), 20.0)
         want_n[i] = counts[i]
-    np.testing.assert_allclose(a.g_prog, g, atol=1e-4)
-    np.testing.assert_allclose(a.hist, p, atol=1e-6)
-    assert np.array_equal(a.n_set, want_n)         # exact pulse counts, untouched devices zero
+    np.testing.assert_allclose(to_host(a.g_prog), g, atol=1e-4)
+    np.testing.assert_allclose(to_host(a.hist), p, atol=1e-6)
+    assert np.array_equal(to_host(a.n_set), want_n)         # exact pulse counts, untouched devices zero
 
 
 def test_multi_pulse_call_matches_repeated_single_pulses():
     """Stochastic: 3 pulses in one call have the same distribution as 3 calls of one pulse."""
     n = 100_000
     a, b = arr(JAP2018, n=n, seed=1, g=5.0, p=0.5), arr(JAP2018, n=n, seed=2, g=5.0, p=0.5)
-    idx = np.arange(n)
-    a.apply_set_pulses(idx, np.full(n, 3), 0.0)
+    idx = XP.arange(n)
+    a.apply_set_pulses(idx, XP.full(n, 3, dtype=XP.int64), 0.0)
     for _ in range(3):
-        b.apply_set_pulses(idx, np.ones(n, dtype=np.int64), 0.0)
-    ga, gb = a.g_prog.astype(np.float64), b.g_prog.astype(np.float64)
+        b.apply_set_pulses(idx, ones(n), 0.0)
+    ga, gb = to_host(a.g_prog).astype(np.float64), to_host(b.g_prog).astype(np.float64)
     se = math.sqrt(ga.var() / n + gb.var() / n)
     assert abs(ga.mean() - gb.mean()) < 5 * se
     assert abs(ga.std() / gb.std() - 1) < 5 * math.sqrt(1 / n)
@@ -101,33 +114,35 @@ def test_device_to_device_multiplier():
     s = 0.2
     pre = JAP2018.with_overrides(step_d2d_std=s, set_sigma_offset=-100.0)   # dG = m * mu exactly
     a = arr(pre, g=5.0, p=0.0)
-    a.apply_set_pulses(np.arange(N), np.ones(N, dtype=np.int64), 0.0)
+    a.apply_set_pulses(XP.arange(N), ones(N), 0.0)
     mu, _ = jap_mu_sigma(5.0, 0.0)
-    assert_moments(a.g_prog.astype(np.float64) - 5.0, mu, s * mu, "d2d")
+    assert_moments(to_host(a.g_prog).astype(np.float64) - 5.0, mu, s * mu, "d2d")
     # the multiplier is a fixed property of each device: same ratio on the next pulse
-    m1 = (a.g_prog - 5.0) / mu
-    g1 = a.g_prog.copy()
-    a.apply_set_pulses(np.arange(N), np.ones(N, dtype=np.int64), 0.0)
+    g1 = to_host(a.g_prog).copy()
+    m1 = (g1 - 5.0) / mu
+    a.apply_set_pulses(XP.arange(N), ones(N), 0.0)
     mu2 = -0.084 * g1 + 0.880
-    np.testing.assert_allclose((a.g_prog - g1) / mu2, m1, atol=2e-3)
+    np.testing.assert_allclose((to_host(a.g_prog) - g1) / mu2, m1, atol=2e-3)
 
 
 def test_negative_counts_rejected():
     a = arr(JAP2018, n=10)
     with pytest.raises(ValueError, match=">= 0"):
-        a.apply_set_pulses(np.arange(3), np.array([1, -1, 2]), 0.0)
+        a.apply_set_pulses(XP.arange(3), dev(np.array([1, -1, 2])), 0.0)
 
 
 def test_reset_statistics():
     a = arr(JAP2018)
     # G ~ N(0.1, 0.01) clipped at g_min = 0.1: mean of max(X, 0.1) = 0.1 + 0.01 * phi(0)
-    assert abs(a.g_prog.mean() - (0.1 + 0.01 / math.sqrt(2 * math.pi))) < 5 * 0.01 / math.sqrt(N)
-    assert a.g_prog.min() >= 0.1 and np.all(a.hist == 1) and np.all(a.n_reset == 0)
+    g = to_host(a.g_prog)
+    assert abs(g.mean() - (0.1 + 0.01 / math.sqrt(2 * math.pi))) < 5 * 0.01 / math.sqrt(N)
+    assert g.min() >= 0.1 and np.all(to_host(a.hist) == 1) and np.all(to_host(a.n_reset) == 0)
     idx = np.arange(0, N, 2)
     a.g_prog[:] = 7.0
-    a.reset(idx, t=5.0)
-    assert np.all(a.n_reset[idx] == 1) and np.all(a.n_reset[1::2] == 0)
-    assert a.g_prog[idx].max() < 0.2 and np.all(a.g_prog[1::2] == 7.0) and np.all(a.t_prog[idx] == 5.0)
+    a.reset(dev(idx), t=5.0)
+    g, n_reset, t_prog = to_host(a.g_prog), to_host(a.n_reset), to_host(a.t_prog)
+    assert np.all(n_reset[idx] == 1) and np.all(n_reset[1::2] == 0)
+    assert g[idx].max() < 0.2 and np.all(g[1::2] == 7.0) and np.all(t_prog[idx] == 5.0)
 
 
 def test_mean_step_after_reset():
@@ -141,7 +156,7 @@ def test_mean_step_after_reset():
 def fit_nu(a, times, read=False):
     """Per-device least-squares slope of log G vs log(t/t0): returns -slope (= nu)."""
     x = np.log(np.asarray(times) / a.preset.drift_t0)
-    y = np.stack([np.log(a.read(t) if read else a.conductance_at(t)) for t in times]).astype(np.float64)
+    y = np.stack([np.log(to_host(a.read(t) if read else a.conductance_at(t))) for t in times]).astype(np.float64)
     xc = x - x.mean()
     return -(xc[:, None] * (y - y.mean(0))).sum(0) / (xc ** 2).sum()
 
@@ -150,12 +165,12 @@ def test_drift_fit_recovers_nu_distribution():
     n = 100_000
     pre = JAP2018.with_overrides(nu_std=0.01)
     a = arr(pre, n=n, g=10.0)
-    a._update_nu(np.arange(n))
+    a._update_nu(XP.arange(n))
     times = JAP2018.drift_t0 * np.logspace(0, 4, 9)
     nu = fit_nu(a, times)
     assert_moments(nu, 0.04, 0.01, "fitted nu")
     # no drift before t0
-    np.testing.assert_array_equal(a.conductance_at(0.5 * pre.drift_t0), a.g_prog)
+    np.testing.assert_array_equal(to_host(a.conductance_at(0.5 * pre.drift_t0)), to_host(a.g_prog))
 
 
 def test_drift_fit_from_noisy_reads_default_preset():
@@ -163,7 +178,7 @@ def test_drift_fit_from_noisy_reads_default_preset():
     a = arr(JAP2018, n=n, g=10.0)
     times = JAP2018.drift_t0 * np.logspace(0.5, 4, 6)
     x = np.log(times / JAP2018.drift_t0)
-    y = np.log([a.read(t).astype(np.float64).mean() for t in times])
+    y = np.log([float(a.read(t).astype(np.float64).mean()) for t in times])
     slope = np.polyfit(x, y, 1)[0]
     # read noise 0.03*G+0.13 ~ 0.4 uS on 10 uS over 1e5 devices: SE of log-mean ~ 1.3e-4
     assert abs(-slope - 0.04) < 2e-3
@@ -182,14 +197,14 @@ def clipped_moments(mu, sd):
 def test_joshi_drift_exponent_distribution(G):
     pre = JOSHI2020.with_overrides(prog_noise_model="none")
     a = arr(pre, n=N)
-    a.program_verify(np.arange(N), np.full(N, G, dtype=np.float32), t=0.0)
+    a.program_verify(XP.arange(N), XP.full(N, G, dtype=XP.float32), t=0.0)
     g = G / 25.0
     mu_nu = min(max(-0.0155 * math.log(g) + 0.0244, 0.049), 0.1)
     sd_nu = min(max(-0.0125 * math.log(g) - 0.0059, 0.008), 0.045)
     m, s = clipped_moments(mu_nu, sd_nu)
-    assert_moments(a.nu.astype(np.float64), m, s, "Joshi nu")
+    assert_moments(to_host(a.nu).astype(np.float64), m, s, "Joshi nu")
     nu_fit = fit_nu(a, pre.drift_t0 * np.logspace(0, 4, 5))
-    np.testing.assert_allclose(nu_fit, a.nu, atol=2e-4)
+    np.testing.assert_allclose(nu_fit, to_host(a.nu), atol=2e-4)
 
 
 def test_joshi_constants_match_paper():
@@ -204,32 +219,32 @@ def test_joshi_constants_match_paper():
 # --- read noise ---------------------------------------------------------------------------------------
 def test_jap_read_noise_fresh_each_read():
     a = arr(JAP2018, g=10.0)
-    r1, r2 = a.read(0.0).astype(np.float64), a.read(0.0).astype(np.float64)
+    r1, r2 = to_host(a.read(0.0)).astype(np.float64), to_host(a.read(0.0)).astype(np.float64)
     assert_moments(r1, 10.0, 0.03 * 10 + 0.13, "read")
     assert abs(np.corrcoef(r1, r2)[0, 1]) < 5 / math.sqrt(N)
-    np.testing.assert_array_equal(a.g_prog, 10.0)  # reading does not disturb the state
+    np.testing.assert_array_equal(to_host(a.g_prog), 10.0)  # reading does not disturb the state
 
 
 def test_joshi_1f_read_noise():
     pre = JOSHI2020.with_overrides(prog_noise_model="none")
     a = arr(pre)
-    a.program_verify(np.arange(N), np.full(N, 5.0, dtype=np.float32), t=0.0)
+    a.program_verify(XP.arange(N), XP.full(N, 5.0, dtype=XP.float32), t=0.0)
     t = 1000.0
-    gd = a.conductance_at(t).astype(np.float64)
-    np.testing.assert_allclose(gd, 5.0 * (t / 20.0) ** (-a.nu.astype(np.float64)), rtol=1e-5)
+    gd = to_host(a.conductance_at(t)).astype(np.float64)
+    np.testing.assert_allclose(gd, 5.0 * (t / 20.0) ** (-to_host(a.nu).astype(np.float64)), rtol=1e-5)
     qs = min(0.0088 / (5.0 / 25.0) ** 0.65, 0.2)
     sig = gd * qs * math.sqrt(math.log((t + 250e-9) / (2 * 250e-9)))
-    z = (a.read(t) - gd) / sig
+    z = (to_host(a.read(t)) - gd) / sig
     assert_moments(z, 0.0, 1.0, "standardised 1/f read noise")
 
 
 def test_ideal_preset_exact():
     a = arr(IDEAL, n=100)
-    assert np.all(a.g_prog == 0)
+    assert np.all(to_host(a.g_prog) == 0)
     counts = np.arange(100) % 5
-    a.apply_set_pulses(np.arange(100), counts, 0.0)
-    np.testing.assert_allclose(a.g_prog, np.minimum(counts * IDEAL.ideal_step, IDEAL.g_max), rtol=1e-6)
-    np.testing.assert_array_equal(a.read(1e6), a.g_prog)      # no drift, no read noise
+    a.apply_set_pulses(XP.arange(100), dev(counts), 0.0)
+    np.testing.assert_allclose(to_host(a.g_prog), np.minimum(counts * IDEAL.ideal_step, IDEAL.g_max), rtol=1e-6)
+    np.testing.assert_array_equal(to_host(a.read(1e6)), to_host(a.g_prog))      # no drift, no read noise
 
 
 # --- program-and-verify ---------------------------------------------------------------------------------
@@ -239,27 +254,28 @@ def test_jap_program_verify_within_tolerance():
     n = 20_000
     a = arr(pre, n=n)
     target = np.random.default_rng(3).uniform(1, 18, n).astype(np.float32)
-    st = a.program_verify(np.arange(n), target, t=2.0)
+    st = a.program_verify(XP.arange(n), dev(target), t=2.0)
     assert st.failed == 0 and st.pulses == st.verify_reads and st.pulses > n
-    assert np.abs(a.g_prog - target).max() <= pre.prog_residual_std + 1e-5
-    assert np.all(a.t_prog == 2.0)
+    assert np.abs(to_host(a.g_prog) - target).max() <= pre.prog_residual_std + 1e-5
+    assert np.all(to_host(a.t_prog) == 2.0)
     # history term: that of the mean SET trajectory from RESET at the first pulse reaching the target
     gs, ps = pre.mean_set_trajectory()
     n_inc = next((k for k in range(1, len(gs)) if gs[k] <= gs[k - 1] + 1e-6), len(gs))
     k = np.minimum(np.searchsorted(np.asarray(gs[:n_inc], np.float32), target), n_inc - 1)
-    np.testing.assert_allclose(a.hist, np.asarray(ps, np.float32)[k], rtol=1e-6)
+    hist = to_host(a.hist)
+    np.testing.assert_allclose(hist, np.asarray(ps, np.float32)[k], rtol=1e-6)
     order = np.argsort(target)
-    assert np.all(np.diff(a.hist[order]) <= 1e-7)           # higher targets took more pulses
-    assert a.hist.max() <= np.exp(-1 / pre.history_tau_pulses) + 1e-6
+    assert np.all(np.diff(hist[order]) <= 1e-7)             # higher targets took more pulses
+    assert hist.max() <= np.exp(-1 / pre.history_tau_pulses) + 1e-6
 
 
 def test_joshi_programming_noise():
     a = arr(JOSHI2020)
-    st = a.program_verify(np.arange(N), np.full(N, 12.5, dtype=np.float32), t=0.0)
+    st = a.program_verify(XP.arange(N), XP.full(N, 12.5, dtype=XP.float32), t=0.0)
     g = 0.5
     sd = max(-1.1731 * g * g + 1.9650 * g + 0.2635, 0)
     assert st.pulses == N
-    assert_moments(a.g_prog.astype(np.float64), 12.5, sd, "Joshi programming noise")
+    assert_moments(to_host(a.g_prog).astype(np.float64), 12.5, sd, "Joshi programming noise")
 
 
 # --- reproducibility and validation -------------------------------------------------------------------
@@ -269,8 +285,8 @@ def test_same_seed_same_result():
         rng = np.random.default_rng(0)
         for k in range(5):
             idx = rng.choice(5000, 800, replace=False)
-            a.apply_set_pulses(idx, rng.integers(1, 4, 800), t=100.0 * k)
-        return a.g_prog.copy(), a.read(1000.0)
+            a.apply_set_pulses(dev(idx), dev(rng.integers(1, 4, 800)), t=100.0 * k)
+        return to_host(a.g_prog).copy(), to_host(a.read(1000.0))
     (g1, r1), (g2, r2), (g3, _) = run(5), run(5), run(6)
     assert np.array_equal(g1, g2) and np.array_equal(r1, r2)
     assert not np.array_equal(g1, g3)

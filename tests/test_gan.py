@@ -15,86 +15,94 @@ from sim.config import ConfigError, config_from_dict
 from sim.nn import Dense, FP32Weights, Sequential
 from sim.nn.gan_layers import LeakyReLU, bce_with_logits
 
+from tests.conftest import to_host
+
+H_FD = 1e-6   # finite-difference step (float64)
+
+
+def _numeric(f, arr, idx, h=H_FD):
+    """Central finite difference of scalar f() with respect to arr[idx] (a NumPy or CuPy array)."""
+    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
+    arr[idx] = old + h
+    fp = f()
+    arr[idx] = old - h
+    fm = f()
+    arr[idx] = old
+    return (fp - fm) / (2 * h)
+
 
 # --- layers and losses -------------------------------------------------------------------------------
 def test_leaky_relu_and_bce_gradients_match_finite_differences():
     """dLoss/dx through Dense -> LeakyReLU -> Dense -> BCE(logit, t) (the G step's input gradient;
     t = 0.9: D's smoothed real label)."""
-    be = make_backend("numpy", 0)
+    be = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
+    xp = be.xp
     rng = np.random.default_rng(0)
-    net = Sequential([Dense("fc1", FP32Weights(rng.normal(0, 0.5, (7, 5)), be), np),
-                      LeakyReLU("act1", np, 0.2),
-                      Dense("fc2", FP32Weights(rng.normal(0, 0.5, (1, 7)), be), np)])
-    x = rng.normal(size=(4, 5)).astype(np.float64)
+    net = Sequential([Dense("fc1", FP32Weights(rng.normal(0, 0.5, (7, 5)), be), xp),
+                      LeakyReLU("act1", xp, 0.2),
+                      Dense("fc2", FP32Weights(rng.normal(0, 0.5, (1, 7)), be), xp)])
+    x = xp.asarray(rng.normal(size=(4, 5)).astype(np.float64))
     for L in net.layers:                       # float64 for the finite differences
         if hasattr(L, "store"):
             L.store.w = L.store.w.astype(np.float64)
-            L.b.value = rng.normal(0, 0.1, L.b.value.shape)
+            L.b.value = xp.asarray(rng.normal(0, 0.1, L.b.value.shape))
     for target in (0.0, 1.0, 0.9):
-        loss, d = bce_with_logits(np, net.forward(x), target)
+        loss, d = bce_with_logits(xp, net.forward(x), target)
         dx = net.backward(d, need_dx=True)
-        num = np.zeros_like(x)
-        h = 1e-6
+        num = np.zeros(x.shape)
         for idx in np.ndindex(x.shape):
-            xp_, xm = x.copy(), x.copy()
-            xp_[idx] += h
-            xm[idx] -= h
-            num[idx] = (bce_with_logits(np, net.forward(xp_), target)[0]
-                        - bce_with_logits(np, net.forward(xm), target)[0]) / (2 * h)
-        np.testing.assert_allclose(dx, num, rtol=1e-5, atol=1e-8)
+            num[idx] = _numeric(lambda: bce_with_logits(xp, net.forward(x), target)[0], x, idx)
+        np.testing.assert_allclose(to_host(dx), num, rtol=1e-5, atol=1e-8)
         # the G step's input gradient through D (no parameter gradients) is the same
         from sim.tasks.gan import input_gradient
         net.forward(x)
-        np.testing.assert_array_equal(input_gradient(net, d), dx)
+        np.testing.assert_array_equal(to_host(input_gradient(net, d)), to_host(dx))
     # large logits: no overflow, loss ~ |logit|
-    loss, d = bce_with_logits(np, np.array([[1000.0], [-1000.0]]), 1.0)
+    loss, d = bce_with_logits(xp, xp.asarray([[1000.0], [-1000.0]]), 1.0)
     assert np.isfinite(loss) and abs(loss - 1000.0) < 1e-6
-    assert d[0, 0] == 0.0 and d[1, 0] == -1.0
+    assert float(d[0, 0]) == 0.0 and float(d[1, 0]) == -1.0
 
 
 def test_class_bias_equals_one_hot_rows_and_gradients_match_finite_differences():
     """ClassBias: Dense(x) + E[c] equals a Dense fed [x, onehot(c)] with E^T as its label columns;
     dL/dE and dL/dx of Dense -> ClassBias -> LeakyReLU -> Dense -> BCE match central differences."""
     from sim.nn.gan_layers import ClassBias
-    be = make_backend("numpy", 0)
+    be = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
+    xp = be.xp
     rng = np.random.default_rng(1)
     K, F_in, H = 4, 5, 6
     w = rng.normal(0, 0.5, (H, F_in + K))
-    x = rng.normal(size=(7, F_in))
-    c = np.array([0, 3, 1, 3, 2, 0, 3])
-    rows = Dense("fc", FP32Weights(w, be), np)
+    x_host = rng.normal(size=(7, F_in))
+    x = xp.asarray(x_host)
+    c_host = np.array([0, 3, 1, 3, 2, 0, 3])
+    c = xp.asarray(c_host)
+    rows = Dense("fc", FP32Weights(w, be), xp)
     rows.store.w = rows.store.w.astype(np.float64)
-    fc = Dense("fc1", FP32Weights(w[:, :F_in], be), np)
+    fc = Dense("fc1", FP32Weights(w[:, :F_in], be), xp)
     fc.store.w = fc.store.w.astype(np.float64)
-    cb = ClassBias("cls1", np, K, H, dtype="float64")
+    cb = ClassBias("cls1", xp, K, H, dtype="float64")
     cb.e.value[...] = rows.store.w[:, F_in:].T          # the label columns of the one-hot-row layer
     cb.labels = c
-    onehot = (c[:, None] == np.arange(K)).astype(np.float64)
-    np.testing.assert_allclose(cb.forward(fc.forward(x)), rows.forward(np.concatenate([x, onehot], 1)), atol=1e-12)
-    net = Sequential([fc, cb, LeakyReLU("act", np, 0.2), Dense("fc2", FP32Weights(rng.normal(0, 0.5, (1, H)), be), np)])
+    onehot = (c_host[:, None] == np.arange(K)).astype(np.float64)
+    np.testing.assert_allclose(to_host(cb.forward(fc.forward(x))),
+                               to_host(rows.forward(xp.asarray(np.concatenate([x_host, onehot], 1)))), atol=1e-12)
+    net = Sequential([fc, cb, LeakyReLU("act", xp, 0.2), Dense("fc2", FP32Weights(rng.normal(0, 0.5, (1, H)), be), xp)])
     net.layers[-1].store.w = net.layers[-1].store.w.astype(np.float64)
 
     def loss_of():
-        return bce_with_logits(np, net.forward(x), 1.0)[0]
-    _, d = bce_with_logits(np, net.forward(x), 1.0)
+        return bce_with_logits(xp, net.forward(x), 1.0)[0]
+    _, d = bce_with_logits(xp, net.forward(x), 1.0)
     dx = net.backward(d, need_dx=True)
-    h = 1e-6
-    num = np.zeros_like(cb.e.value)
+    num = np.zeros(cb.e.value.shape)
     for idx in np.ndindex(num.shape):
-        cb.e.value[idx] += h
-        up = loss_of()
-        cb.e.value[idx] -= 2 * h
-        num[idx] = (up - loss_of()) / (2 * h)
-        cb.e.value[idx] += h
-    np.testing.assert_allclose(cb.e.grad, num, rtol=1e-5, atol=1e-8)
-    assert np.all(cb.e.grad[[k for k in range(K) if k not in c]] == 0)     # absent classes: no gradient
-    numx = np.zeros_like(x)
+        num[idx] = _numeric(loss_of, cb.e.value, idx)
+    e_grad = to_host(cb.e.grad)
+    np.testing.assert_allclose(e_grad, num, rtol=1e-5, atol=1e-8)
+    assert np.all(e_grad[[k for k in range(K) if k not in c_host]] == 0)     # absent classes: no gradient
+    numx = np.zeros(x.shape)
     for idx in np.ndindex(x.shape):
-        xp_, xm = x.copy(), x.copy()
-        xp_[idx] += h
-        xm[idx] -= h
-        numx[idx] = (bce_with_logits(np, net.forward(xp_), 1.0)[0] - bce_with_logits(np, net.forward(xm), 1.0)[0]) / (2 * h)
-    np.testing.assert_allclose(dx, numx, rtol=1e-5, atol=1e-8)
+        numx[idx] = _numeric(loss_of, x, idx)
+    np.testing.assert_allclose(to_host(dx), numx, rtol=1e-5, atol=1e-8)
     cb.labels = c[:3]
     with pytest.raises(ValueError, match="set labels"):
         cb.forward(fc.forward(x))

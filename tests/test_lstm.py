@@ -23,16 +23,24 @@ from sim.nn.recurrent import clip_gradients
 from sim.nn.stores import FP32Weights
 from sim.train import Trainer, load_checkpoint
 
-BE = make_backend("numpy", 0)
+from tests.conftest import to_host
+
+BE = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
+XP = BE.xp
 FD = 1e-6
+
+
+def dev(a):
+    """A host array on the backend under test."""
+    return XP.asarray(a)
 
 
 # --- gradient check through time ---------------------------------------------------------------------
 def f64_lstm(rng, n_in, H):
     st = FP32Weights(rng.normal(0, 0.5, (4 * H, n_in + H)), BE)
     st.w = st.w.astype(np.float64)
-    L = LSTM("lstm", st, np, n_in, H, dtype="float64")
-    L.b.value = rng.normal(0, 0.3, 4 * H)
+    L = LSTM("lstm", st, XP, n_in, H, dtype="float64")
+    L.b.value = dev(rng.normal(0, 0.3, 4 * H))
     return L
 
 
@@ -52,9 +60,9 @@ def test_lstm_gradient_check_through_time():
     rng = np.random.default_rng(0)
     B, T, n_in, H = 3, 6, 4, 5
     L = f64_lstm(rng, n_in, H)
-    x = rng.normal(size=(B, T, n_in))
-    h0, c0 = rng.normal(0, 0.5, (B, H)), rng.normal(0, 0.5, (B, H))    # a carried state
-    r = rng.normal(size=(B, T, H))
+    x = dev(rng.normal(size=(B, T, n_in)))
+    h0, c0 = dev(rng.normal(0, 0.5, (B, H))), dev(rng.normal(0, 0.5, (B, H)))    # a carried state
+    r = dev(rng.normal(size=(B, T, H)))
 
     def loss():
         return float((L.forward(x, h0, c0) * r).sum())
@@ -68,10 +76,11 @@ def test_lstm_gradient_check_through_time():
         for _ in range(10):
             idx = tuple(int(rng.integers(s)) for s in arr.shape)
             num = numeric(loss, arr, idx)
-            assert abs(num - g[idx]) <= 1e-7 * max(1.0, abs(num)), (name, idx, num, g[idx])
+            assert abs(num - float(g[idx])) <= 1e-7 * max(1.0, abs(num)), (name, idx, num, float(g[idx]))
     # every gate block of W is exercised (gate order i, f, g, o)
+    wg = to_host(L.w.grad)
     for k in range(4):
-        assert np.abs(L.w.grad[k * H:(k + 1) * H]).sum() > 0
+        assert np.abs(wg[k * H:(k + 1) * H]).sum() > 0
 
 
 def test_lstm_with_projection_and_cross_entropy_gradient():
@@ -81,41 +90,41 @@ def test_lstm_with_projection_and_cross_entropy_gradient():
     L = f64_lstm(rng, V, H)
     pst = FP32Weights(rng.normal(0, 0.5, (V, H)), BE)
     pst.w = pst.w.astype(np.float64)
-    P = Dense("proj", pst, np, dtype="float64")
+    P = Dense("proj", pst, XP, dtype="float64")
     idx = rng.integers(0, V, (B, T))
-    x = np.eye(V)[idx]
-    y = rng.integers(0, V, (B, T)).reshape(-1)
-    h0, c0 = rng.normal(0, 0.5, (B, H)), rng.normal(0, 0.5, (B, H))
+    x = dev(np.eye(V)[idx])
+    y = dev(rng.integers(0, V, (B, T)).reshape(-1))
+    h0, c0 = dev(rng.normal(0, 0.5, (B, H))), dev(rng.normal(0, 0.5, (B, H)))
 
     def loss():
-        return softmax_cross_entropy(np, P.forward(L.forward(x, h0, c0).reshape(B * T, H)), y)[0]
+        return softmax_cross_entropy(XP, P.forward(L.forward(x, h0, c0).reshape(B * T, H)), y)[0]
 
     z = P.forward(L.forward(x, h0, c0).reshape(B * T, H))
-    _, _, d = softmax_cross_entropy(np, z, y)
+    _, _, d = softmax_cross_entropy(XP, z, y)
     L.backward(P.backward(d, need_dx=True).reshape(B, T, H))
     for arr, g in ((L.store.w, L.w.grad), (P.store.w, P.w.grad), (L.b.value, L.b.grad)):
         for _ in range(8):
             i = tuple(int(rng.integers(s)) for s in arr.shape)
-            assert abs(numeric(loss, arr, i) - g[i]) < 1e-8
+            assert abs(numeric(loss, arr, i) - float(g[i])) < 1e-8
 
 
 def test_carried_state_equals_one_long_sequence_and_clipping():
     rng = np.random.default_rng(2)
     L = f64_lstm(rng, 3, 4)
-    x = rng.normal(size=(2, 9, 3))
-    full = L.forward(x)
-    a = L.forward(x[:, :4])
+    x = dev(rng.normal(size=(2, 9, 3)))
+    full = to_host(L.forward(x))
+    a = to_host(L.forward(x[:, :4]))
     b = L.forward(x[:, 4:], L.h, L.c)
-    assert np.allclose(np.concatenate([a, b], axis=1), full, atol=1e-14)
+    assert np.allclose(np.concatenate([a, to_host(b)], axis=1), full, atol=1e-14)
     # clipping: global L2 norm over all gradients scaled down to max_norm, untouched below it
-    L.backward(np.ones_like(b))
+    L.backward(XP.ones_like(b))
     params = L.params()
     n0 = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
-    assert clip_gradients(params, n0 / 2, np) == pytest.approx(n0)
+    assert float(clip_gradients(params, n0 / 2, XP)) == pytest.approx(n0)
     assert math.sqrt(sum(float((p.grad ** 2).sum()) for p in params)) == pytest.approx(n0 / 2)
-    g = [p.grad.copy() for p in params]
-    clip_gradients(params, n0, np)
-    assert all(np.array_equal(a, p.grad) for a, p in zip(g, params))
+    g = [to_host(p.grad).copy() for p in params]
+    clip_gradients(params, n0, XP)
+    assert all(np.array_equal(a, to_host(p.grad)) for a, p in zip(g, params))
 
 
 # --- PTB characters -------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def test_gradient_matches_finite_differences():
     from sim.nn import softmax_cross_entropy
     from sim.tasks.models import build_network
     cfg = config_from_dict({"model": {"hidden": [7], "output_gain": True}, "synapse": {"mode": "fp32"}})
-    be = make_backend("numpy", 0)
+    be = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
+    xp = be.xp
     ds = tiny_dataset()
     net = build_network(cfg, (ds.n_features,), ds.n_classes, be)
     rng = np.random.default_rng(1)
@@ -33,13 +34,14 @@ def test_gradient_matches_finite_differences():
         if p.store is not None:
             p.store.w = p.store.w.astype(np.float64)
         else:
-            p.value = rng.uniform(0.5, 1.5, p.value.shape) if p.key.endswith(".g") else rng.normal(0, 0.1, p.value.shape)
-    xb, yb = ds.x_train[:5].astype(np.float64), ds.y_train[:5]
+            p.value = xp.asarray(rng.uniform(0.5, 1.5, p.value.shape) if p.key.endswith(".g")
+                                 else rng.normal(0, 0.1, p.value.shape))
+    xb, yb = xp.asarray(ds.x_train[:5].astype(np.float64)), xp.asarray(ds.y_train[:5])
 
     def loss_fn():
-        return softmax_cross_entropy(np, net.forward(xb), yb)[0]
+        return softmax_cross_entropy(xp, net.forward(xb), yb)[0]
 
-    _, _, d = softmax_cross_entropy(np, net.forward(xb), yb)
+    _, _, d = softmax_cross_entropy(xp, net.forward(xb), yb)
     net.backward(d)
     h = 1e-6
 
@@ -58,7 +60,7 @@ def test_gradient_matches_finite_differences():
         arr = p.store.w if p.store is not None else p.value
         for _ in range(6):
             idx = tuple(int(rng.integers(s)) for s in arr.shape)
-            assert p.grad[idx] == pytest.approx(numeric(arr, idx), rel=1e-4, abs=1e-8), p.key
+            assert float(p.grad[idx]) == pytest.approx(numeric(arr, idx), rel=1e-4, abs=1e-8), p.key
 
 
 REFERENCE = Path(__file__).parent / "data" / "mlp_reference_06c5263.json"

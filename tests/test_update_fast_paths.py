@@ -8,6 +8,8 @@ from gpu_model.synapse import DifferentialSynapses
 from rtl.spec import DPUSpec
 from sim.nn.stores import _pcg64_shortcut_ok, uniform_bits_uint8
 
+from tests.conftest import to_host
+
 
 def test_uniform_bits_match_integers():
     assert _pcg64_shortcut_ok()
@@ -40,7 +42,8 @@ def test_encode_update_scale_equals_prescaled(scale):
 
 
 def test_pulse_list_equals_dense():
-    be1, be2 = make_backend("numpy", 3), make_backend("numpy", 3)
+    be1, be2 = make_backend("numpy", 3), make_backend("numpy", 3)   # CuPy under MCASIM_TEST_BACKEND=cupy
+    xp = be1.xp
     pre = get_pcm_preset("jap2018")
     s1 = DifferentialSynapses((20, 30), pre, be1, w_max=1.0, refresh_threshold=0.5)
     s2 = DifferentialSynapses((20, 30), pre, be2, w_max=1.0, refresh_threshold=0.5)
@@ -48,10 +51,10 @@ def test_pulse_list_equals_dense():
     for _ in range(20):
         p = rng.integers(-3, 4, (20, 30)) * (rng.random((20, 30)) < 0.1)
         nz = np.flatnonzero(p)
-        assert s1.apply_pulses(p) == s2.apply_pulse_list(nz, p.reshape(-1)[nz])
+        assert s1.apply_pulses(xp.asarray(p)) == s2.apply_pulse_list(xp.asarray(nz), xp.asarray(p.reshape(-1)[nz]))
         s1.advance(1e-3)
         s2.advance(1e-3)
-    np.testing.assert_array_equal(s1.weights(), s2.weights())
+    np.testing.assert_array_equal(to_host(s1.weights()), to_host(s2.weights()))
     assert s1.counters.as_dict() == s2.counters.as_dict()
 
 

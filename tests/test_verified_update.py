@@ -17,6 +17,8 @@ from rtl.spec import DPUSpec
 from sim.cli import main
 from sim.nn.stores import AnalogWeights
 
+from tests.conftest import to_host
+
 NO_DRIFT = JAP2018.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.0)
 # exact reads everywhere (also the refresh's own read of W, which a verified update takes as the
 # refresh's "before": with read noise its error stays in the weight, as on a chip)
@@ -25,7 +27,7 @@ EXACT_READS = NO_DRIFT.with_overrides(read_noise_model="none")
 
 def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, devices=1, gain=1.0,
            anti_windup=False, w0=None):
-    be = make_backend("numpy", seed)
+    be = make_backend("numpy", seed)        # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
     if w0 is None:
         w0 = np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
     return AnalogWeights(w0, be, preset, TilePreset(), DPUSpec(), "golden", w_max=1.0, epsilon_uS=eps,
@@ -35,29 +37,29 @@ def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, 
 
 
 def _drive(store, steps=60, seed=1):
-    """Random updates of ~0.8 granule rms; returns the sum of what was asked (weight units)."""
+    """Random updates of ~0.8 granule rms; returns the sum of what was asked (weight units, host)."""
     rng = np.random.default_rng(seed)
-    rand_rng = np.random.default_rng(seed + 1)
+    rand_rng = store.be.child_rng(seed + 1)   # the rounding draws: a generator of the backend's array module
     eps_w = store.epsilon_w
     asked = np.zeros(store.shape, np.float64)
     for _ in range(steps):
         d = (rng.normal(0.0, 0.8, store.shape) * eps_w).astype(np.float32)
         asked += d
-        store.apply_update(d, rand_rng)
+        store.apply_update(store.xp.asarray(d), rand_rng)
     return asked
 
 
 def _residual(store, w_start, asked):
     """sum asked - (device change + pending chi + pending feedback), weight units."""
-    chi_w = store.chi.astype(np.float64) / store.spec.chi_scale * store.epsilon_w
-    fb = store.feedback if store.feedback is not None else 0.0
-    return asked - (store.weights().astype(np.float64) - w_start + chi_w + fb)
+    chi_w = to_host(store.chi).astype(np.float64) / store.spec.chi_scale * store.epsilon_w
+    fb = to_host(store.feedback) if store.feedback is not None else 0.0
+    return asked - (to_host(store.weights()).astype(np.float64) - w_start + chi_w + fb)
 
 
 @pytest.mark.parametrize("devices", [1, 3])
 def test_verified_update_keeps_the_books_on_pcm(devices):
     ver, _ = _store(EXACT_READS, True, devices=devices)
-    w_start = ver.weights().astype(np.float64).copy()
+    w_start = to_host(ver.weights()).astype(np.float64)
     asked = _drive(ver)
     err = np.abs(_residual(ver, w_start, asked))
     assert ver.syn.counters.set_pulses > 500 and ver.syn.counters.refreshes > 0   # refreshes measured too
@@ -65,7 +67,7 @@ def test_verified_update_keeps_the_books_on_pcm(devices):
     assert err.max() < 60 * ver.epsilon_w / ver.spec.chi_scale
     # and the reference: blind pulses leave the device's own error (granules off) in the weight
     blind, _ = _store(EXACT_READS, False, devices=devices)
-    w_start = blind.weights().astype(np.float64).copy()
+    w_start = to_host(blind.weights()).astype(np.float64)
     asked = _drive(blind)
     err_blind = np.abs(_residual(blind, w_start, asked))
     assert np.median(err_blind) > 0.5 * blind.epsilon_w
@@ -76,7 +78,7 @@ def test_verified_update_on_ideal_devices_measures_exactly_what_it_asked():
     st, _ = _store(IDEAL.with_overrides(ideal_step=0.5), True, eps=0.5)
     _drive(st, steps=20)
     assert st.syn.counters.set_pulses > 100
-    assert np.abs(st.feedback).max() < 1e-5 * st.epsilon_w
+    assert np.abs(to_host(st.feedback)).max() < 1e-5 * st.epsilon_w
 
 
 def test_verify_reads_are_counted_and_noisy():
@@ -86,23 +88,25 @@ def test_verify_reads_are_counted_and_noisy():
     d = (np.random.default_rng(2).normal(0, 1.2, (40, 30)) * 0.075).astype(np.float32)
     noisy, _ = _store(NO_DRIFT, True, read_noise=True)
     exact, _ = _store(NO_DRIFT, True, read_noise=False)
-    g0p, g0m = exact.syn.gp.g_prog.copy(), exact.syn.gm.g_prog.copy()
+    g0p, g0m = to_host(exact.syn.gp.g_prog).copy(), to_host(exact.syn.gm.g_prog).copy()
     for st in (noisy, exact):
-        st.apply_update(d, np.random.default_rng(3))
-    pulsed = (exact.feedback != 0).reshape(-1)
+        st.apply_update(st.xp.asarray(d), st.be.child_rng(3))    # the same stream for both: same pulses
+    fb_exact, fb_noisy = to_host(exact.feedback), to_host(noisy.feedback)
+    pulsed = (fb_exact != 0).reshape(-1)
     n_pulsed, n_ref = int(np.count_nonzero(pulsed)), exact.syn.counters.refreshes
     assert n_pulsed > 300 and n_ref < 10
     # two reads per pulsed device, one more per refreshed synapse
     assert noisy.syn.counters.update_verify_reads == exact.syn.counters.update_verify_reads == 2 * n_pulsed + n_ref
     if n_ref:                                                        # (their devices were re-written)
-        pulsed[exact.syn._last_refresh_read[0]] = False
-    assert np.array_equal(noisy.weights(), exact.weights())          # the same pulses and devices
-    up = (exact.syn.gp.g_prog != g0p)[pulsed]                        # which device each one pulsed
+        pulsed[to_host(exact.syn._last_refresh_read[0])] = False
+    assert np.array_equal(to_host(noisy.weights()), to_host(exact.weights()))   # the same pulses and devices
+    g1p, g1m = to_host(exact.syn.gp.g_prog), to_host(exact.syn.gm.g_prog)
+    up = (g1p != g0p)[pulsed]                                        # which device each one pulsed
     g0 = np.where(up, g0p[pulsed], g0m[pulsed])
-    g1 = np.where(up, exact.syn.gp.g_prog[pulsed], exact.syn.gm.g_prog[pulsed])
+    g1 = np.where(up, g1p[pulsed], g1m[pulsed])
     sig = lambda g: NO_DRIFT.read_sigma_slope * g + NO_DRIFT.read_sigma_offset
     expect = exact.syn.beta * np.sqrt(np.mean(sig(g0) ** 2 + sig(g1) ** 2))
-    diff = (noisy.feedback - exact.feedback).reshape(-1)[pulsed]
+    diff = (fb_noisy - fb_exact).reshape(-1)[pulsed]
     assert 0.85 < diff.std() / expect < 1.15
     assert np.abs(diff.mean()) < 4 * expect / np.sqrt(n_pulsed)
 
@@ -133,10 +137,10 @@ def test_verify_gain_returns_that_share_of_the_error():
     full, _ = _store(NO_DRIFT, True)
     half, _ = _store(NO_DRIFT, True, gain=0.5)
     for st in (full, half):
-        st.apply_update(d, np.random.default_rng(5))
-    assert np.array_equal(full.weights(), half.weights())
-    assert np.count_nonzero(full.feedback) > 300
-    np.testing.assert_allclose(half.feedback, 0.5 * full.feedback, rtol=1e-6, atol=1e-9)
+        st.apply_update(st.xp.asarray(d), st.be.child_rng(5))     # the same stream for both: same pulses
+    assert np.array_equal(to_host(full.weights()), to_host(half.weights()))
+    assert np.count_nonzero(to_host(full.feedback)) > 300
+    np.testing.assert_allclose(to_host(half.feedback), 0.5 * to_host(full.feedback), rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="verify_gain"):
         _store(NO_DRIFT, True, gain=0.0)
 
@@ -153,8 +157,8 @@ def test_anti_windup_stops_the_corrections_at_the_range_edge(devices):
     last = {}
     for aw in (False, True):
         st, _ = _store(NO_DRIFT, True, devices=devices, anti_windup=aw, w0=w0)
-        push = np.full(st.shape, st.epsilon_w, np.float32)
-        rr = np.random.default_rng(1)
+        push = st.xp.full(st.shape, st.epsilon_w, dtype=st.xp.float32)
+        rr = st.be.child_rng(1)
         pulses = []
         capped_seen = 0
         for _ in range(60):
@@ -164,11 +168,12 @@ def test_anti_windup_stops_the_corrections_at_the_range_edge(devices):
             ref = st.syn._last_refresh_read
             if aw and ref is not None:
                 ref_idx, _, capped = ref
+                ref_idx, capped = to_host(ref_idx), to_host(capped)
                 capped_seen += int(capped.sum())
-                assert np.all(st.feedback.reshape(-1)[ref_idx[capped]] == 0.0)
+                assert np.all(to_host(st.feedback).reshape(-1)[ref_idx[capped]] == 0.0)
                 st.syn._last_refresh_read = None
         last[aw] = np.mean(pulses[-10:]) / w0.size           # pulses per synapse per update
-        assert st.weights().max() < 0.55                       # the range holds either way
+        assert float(st.weights().max()) < 0.55                # the range holds either way
         if aw:
             assert capped_seen > 500
     assert last[False] > 12.0                                   # wound up
