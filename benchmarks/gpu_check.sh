@@ -38,6 +38,6 @@ tail -n 30 "$OUT/bench_cupy.txt"
 
 echo "== where a PCM CNN step's time goes on CuPy"
 timeout "${PROFILE_TIMEOUT:-120}" "$PY" -m benchmarks.profile_steps --fresh cnn_cifar10_pcm --backend cupy \
-  --steps 30 --warmup 10 > "$OUT/profile_cupy.txt" 2>&1
+  --steps 20 --warmup 10 > "$OUT/profile_cupy.txt" 2>&1
 echo "profile rc=$?"
 cat "$OUT/profile_cupy.txt"

@@ -12,6 +12,7 @@ import pytest
 
 from sim.cli import main
 from sim.sweep.spec import SpecError, load_spec, parse_spec
+from tests.conftest import TEST_BACKEND
 
 REPO = Path(__file__).resolve().parents[1]
 SMOKE = REPO / "configs" / "sweeps" / "digits_smoke.toml"
@@ -246,13 +247,16 @@ def test_local_sweep_started_again_skips_finished(local_sweep, capsys):
 
 
 def _kill_spec(tmp_path, retries):
+    # the trials run in child processes, which tests/conftest.py does not patch: they get the
+    # backend under test by name (the uninterrupted reference asks for "numpy", which the
+    # conftest turns into CuPy under MCASIM_TEST_BACKEND=cupy)
     # batch 2 makes an epoch long enough (~1 s) for the kill to land inside epoch 2
     return write(tmp_path / f"kill{retries}.toml", f"""
 [sweep]
 dataset = "digits"
 seeds = [4]
 epochs = 3
-backend = "numpy"
+backend = "{TEST_BACKEND}"
 retries = {retries}
 set = ["model.hidden=[16]", "train.batch_size=2", "synapse.mode=pcm"]
 [[axis]]
