@@ -18,6 +18,8 @@ from .backend import Backend
 from .presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS, PCMPreset
 
 FLOAT = "float32"   # conductances: float32 is ample against µS-scale noise, and halves GPU traffic
+VERIFY_BLOCK_ELEMENTS = 4_000_000   # engineering choice: attempts per program-and-verify block on a GPU
+                                    # (two float32 (b, m) arrays of 16 MB each, plus temporaries)
 
 
 @dataclass
@@ -56,6 +58,9 @@ class PCMArray:
         self.nu = xp.zeros(n, dtype=FLOAT)
         self.n_set = xp.zeros(n, dtype="int64")
         self.n_reset = xp.zeros(n, dtype="int64")
+        # program-and-verify a block of attempts at a time on a GPU (_verify_blocked); NumPy keeps
+        # the one-attempt loop (the same distribution, and its random stream as it always was)
+        self.blocked_verify = backend.name != "numpy"
         self._nu_fixed = False
         self._nu_max = None       # cache of nu.max(); dropped by nu_changed()
         self._tp_floor = float(t) # lower bound of t_prog (s); see t_prog_changed() / undrifted()
@@ -292,6 +297,12 @@ class PCMArray:
             sd = xp.maximum(c2 * g * g + c1 * g + c0, 0.0)
             self.g_prog[idx] = xp.clip(target + sd * self.rng.standard_normal(n, dtype=FLOAT), p.g_min, p.g_max)
             stats.pulses, stats.verify_reads = n, n
+        elif self.blocked_verify:
+            tol = p.prog_residual_std if tolerance is None else tolerance
+            g, attempts, failed = self._verify_blocked(target, tol)
+            stats.pulses = stats.verify_reads = attempts
+            stats.failed = failed
+            self.g_prog[idx] = g
         else:
             tol = p.prog_residual_std if tolerance is None else tolerance
             sd_attempt = xp.maximum(p.set_sigma_slope * target + p.set_sigma_offset, 0.0)
@@ -323,3 +334,40 @@ class PCMArray:
             self.hist[idx] = traj_p[k]
         self._update_nu(idx)
         return stats
+
+    def _verify_blocked(self, target, tol: float):
+        """The JAP program-and-verify loop of :meth:`program_verify`, several attempts at a time.
+
+        Per round, every pending device gets ``b`` attempts at once (a (b, m) block: attempt
+        ``gi = clip(target + sd_attempt z1)``, verify read ``gi + sigma_read(gi) z2``); a device
+        keeps its first attempt whose verify read is within ``tol`` (it would have stopped there),
+        else it stays pending with its last attempt. Attempts are independent, so the result has
+        the same distribution as the one-attempt loop, with ~max_pulses / b rounds instead of
+        max_pulses, each ending in one device-to-host sync (the pending count): a GPU spends its
+        time launching and waiting, not computing, in the one-attempt loop. ``b`` is capped so a
+        block holds at most ``VERIFY_BLOCK_ELEMENTS`` attempts (whole-array programming goes a few
+        attempts at a time). Returns (conductances, attempts made, devices that failed).
+        """
+        p, xp = self.preset, self.xp
+        n = int(target.shape[0])
+        sd_attempt = xp.maximum(p.set_sigma_slope * target + p.set_sigma_offset, 0.0)
+        g = xp.zeros(n, dtype=FLOAT)
+        pending = xp.arange(n)
+        attempts, left = 0, p.prog_verify_max_pulses
+        while left > 0:
+            m = int(pending.shape[0])
+            if m == 0:
+                break
+            b = max(1, min(left, VERIFY_BLOCK_ELEMENTS // m))
+            tg, sd = target[pending], sd_attempt[pending]
+            gi = xp.clip(tg + sd * self.rng.standard_normal((b, m), dtype=FLOAT), p.g_min, p.g_max)      # (b, m)
+            verify = gi + (p.read_sigma_slope * gi + p.read_sigma_offset) * self.rng.standard_normal((b, m), dtype=FLOAT)
+            ok = xp.abs(verify - tg) <= tol
+            done = ok.any(axis=0)
+            used = xp.where(done, xp.argmax(ok, axis=0), b - 1)          # first passing attempt, else the last
+            g[pending] = gi[used, xp.arange(m)]
+            # attempts made: used + 1 per device (done or not); one host sync for counts and pending
+            attempts += int((used + 1).sum())
+            pending = pending[~done]
+            left -= b
+        return g, attempts, int(pending.shape[0])

@@ -315,3 +315,45 @@ def test_bad_preset_names_and_fields():
 def test_bad_tile_presets_rejected(kw):
     with pytest.raises(PresetError):
         TilePreset(**kw)
+
+
+def test_blocked_program_verify_has_the_loop_statistics():
+    """The GPU's blocked program-and-verify (several attempts per round) against the one-attempt
+    loop, both run here on the same backend: the same distribution of the programmed error and of
+    the attempts, and the same books (pulses = verify reads, failures within the pulse budget)."""
+    be = make_backend("numpy", 0)
+    xp, n = be.xp, 40_000
+    target = xp.asarray(np.random.default_rng(1).uniform(1.0, 15.0, n).astype(np.float32))
+    res = {}
+    for blocked in (False, True):
+        d = PCMArray((n,), JAP2018, be, rng=be.child_rng(5 + blocked))
+        d.blocked_verify = blocked
+        st = d.program_verify(xp.arange(n), target, t=0.0)
+        err = to_host(d.g_prog - target)
+        res[blocked] = (st, err)
+        assert st.pulses == st.verify_reads and st.pulses >= n
+    (s0, e0), (s1, e1) = res[False], res[True]
+    assert abs(s1.pulses / s0.pulses - 1) < 0.03               # mean attempts per device
+    assert abs(s1.failed - s0.failed) <= 5 * np.sqrt(max(s0.failed, 1)) + 5
+    assert abs(e1.mean() - e0.mean()) < 5 * e0.std() / np.sqrt(n) * np.sqrt(2)
+    assert abs(e1.std() / e0.std() - 1) < 0.03
+    ok0, ok1 = np.abs(e0) <= 3 * JAP2018.prog_residual_std, np.abs(e1) <= 3 * JAP2018.prog_residual_std
+    assert abs(ok1.mean() - ok0.mean()) < 0.01
+
+
+def test_blocked_program_verify_small_blocks_and_budget():
+    """A block cap smaller than the pending set (whole-array programming) still spends at most
+    prog_verify_max_pulses attempts per device."""
+    import gpu_model.devices as devices
+    be = make_backend("numpy", 0)
+    xp, n = be.xp, 5_000
+    d = PCMArray((n,), JAP2018, be, rng=be.child_rng(3))
+    d.blocked_verify = True
+    old = devices.VERIFY_BLOCK_ELEMENTS
+    devices.VERIFY_BLOCK_ELEMENTS = 3 * n          # 3 attempts per round
+    try:
+        st = d.program_verify(xp.arange(n), xp.full(n, 8.0, dtype=xp.float32), t=0.0, tolerance=0.01)
+    finally:
+        devices.VERIFY_BLOCK_ELEMENTS = old
+    assert n < st.pulses <= n * JAP2018.prog_verify_max_pulses
+    assert st.failed > 0           # a tolerance this tight leaves some outside it after the budget
