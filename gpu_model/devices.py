@@ -22,6 +22,34 @@ VERIFY_BLOCK_ELEMENTS = 4_000_000   # engineering choice: attempts per program-a
                                     # (two float32 (b, m) arrays of 16 MB each, plus temporaries)
 
 
+_SET_STEP_KERNEL = None
+
+
+def _set_step_kernel(xp):
+    """One SET pulse on the active devices as one CuPy elementwise kernel (in place on g, h).
+
+    The arithmetic of :meth:`PCMArray.apply_set_pulses`'s loop body, in the same order:
+    P <- P e^{-1/tau}; mu = a_mu G + b_mu + c_mu P; sigma = max(a_s G + b_s + c_s P, 0);
+    G <- clip(G + (mu + sigma z) * mult, g_min, g_max). On a GPU the loop is launch-bound (about a
+    dozen small kernels per pulse index); this is one. NumPy keeps the unfused lines.
+    """
+    global _SET_STEP_KERNEL
+    if _SET_STEP_KERNEL is None:
+        _SET_STEP_KERNEL = xp.ElementwiseKernel(
+            "float32 z, float32 mult, float32 decay, float32 mu_a, float32 mu_b, float32 mu_c, "
+            "float32 sg_a, float32 sg_b, float32 sg_c, float32 g_min, float32 g_max",
+            "float32 g, float32 h",
+            """
+            h = h * decay;
+            float mu = mu_a * g + mu_b + mu_c * h;
+            float sg = fmaxf(sg_a * g + sg_b + sg_c * h, 0.0f);
+            float gn = g + (mu + sg * z) * mult;
+            g = fminf(fmaxf(gn, g_min), g_max);
+            """,
+            "mcasim_set_step")
+    return _SET_STEP_KERNEL
+
+
 @dataclass
 class ProgramStats:
     """Counts of one program-and-verify call."""
@@ -202,9 +230,18 @@ class PCMArray:
             hist = self.hist[idx]
             mult = self.step_mult[idx] if p.step_d2d_std > 0 else None
             decay = math.exp(-1.0 / p.history_tau_pulses)
+            fused = _set_step_kernel(xp) if self.be.name == "cupy" else None
             for j in range(max_count):
                 m = int(active_n[j])
                 gj, hj = g[:m], hist[:m]
+                if fused is not None:
+                    # the same step in one GPU kernel (_set_step_kernel), on the same normal draws
+                    z = self.rng.standard_normal(m, dtype=FLOAT)
+                    fused(z, mult[:m] if mult is not None else np.float32(1.0), np.float32(decay),
+                          np.float32(p.set_mu_slope), np.float32(p.set_mu_offset), np.float32(p.set_mu_hist),
+                          np.float32(p.set_sigma_slope), np.float32(p.set_sigma_offset),
+                          np.float32(p.set_sigma_hist), np.float32(p.g_min), np.float32(p.g_max), gj, hj)
+                    continue
                 hj *= decay                                                  # P <- P e^{-1/tau}
                 mu = p.set_mu_slope * gj + p.set_mu_offset + p.set_mu_hist * hj
                 sigma = xp.maximum(p.set_sigma_slope * gj + p.set_sigma_offset + p.set_sigma_hist * hj, 0.0)
