@@ -6,7 +6,7 @@ PYTHON  := $(BIN)/python
 STAMP   := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup test test-slow bench demo verilog tb synth clean
+.PHONY: setup test test-slow bench gpu-check demo verilog tb synth clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,12 @@ test-slow: setup
 
 bench: setup
 	$(PYTHON) -m benchmarks.run
+
+# on a machine with an NVIDIA GPU and CuPy: the suite on CuPy, the CNN benchmark and a profile
+# (results in build/gpu; BENCHMARKS.md, "GPU")
+gpu-check: setup
+	$(PYTHON) -m pip install -q -e '.[gpu,dev]'
+	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh
 
 demo: setup
 	$(BIN)/mcasim train mlp --dataset mnist --config configs/demo.toml --out runs/demo --overwrite
