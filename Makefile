@@ -28,10 +28,10 @@ test-slow: setup
 bench: setup
 	$(PYTHON) -m benchmarks.run
 
-# on a machine with an NVIDIA GPU and CuPy: the suite on CuPy, the CNN benchmark and a profile
-# (results in build/gpu; BENCHMARKS.md, "GPU")
+# on a machine with an NVIDIA GPU: the suite on CuPy, the CNN benchmark and a profile (results in
+# build/gpu; BENCHMARKS.md, "GPU"). Needs a CuPy for the machine's CUDA in .venv (the 'gpu' extra
+# is cupy-cuda12x; CUDA 13: pip install cupy-cuda13x).
 gpu-check: setup
-	$(PYTHON) -m pip install -q -e '.[gpu,dev]'
 	PYTHON=$(PYTHON) bash benchmarks/gpu_check.sh
 
 demo: setup

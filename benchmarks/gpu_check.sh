@@ -21,10 +21,15 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 OMP_NUM_THR
 } > "$OUT/env.txt" 2>&1
 cat "$OUT/env.txt"
 
+"$PY" -c "import cupy" 2>/dev/null || { echo "CuPy does not import with $PY: install cupy-cudaXXx for this CUDA"; exit 2; }
+
 echo "== test suite on CuPy"
 t0=$SECONDS
+opts=()   # parallel workers and a per-test limit where the plugins are installed
+"$PY" -c "import xdist" 2>/dev/null && opts+=(-n "${WORKERS:-8}")
+"$PY" -c "import pytest_timeout" 2>/dev/null && opts+=(--timeout 150)
 MCASIM_TEST_BACKEND=cupy timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest tests -q -p no:cacheprovider \
-  -n "${WORKERS:-8}" --timeout 150 --ignore=tests/test_dpu_rtl.py --ignore=tests/test_dpu_synth.py \
+  "${opts[@]}" --ignore=tests/test_dpu_rtl.py --ignore=tests/test_dpu_synth.py \
   -k "not rtl" -rfEs --tb=short > "$OUT/pytest_cupy.txt" 2>&1
 echo "pytest rc=$? in $((SECONDS - t0)) s"
 tail -n 40 "$OUT/pytest_cupy.txt"
