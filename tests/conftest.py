@@ -76,3 +76,15 @@ def pytest_collection_modifyitems(config, items):
 def to_host(a):
     """A backend array (NumPy or CuPy) as a NumPy array, for assertions."""
     return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
+
+
+def central_difference(f, arr, idx, h: float) -> float:
+    """Central finite difference of the scalar ``f()`` with respect to ``arr[idx]`` (a NumPy or
+    CuPy array, changed in place and restored): (f(a + h) - f(a - h)) / 2h."""
+    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
+    arr[idx] = old + h
+    fp = float(f())
+    arr[idx] = old - h
+    fm = float(f())
+    arr[idx] = old
+    return (fp - fm) / (2 * h)

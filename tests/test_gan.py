@@ -15,20 +15,13 @@ from sim.config import ConfigError, config_from_dict
 from sim.nn import Dense, FP32Weights, Sequential
 from sim.nn.gan_layers import LeakyReLU, bce_with_logits
 
-from tests.conftest import to_host
+from tests.conftest import central_difference, to_host
 
 H_FD = 1e-6   # finite-difference step (float64)
 
 
 def _numeric(f, arr, idx, h=H_FD):
-    """Central finite difference of scalar f() with respect to arr[idx] (a NumPy or CuPy array)."""
-    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
-    arr[idx] = old + h
-    fp = f()
-    arr[idx] = old - h
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * h)
+    return central_difference(f, arr, idx, h)
 
 
 # --- layers and losses -------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sim.nn.recurrent import clip_gradients
 from sim.nn.stores import FP32Weights
 from sim.train import Trainer, load_checkpoint
 
-from tests.conftest import to_host
+from tests.conftest import central_difference, to_host
 
 BE = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
 XP = BE.xp
@@ -45,13 +45,7 @@ def f64_lstm(rng, n_in, H):
 
 
 def numeric(f, arr, idx):
-    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
-    arr[idx] = old + FD
-    fp = f()
-    arr[idx] = old - FD
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * FD)
+    return central_difference(f, arr, idx, FD)
 
 
 def test_lstm_gradient_check_through_time():

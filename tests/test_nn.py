@@ -13,7 +13,7 @@ from sim.nn import (AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, Layer
 from sim.nn.layers import BN_EPS, BN_MOMENTUM
 from sim.nn.stores import AnalogWeights, FP32Weights
 
-from tests.conftest import to_host
+from tests.conftest import central_difference, to_host
 
 BE = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
 XP = BE.xp
@@ -42,14 +42,7 @@ def to_f64(net):
 
 
 def numeric_grad(f, arr, idx):
-    """Central finite difference of scalar f() with respect to arr[idx]."""
-    old = float(arr[idx])           # a value: CuPy's arr[idx] is a view
-    arr[idx] = old + H
-    fp = f()
-    arr[idx] = old - H
-    fm = f()
-    arr[idx] = old
-    return (fp - fm) / (2 * H)
+    return central_difference(f, arr, idx, H)
 
 
 def check_layer(layer, x, rng, n_checks=6, params=True):

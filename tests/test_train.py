@@ -11,6 +11,7 @@ from sim.cli import main
 from sim.config import ConfigError, config_from_dict, load_config
 from sim.data import Dataset, DatasetError, load_digits_fallback, load_mnist
 from sim.train import Trainer
+from tests.conftest import central_difference
 
 
 def tiny_dataset(n=64, d=12, k=3, seed=0):
@@ -46,14 +47,7 @@ def test_gradient_matches_finite_differences():
     h = 1e-6
 
     def numeric(arr, idx):
-        """Central finite difference of the loss with respect to arr[idx]."""
-        old = float(arr[idx])       # a value: CuPy's arr[idx] is a view
-        arr[idx] = old + h
-        lp = loss_fn()
-        arr[idx] = old - h
-        lm = loss_fn()
-        arr[idx] = old
-        return (lp - lm) / (2 * h)
+        return central_difference(loss_fn, arr, idx, h)
 
     assert [p.key for p in net.params()] == ["fc1.w", "fc1.b", "fc1.g", "fc2.w", "fc2.b", "fc2.g"]
     for p in net.params():
