@@ -81,6 +81,21 @@ class CheckpointableCupyGenerator:
         return getattr(self._gen, name)
 
 
+def rng_state(rng):
+    """A generator's checkpointable state: a dict (NumPy's bit-generator state, or a
+    :class:`CheckpointableCupyGenerator` generation), or None where there is none to save (a bare
+    CuPy generator, whose ``state`` is a method returning a device pointer)."""
+    bg = getattr(rng, "bit_generator", None)
+    st = getattr(bg, "state", None) if bg is not None else None
+    return st if isinstance(st, dict) else None
+
+
+def set_rng_state(rng, state) -> None:
+    """Restore what :func:`rng_state` returned (None: nothing to restore)."""
+    if state is not None:
+        rng.bit_generator.state = state
+
+
 @dataclass
 class Backend:
     """Array module plus a seeded random generator.

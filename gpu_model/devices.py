@@ -214,14 +214,13 @@ class PCMArray:
                 # on int16 keys is a radix sort in NumPy (O(n)); CuPy sorts with CUB radix sort.
                 if self.be.name == "numpy" and max_count < 32767:
                     order = np.argsort((-counts_host).astype(np.int16), kind="stable")
-                    idx, counts = idx[order], counts[order]
-                    counts_host = self.be.asnumpy(counts)
+                    counts_host = counts_host[order]
                 else:
                     order = xp.argsort(-counts)
-                    idx, counts = idx[order], counts[order]
-                    # the sorted counts on the host without a second device-to-host copy (equal
-                    # counts are interchangeable: only how many exceed each j is used below)
+                    # the sorted counts on the host without a device-to-host copy of counts[order]
+                    # (equal counts are interchangeable: only how many exceed each j is used below)
                     counts_host = -np.sort(-counts_host)
+                idx, counts = idx[order], counts[order]
                 # number of devices with count > j, for j = 0..max_count-1 (counts sorted descending)
                 active_n = np.searchsorted(-counts_host, -np.arange(1, max_count + 1), side="right")
             else:
@@ -231,16 +230,17 @@ class PCMArray:
             mult = self.step_mult[idx] if p.step_d2d_std > 0 else None
             decay = math.exp(-1.0 / p.history_tau_pulses)
             fused = _set_step_kernel(xp) if self.be.name == "cupy" else None
+            if fused is not None:   # the kernel's scalar arguments, once per call
+                consts = tuple(np.float32(v) for v in (
+                    decay, p.set_mu_slope, p.set_mu_offset, p.set_mu_hist,
+                    p.set_sigma_slope, p.set_sigma_offset, p.set_sigma_hist, p.g_min, p.g_max))
             for j in range(max_count):
                 m = int(active_n[j])
                 gj, hj = g[:m], hist[:m]
                 if fused is not None:
                     # the same step in one GPU kernel (_set_step_kernel), on the same normal draws
                     z = self.rng.standard_normal(m, dtype=FLOAT)
-                    fused(z, mult[:m] if mult is not None else np.float32(1.0), np.float32(decay),
-                          np.float32(p.set_mu_slope), np.float32(p.set_mu_offset), np.float32(p.set_mu_hist),
-                          np.float32(p.set_sigma_slope), np.float32(p.set_sigma_offset),
-                          np.float32(p.set_sigma_hist), np.float32(p.g_min), np.float32(p.g_max), gj, hj)
+                    fused(z, mult[:m] if mult is not None else np.float32(1.0), *consts, gj, hj)
                     continue
                 hj *= decay                                                  # P <- P e^{-1/tau}
                 mu = p.set_mu_slope * gj + p.set_mu_offset + p.set_mu_hist * hj

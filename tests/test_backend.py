@@ -86,7 +86,8 @@ def test_cupy_backend_on_a_gpu():
 def test_checkpointable_cupy_generator_resumes_its_stream():
     """The CuPy stream wrapper's logic (run here over NumPy's generators, as it is module-neutral):
     reading the state re-seeds to the next generation; restoring it gives the same draws as the
-    stream that was never interrupted; a state of another stream or of NumPy is refused."""
+    stream that was never interrupted, also in a generator of another stream (as a NumPy state
+    does); a NumPy state is refused."""
     from gpu_model.backend import CheckpointableCupyGenerator as G
     a = G(np, [3, 17])
     first = a.random(5)

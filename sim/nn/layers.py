@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gpu_model.backend import rng_state, set_rng_state
 
 from ..events import EventCounts
 from .optim import Optimizer
@@ -449,13 +450,10 @@ class Dropout(Module):
         return d if self.mask is None else d * self.mask
 
     def state_dict(self, be):
-        bg = getattr(self.rng, "bit_generator", None)
-        st = getattr(bg, "state", None) if bg is not None else None
-        return {"rng": st if isinstance(st, dict) else None}   # a bare CuPy generator has none to save
+        return {"rng": rng_state(self.rng)}
 
     def load_state_dict(self, st):
-        if st.get("rng") is not None:
-            self.rng.bit_generator.state = st["rng"]
+        set_rng_state(self.rng, st.get("rng"))
 
 
 # --- container -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from gpu_model.backend import Backend
+from gpu_model.backend import Backend, rng_state, set_rng_state
 from gpu_model.devices import FLOAT
 from gpu_model.presets import PCMPreset, TilePreset
 from gpu_model.tile import AnalogMatrix
@@ -184,23 +184,23 @@ class AnalogWeights:
 
     def state_dict(self, be):
         return {"chi": be.asnumpy(self.chi), "syn": self.syn.state_dict(),
-                "matrix_rng": _rng_state(self.matrix.rng), "syn_rng": _rng_state(self.syn.rng),
+                "matrix_rng": rng_state(self.matrix.rng), "syn_rng": rng_state(self.syn.rng),
                 "events": dict(self.matrix.events), "inc_saturated": self.inc_saturated,
-                **({"feedback": be.asnumpy(self.feedback), "verify_rng": _rng_state(self.verify_rng)}
+                **({"feedback": be.asnumpy(self.feedback), "verify_rng": rng_state(self.verify_rng)}
                    if self.verified else {})}
 
     def load_state_dict(self, st):
         self.chi = self.xp.asarray(st["chi"]).astype("int32")
         self.syn.load_state_dict(st["syn"])
-        _set_rng_state(self.matrix.rng, st["matrix_rng"])
-        _set_rng_state(self.syn.rng, st["syn_rng"])
+        set_rng_state(self.matrix.rng, st["matrix_rng"])
+        set_rng_state(self.syn.rng, st["syn_rng"])
         self.matrix.events.update(st["events"])
         self.inc_saturated = st.get("inc_saturated", 0)
         if self.verified:
             if "feedback" not in st:
                 raise ValueError("checkpoint was made without synapse.verified_update")
             self.feedback = self.xp.asarray(st["feedback"]).astype(FLOAT)
-            _set_rng_state(self.verify_rng, st["verify_rng"])
+            set_rng_state(self.verify_rng, st["verify_rng"])
 
 
 def _uniform_bits_pcg64(rng, bits: int, shape):
@@ -266,17 +266,3 @@ def uniform_bits_uint8(rng, bits: int, shape):
     if type(rng.bit_generator) is np.random.PCG64 and 1 <= bits <= 8 and _pcg64_shortcut_ok():
         return _uniform_bits_pcg64(rng, bits, tuple(shape))
     return rng.integers(0, 1 << bits, size=shape, dtype="uint8")
-
-
-def _rng_state(rng):
-    """The generator's state (a dict: NumPy's bit-generator state, or a
-    :class:`gpu_model.backend.CheckpointableCupyGenerator` generation), or None where it has none
-    to save (a bare CuPy generator, whose ``state`` is a method returning a device pointer)."""
-    bg = getattr(rng, "bit_generator", None)
-    st = getattr(bg, "state", None) if bg is not None else None
-    return st if isinstance(st, dict) else None
-
-
-def _set_rng_state(rng, state):
-    if state is not None:
-        rng.bit_generator.state = state
