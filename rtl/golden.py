@@ -183,3 +183,160 @@ def golden_step_sparse(spec: DPUSpec, chi, inc, rand=None, xp=None):
     sk -= p << f                                  # chi' = s - sign(s) * p * 2^F
     flat[k] = sk
     return s, k, p
+
+
+# ================================================================================================
+# The whole unit (issue 27): update engine, chi memory, event stream — arithmetic of
+# rtl.spec.TileSpec, vectorised (NumPy), bit-exact with rtl.tile.TileUnit.
+# ================================================================================================
+from dataclasses import dataclass, field  # noqa: E402
+
+import numpy as _np  # noqa: E402
+
+from .spec import (COUNTER_BITS, RAND_SEED_STRIDE, RAND_WORD_BITS, RAND_ZERO_FIX,  # noqa: E402
+                   TileSpec)
+
+_M32 = (1 << 32) - 1
+
+
+def _check_codes(a, bits: int, shape, what: str):
+    a = _np.asarray(a)
+    if a.shape != shape:
+        raise ValueError(f"{what} must have shape {shape}, got {a.shape}")
+    if a.dtype.kind not in "iu":
+        raise ValueError(f"{what} must be integer codes, got dtype {a.dtype}")
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if a.size and (int(a.min()) < lo or int(a.max()) > hi):
+        raise ValueError(f"{what} codes outside the signed {bits}-bit range [{lo}, {hi}]")
+    return a.astype(_np.int64)
+
+
+def batch_sum(ts: TileSpec, x, delta):
+    """S[r, c] = sum_b delta[b, r] * x[b, c], exact (int64). x: (B, C) codes, delta: (B, R)."""
+    x = _check_codes(x, ts.x_bits, (ts.batch, ts.cols), "x")
+    d = _check_codes(delta, ts.delta_bits, (ts.batch, ts.rows), "delta")
+    return d.T @ x                               # integer matmul: exact (|S| < 2^(acc_bits-1))
+
+
+def scale_increment(ts: TileSpec, S, m: int):
+    """inc = sat_inc((S * m + 2^(k-1)) >> k): returns (inc int32 array, saturation mask)."""
+    if not 0 <= int(m) <= ts.scale_max:
+        raise ValueError(f"scale mantissa {m} outside [0, {ts.scale_max}]")
+    v = _np.asarray(S, dtype=_np.int64) * int(m)
+    k = ts.scale_shift
+    if k:
+        v = (v + (1 << (k - 1))) >> k            # round half up (arithmetic shift = floor)
+    ch = ts.chi_spec
+    sat = (v > ch.inc_max) | (v < ch.inc_min)
+    return _np.clip(v, ch.inc_min, ch.inc_max).astype(_np.int32), sat
+
+
+def xorshift32(s: int) -> int:
+    s ^= (s << 13) & _M32
+    s ^= s >> 17
+    s ^= (s << 5) & _M32
+    return s
+
+
+def rand_seed_states(ts: TileSpec, seed: int) -> list[int]:
+    out = []
+    for k in range(ts.rand_gens):
+        s = (int(seed) + k * RAND_SEED_STRIDE) & _M32
+        out.append(s if s else RAND_ZERO_FIX)
+    return out
+
+
+def tile_rand(ts: TileSpec, states: list[int], n_beats: int):
+    """The on-chip generators' bits for ``n_beats`` beats: returns (rand (n_beats, lanes) int32,
+    the states after them). Beat j takes the states before its step (see rtl.spec)."""
+    G, L, R = ts.rand_gens, ts.lanes, ts.chi_spec.round_bits
+    if G == 0:
+        return _np.zeros((n_beats, L), _np.int32), list(states)
+    words = _np.empty((n_beats, G), _np.uint64)
+    st = list(states)
+    for k in range(G):                           # sequential per generator (XOR-shift is cheap)
+        s, col = st[k], []
+        for _ in range(n_beats):
+            col.append(s)
+            s ^= (s << 13) & _M32
+            s ^= s >> 17
+            s ^= (s << 5) & _M32
+        words[:, k] = col
+        st[k] = s
+    # lane l: bits [l R, (l+1) R) of the concatenated words (generator 0 lowest)
+    bit = _np.arange(L) * R
+    w, off = bit // RAND_WORD_BITS, (bit % RAND_WORD_BITS).astype(_np.uint64)
+    lo = words[:, w] >> off
+    hi_w = _np.minimum(w + 1, G - 1)
+    spill = (off + _np.uint64(R)) > _np.uint64(RAND_WORD_BITS)   # field straddles two words
+    hi = _np.where(spill, words[:, hi_w] << (_np.uint64(RAND_WORD_BITS) - off), _np.uint64(0))
+    rand = ((lo | hi) & _np.uint64((1 << R) - 1)).astype(_np.int32)
+    return rand, st
+
+
+EVENT_DTYPE = _np.dtype([("row", _np.int32), ("col", _np.int32), ("count", _np.int32), ("neg", _np.bool_)])
+
+
+@dataclass
+class TileCounters:
+    events: int = 0
+    pulses: int = 0
+    pmax_hits: int = 0
+    inc_sat: int = 0
+    batches: int = 0
+
+    def add(self, **kw):
+        for k, v in kw.items():
+            setattr(self, k, (getattr(self, k) + int(v)) % (1 << COUNTER_BITS))
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass
+class GoldenTile:
+    """Transaction-level golden model of :class:`rtl.tile.TileUnit`: chi of the whole tile, the
+    generators' states and the status counters; :meth:`batch` is one mini-batch."""
+
+    spec: TileSpec
+    chi: _np.ndarray = None
+    rand_states: list = field(default_factory=list)
+    counters: TileCounters = field(default_factory=TileCounters)
+
+    def __post_init__(self):
+        ts = self.spec
+        if self.chi is None:
+            self.chi = _np.zeros((ts.rows, ts.cols), _np.int32)
+        if not self.rand_states:
+            self.rand_states = rand_seed_states(ts, 0)
+
+    def load_seed(self, seed: int):
+        self.rand_states = rand_seed_states(self.spec, seed)
+
+    def load_chi(self, chi):
+        ts = self.spec
+        c = _np.asarray(chi)
+        m = ts.chi_spec.chi_max
+        if c.shape != (ts.rows, ts.cols) or (c.size and (int(c.min()) < -m - 1 or int(c.max()) > m)):
+            raise ValueError(f"chi must be ({ts.rows}, {ts.cols}) in the signed {ts.dpu.chi_bits}-bit range")
+        self.chi = c.astype(_np.int32).copy()
+
+    def clear(self):
+        self.counters = TileCounters()
+
+    def batch(self, x, delta, m: int):
+        """One mini-batch: returns the events (EVENT_DTYPE array, raster order)."""
+        ts = self.spec
+        inc, sat = scale_increment(ts, batch_sum(ts, x, delta), m)
+        rand, self.rand_states = tile_rand(ts, self.rand_states, ts.groups)
+        rand = rand.reshape(ts.rows, ts.cols)
+        chi_new, p, neg = golden_step(ts.chi_spec, self.chi, inc, rand, _np)
+        self.chi = _np.asarray(chi_new, _np.int32).reshape(ts.rows, ts.cols)
+        p = _np.asarray(p).reshape(ts.rows, ts.cols)
+        rr, cc = _np.nonzero(p)                  # row-major: raster order
+        ev = _np.empty(rr.size, EVENT_DTYPE)
+        ev["row"], ev["col"], ev["count"] = rr, cc, p[rr, cc]
+        ev["neg"] = _np.asarray(neg).reshape(ts.rows, ts.cols)[rr, cc]
+        self.counters.add(events=rr.size, pulses=int(p.sum()),
+                          pmax_hits=int((p == ts.dpu.pmax).sum()), inc_sat=int(sat.sum()), batches=1)
+        return ev

@@ -125,3 +125,178 @@ class DPUSpec:
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
+
+
+# ================================================================================================
+# The whole digital unit (issue 27): update engine, chi memory, pulse-event stream
+# ================================================================================================
+#
+# Per mini-batch the unit receives, for a tile of R x C synapses (W is R rows = outputs by C
+# columns = inputs) and a batch of B samples:
+#
+# * ``x``     — activations, the crossbar's DAC codes (``gpu_model.tile.AnalogTile._dac``): signed
+#   ``x_bits``-bit integers. The DAC produces the symmetric set -(2^(x_bits-1) - 1) ..
+#   2^(x_bits-1) - 1 (2^x_bits - 1 levels); the unit accepts the full two's complement range
+#   (-2^(x_bits-1) too), and every width below is exact for it. The real activation is
+#   ``x = code * x_scale`` with ``x_scale = s / (2^(x_bits-1) - 1)`` (``s``: the DAC's per-vector
+#   scale); the host folds x_scale into ``scale`` (below).
+# * ``delta`` — errors, signed ``delta_bits``-bit codes, same conventions: ``delta = code *
+#   delta_scale`` with a host-chosen ``delta_scale`` (e.g. max|delta| / (2^(delta_bits-1) - 1)),
+#   folded into ``scale``. The sign convention is the host's: the unit adds ``+sum delta x``; for
+#   gradient descent the host sends the codes of the *negative* gradient.
+# * ``scale`` — an unsigned ``scale_bits``-bit mantissa ``m`` (run-time, per mini-batch) with a
+#   build-time shift ``k = scale_shift``: scale = m / 2^k increment LSBs per unit product of codes.
+#   It folds learning rate, x_scale, delta_scale, 1/epsilon and the increment's 2^(F+R)
+#   (:meth:`TileSpec.encode_scale`).
+#
+# Arithmetic, exact integers (no overflow anywhere, every width is derived below):
+#
+# * product   ``p_b = delta_b[r] * x_b[c]``                 signed ``prod_bits = x_bits + delta_bits``
+# * batch sum ``S = sum_b p_b``                              signed ``acc_bits = prod_bits + clog2(B)``
+# * scaled    ``v = S * m``                                  signed ``scaled_bits = acc_bits + scale_bits + 1``
+# * increment ``inc = sat_inc((v + 2^(k-1)) >> k)``          (``>> k`` arithmetic: floor; k = 0: ``v``)
+#   i.e. round half up to an increment LSB, clamped to [inc_min, inc_max] (a clamp is counted as
+#   a saturation). ``inc`` is in the DPUSpec ``inc`` format: the chi/pulse lanes then apply the
+#   existing step (``round`` the ``round_bits`` away, ``chi' = ...``, pulses) unchanged.
+#
+# So  delta_chi (in inc LSBs) = round(sum_b delta_b x_b^T * m / 2^k), bit-exactly.
+#
+# Stochastic rounding inside the lanes takes its ``round_bits`` per synapse from an on-chip
+# generator (no host stream): ``rand_gens = ceil(lanes * round_bits / 32)`` xorshift32 generators
+# (x ^= x << 13; x ^= x >> 17; x ^= x << 5, mod 2^32), seeded by the host with one 32-bit ``seed``:
+# generator k starts at ``(seed + k * RAND_SEED_STRIDE) mod 2^32`` (``RAND_ZERO_FIX`` where that is
+# 0: xorshift's state must not be 0). Every beat of ``lanes`` synapses entering the lanes takes the
+# generators' current states, concatenated (generator 0 in bits 0..31), lane l the bits
+# [l*round_bits, (l+1)*round_bits); then every generator steps once. Beats enter in raster order
+# (row-major, columns in groups of ``lanes``), so synapse (r, c) of the n-th beat since the seed
+# load gets a defined, reproducible value (:func:`rtl.golden.tile_rand`).
+#
+# Pulse events: every synapse with a non-zero pulse count leaves as (row, col, count, neg), in
+# raster order (row-major, ascending column); counters (32 bits, wrapping): events, pulses
+# (sum of counts), pmax_hits (events whose count is PMAX: the pulse budget saturated), inc_sat
+# (increments clamped by sat_inc) and batches.
+
+RAND_WORD_BITS = 32                 # xorshift32 (spec choice: XOR-only next-state logic)
+RAND_SEED_STRIDE = 0x9E3779B9       # spec choice: golden-ratio stride between the generators' seeds
+RAND_ZERO_FIX = 0x6D2B79F5          # spec choice: replaces an all-zero seed state (any non-zero works)
+COUNTER_BITS = 32                   # status counters wrap modulo 2^32
+
+
+def clog2(n: int) -> int:
+    return max(0, (int(n) - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Parameters of the whole unit for one tile; ``dpu`` is the chi/pulse format (its ``lanes``
+    is ignored: the unit's lanes are ``lanes`` here, see :attr:`chi_spec`)."""
+
+    rows: int = 64            # engineering choice: R, a 64 x 64 tile (the MLP's smallest layer block)
+    cols: int = 64            # engineering choice: C
+    batch: int = 8            # engineering choice: B samples per mini-batch held on chip
+    lanes: int = 8            # engineering choice: L synapses per group (issue 27: >= 8 per clock)
+    taps: int = 8             # engineering choice: P products per synapse per clock (P = B: one
+                              # group of L synapse-updates per clock, L * P multipliers)
+    x_bits: int = 8           # = the tile's dac_bits default (gpu_model.presets, 8-bit DACs)
+    delta_bits: int = 8       # engineering choice: 8-bit error codes (study: tests/ and docs/dpu.md)
+    scale_bits: int = 16      # engineering choice: 16-bit scale mantissa (one 18x18 DSP operand)
+    scale_shift: int = 12     # engineering choice: scale = m / 2^12, range [2^-12, 16) inc LSBs per code product
+    fifo_depth: int = 16      # engineering choice: beats between the update engine and the lanes (>= front latency)
+    dpu: DPUSpec = DPUSpec()
+
+    def __post_init__(self):
+        def need(c, m):
+            if not c:
+                raise SpecError(f"tile spec: {m}")
+        for name in ("rows", "cols", "batch", "lanes", "taps", "x_bits", "delta_bits",
+                     "scale_bits", "scale_shift", "fifo_depth"):
+            v = getattr(self, name)
+            need(isinstance(v, int) and not isinstance(v, bool), f"{name} must be an integer, got {v!r}")
+        need(isinstance(self.dpu, DPUSpec), f"dpu must be a DPUSpec, got {type(self.dpu).__name__}")
+        for name in ("rows", "cols", "batch", "lanes", "taps"):
+            need(getattr(self, name) >= 1, f"{name} must be >= 1")
+        need(self.rows < 2 ** 16 and self.cols < 2 ** 16 and self.batch < 2 ** 16, "rows, cols, batch must be < 65536")
+        need(self.lanes < 256 and self.taps < 256, "lanes and taps must be < 256")
+        need(self.cols % self.lanes == 0, f"cols ({self.cols}) must be a multiple of lanes ({self.lanes})")
+        need(self.rows % self.lanes == 0, f"rows ({self.rows}) must be a multiple of lanes ({self.lanes}) (delta beats carry lanes codes)")
+        need(self.batch % self.taps == 0, f"batch ({self.batch}) must be a multiple of taps ({self.taps})")
+        need(2 <= self.x_bits <= 18 and 2 <= self.delta_bits <= 18, "x_bits and delta_bits must be in [2, 18]")
+        need(1 <= self.scale_bits <= 24, "scale_bits must be in [1, 24]")
+        need(0 <= self.scale_shift <= 40, "scale_shift must be in [0, 40]")
+        need(self.scaled_bits <= 62, f"scaled width {self.scaled_bits} exceeds 62 bits (int64 golden model)")
+        need(self.fifo_depth >= 2, "fifo_depth must be >= 2")
+
+    # --- derived ------------------------------------------------------------------------------
+    @property
+    def chi_spec(self) -> DPUSpec:
+        """The chi/pulse lanes' spec (DPUSpec with ``lanes`` = this unit's lanes)."""
+        import dataclasses
+        return dataclasses.replace(self.dpu, lanes=self.lanes)
+
+    @property
+    def prod_bits(self) -> int:
+        return self.x_bits + self.delta_bits
+
+    @property
+    def tap_sum_bits(self) -> int:
+        return self.prod_bits + clog2(self.taps)
+
+    @property
+    def acc_bits(self) -> int:
+        return self.prod_bits + clog2(self.batch)
+
+    @property
+    def scaled_bits(self) -> int:
+        return self.acc_bits + self.scale_bits + 1
+
+    @property
+    def x_max(self) -> int:
+        """Largest DAC code (symmetric: the DAC's codes are -x_max..x_max)."""
+        return 2 ** (self.x_bits - 1) - 1
+
+    @property
+    def delta_max(self) -> int:
+        return 2 ** (self.delta_bits - 1) - 1
+
+    @property
+    def scale_max(self) -> int:
+        return 2 ** self.scale_bits - 1
+
+    @property
+    def groups(self) -> int:
+        """Beats of ``lanes`` synapses per tile (chi memory words)."""
+        return self.rows * self.cols // self.lanes
+
+    @property
+    def rand_gens(self) -> int:
+        ch = self.chi_spec
+        if ch.rounding != "stochastic" or ch.round_bits == 0:
+            return 0
+        return -(-self.lanes * ch.round_bits // RAND_WORD_BITS)
+
+    @property
+    def updates_per_clock(self) -> float:
+        """Synapse-updates per clock in steady state (events stream keeping up)."""
+        return self.lanes * self.taps / self.batch
+
+    # --- host side ----------------------------------------------------------------------------
+    def encode_scale(self, scale: float) -> int:
+        """Float scale (increment LSBs per unit product of codes) -> mantissa m (nearest),
+        SpecError when outside [0, scale_max / 2^scale_shift]."""
+        m = int(round(float(scale) * 2 ** self.scale_shift))
+        if not 0 <= m <= self.scale_max:
+            raise SpecError(f"scale {scale} outside the mantissa range [0, {self.scale_max / 2 ** self.scale_shift}]")
+        return m
+
+    def quantize_delta(self, delta, xp=np):
+        """Float errors (B, R) -> (codes int32, delta_scale): symmetric, nearest, per batch scale
+        max|delta| / delta_max (an all-zero batch gets scale 1)."""
+        d = xp.asarray(delta, dtype="float64")
+        s = float(xp.abs(d).max()) if d.size else 0.0
+        s = s / self.delta_max if s > 0 else 1.0
+        return xp.rint(d / s).astype("int32"), s
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["dpu"] = self.dpu.to_dict()
+        return d
