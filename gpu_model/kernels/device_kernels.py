@@ -1,0 +1,442 @@
+"""Compiled (Numba) kernels of the fused device-update engine (:mod:`gpu_model.kernels.fused_synapses`).
+
+The physics is that of :mod:`gpu_model.devices` and :mod:`gpu_model.synapse` (same formulas, same
+order of events per synapse), written per synapse and per device instead of per array pass:
+
+* device state: 2-D arrays ``[synapse, device]`` (``device`` 0..N-1 the G+ devices, N..2N-1 the G-
+  devices), all views of one packed record per device (``fused_synapses.DEVICE_RECORD``) so that
+  one pulsed device's fields share a cache line and the 2N devices of a synapse are adjacent;
+* ``dev`` = (g_prog, hist, nu, step_mult, z_nu, t_prog, n_set, n_reset): µS, 1, 1, 1, 1, s, counts;
+* ``P``: the preset's numbers (float64, indices ``P_*``); ``M``: model codes and sizes (int64,
+  indices ``M_*``); ``keys``: the keyed-RNG keys of this call (uint64, indices ``K_*``,
+  :mod:`gpu_model.kernels.keyed_rng`);
+* arithmetic in float64 on values stored as float32 (the reference rounds every intermediate to
+  float32): results agree with the reference in distribution and to float32 rounding, not bitwise.
+
+Units: conductance µS, time s, weights in weight units (W = beta * sum_k (G+_k - G-_k)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS
+from .keyed_rng import normal_nb
+
+# --- model codes (M[M_DRIFT], M[M_READ], M[M_PROG]) ------------------------------------------------
+DRIFT_CODES = {"constant": 0, "joshi": 1}
+READ_CODES = {"affine": 0, "joshi_1f": 1, "none": 2}
+PROG_CODES = {"jap": 0, "joshi": 1, "none": 2}
+DRIFT_CONSTANT, DRIFT_JOSHI = 0, 1
+READ_AFFINE, READ_JOSHI_1F, READ_NONE = 0, 1, 2
+PROG_JAP, PROG_JOSHI, PROG_NONE = 0, 1, 2
+
+# --- P: preset numbers (float64) -------------------------------------------------------------------
+P_G_MIN = 0          # µS, PCMPreset.g_min
+P_G_MAX = 1          # µS, PCMPreset.g_max
+P_RESET_MEAN = 2     # µS, PCMPreset.reset_mean
+P_RESET_STD = 3      # µS, PCMPreset.reset_std
+P_DECAY = 4          # exp(-1 / PCMPreset.history_tau_pulses)
+P_MU_A = 5           # PCMPreset.set_mu_slope
+P_MU_B = 6           # µS, PCMPreset.set_mu_offset
+P_MU_C = 7           # µS, PCMPreset.set_mu_hist
+P_SG_A = 8           # PCMPreset.set_sigma_slope
+P_SG_B = 9           # µS, PCMPreset.set_sigma_offset
+P_SG_C = 10          # µS, PCMPreset.set_sigma_hist
+P_D2D = 11           # PCMPreset.step_d2d_std
+P_T0 = 12            # s, PCMPreset.drift_t0
+P_NU_MEAN = 13       # PCMPreset.nu_mean
+P_NU_STD = 14        # PCMPreset.nu_std
+P_RD_A = 15          # PCMPreset.read_sigma_slope
+P_RD_B = 16          # µS, PCMPreset.read_sigma_offset
+P_T_READ = 17        # s, PCMPreset.t_read
+P_IDEAL_STEP = 18    # µS per pulse, PCMPreset.ideal_step
+P_BETA = 19          # weight units per µS (DifferentialSynapses.beta)
+P_CAP = 20           # µS, refresh cap = refresh_threshold * g_max
+P_CM = 21            # µS, common-mode level (0: off)
+N_P = 22
+
+# --- M: codes and sizes (int64) --------------------------------------------------------------------
+M_DRIFT = 0          # DRIFT_* code
+M_READ = 1           # READ_* code
+M_PROG = 2           # PROG_* code
+M_IDEAL = 3          # 1: ideal linear device (PCMPreset.ideal)
+M_DRIFT_FREE = 4     # 1: no device ever drifts (ideal, or constant model with nu = 0)
+M_N = 5              # devices per side N
+M_MAX_PULSES = 6     # PCMPreset.prog_verify_max_pulses
+M_D2D = 7            # 1: apply the d2d step multiplier (step_d2d_std > 0)
+N_M = 8
+
+# --- keys of one call (uint64) ---------------------------------------------------------------------
+K_SET = 0            # KIND_SET_STEP
+K_VB = 1             # KIND_VERIFY_BEFORE
+K_VA = 2             # KIND_VERIFY_AFTER
+K_VR = 3             # KIND_VERIFY_REFRESHED
+K_REF_READ = 4       # KIND_REFRESH_READ (or KIND_READ_WEIGHTS for read_weights)
+K_RESET = 5          # KIND_RESET (KIND_INIT_RESET in program())
+K_ATT = 6            # KIND_PROG_ATTEMPT (KIND_INIT_ATTEMPT)
+K_VER = 7            # KIND_PROG_VERIFY (KIND_INIT_VERIFY)
+N_K = 8
+
+# Joshi 2020 constants (gpu_model.presets; Methods of Joshi et al., Nat. Commun. 11, 2473)
+NU_MU_A, NU_MU_B, NU_MU_LO, NU_MU_HI = JOSHI_NU_MU
+NU_SD_A, NU_SD_B, NU_SD_LO, NU_SD_HI = JOSHI_NU_SIGMA
+QS_C, QS_E, QS_MAX = JOSHI_QS
+PROG_C2, PROG_C1, PROG_C0 = JOSHI_PROG
+G_NORM_FLOOR = 1e-6  # floor of G/g_max before its log / power (as gpu_model/devices.py)
+
+
+# --- one device ------------------------------------------------------------------------------------
+@njit(cache=True)
+def drifted(g_p, tp, nu, t, P, M):
+    """G(t) = G_p ((t - t_p)/t0)^(-nu) for t - t_p > t0, else G_p (µS)."""
+    if M[M_DRIFT_FREE]:
+        return g_p
+    r = (t - tp) / P[P_T0]
+    if r <= 1.0:
+        return g_p
+    return g_p * math.exp(-nu * math.log(r))
+
+
+@njit(cache=True)
+def read_sigma(g_now, g_p, tp, t, P, M):
+    """Std (µS) of one read of a device at drifted conductance ``g_now`` (programmed ``g_p`` at ``tp``)."""
+    m = M[M_READ]
+    if m == READ_NONE:
+        return 0.0
+    if m == READ_AFFINE:
+        return P[P_RD_A] * g_now + P[P_RD_B]                      # sigma = a G + b
+    # Joshi 2020 1/f: sigma = G(t) Q_s(G_p/g_max) sqrt(ln((dt + t_read)/(2 t_read))), dt >= t_read
+    tr = P[P_T_READ]
+    dt = max(t - tp, tr)
+    gn = max(g_p / P[P_G_MAX], G_NORM_FLOOR)
+    qs = min(QS_C / gn ** QS_E, QS_MAX)                           # Q_s = min(c / g^e, q_max)
+    return g_now * qs * math.sqrt(math.log((dt + tr) / (2.0 * tr)))
+
+
+@njit(cache=True)
+def drift_exponent(g_p, z, P, M):
+    """nu of a device with drift-distribution place ``z`` programmed to ``g_p`` µS (>= 0)."""
+    if M[M_DRIFT] == DRIFT_CONSTANT:
+        return max(P[P_NU_MEAN] + P[P_NU_STD] * z, 0.0)           # nu ~ N(nu_mean, nu_std)
+    lg = math.log(max(g_p / P[P_G_MAX], G_NORM_FLOOR))
+    mu = min(max(NU_MU_A * lg + NU_MU_B, NU_MU_LO), NU_MU_HI)     # mu_nu = clip(a ln g + b)
+    sd = min(max(NU_SD_A * lg + NU_SD_B, NU_SD_LO), NU_SD_HI)     # sigma_nu = clip(a ln g + b)
+    return max(mu + sd * z, 0.0)                                   # nu ~ N(mu_nu, sigma_nu)
+
+
+@njit(cache=True)
+def clip_g(g, P):
+    return min(max(g, P[P_G_MIN]), P[P_G_MAX])
+
+
+@njit(cache=True)
+def reset_device(s, d, t, key, dev, P, M):
+    """RESET device d of synapse s at t: G ~ N(reset_mean, reset_std) clipped, P = 1, n_reset += 1."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    g = clip_g(P[P_RESET_MEAN] + P[P_RESET_STD] * normal_nb(key, s, d, 0), P)
+    G[s, d] = g
+    TP[s, d] = t
+    H[s, d] = 1.0
+    NR[s, d] += 1
+    if M[M_DRIFT] == DRIFT_JOSHI:
+        NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
+
+
+@njit(cache=True)
+def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
+    """Program device d of synapse s to ``target`` µS by program-and-verify at t (PCMArray.program_verify).
+
+    ``jap``: attempts G = clip(target + sd z), sd = max(sg_a target + sg_b, 0), each followed by a
+    verify read G + (rd_a G + rd_b) z'; done when |read - target| <= tol, at most
+    prog_verify_max_pulses attempts (the last one stays). ``joshi``: one attempt with
+    sd = max(c2 g^2 + c1 g + c0, 0), g = target/g_max. ``none``: exact. The history term is P_k of
+    the mean SET trajectory, k = first pulse whose mean G reaches the target (0 for ideal/none).
+    Returns (programming pulses, verify reads).
+    """
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    target = clip_g(target, P)
+    prog = M[M_PROG]
+    pulses = 0
+    reads = 0
+    if prog == PROG_NONE:
+        g = target
+        if M[M_IDEAL]:
+            pulses = int(math.ceil((target - P[P_G_MIN]) / P[P_IDEAL_STEP]))   # n = ceil((G - g_min)/step)
+        else:
+            pulses = 1
+    elif prog == PROG_JOSHI:
+        gn = target / P[P_G_MAX]
+        sd = max(PROG_C2 * gn * gn + PROG_C1 * gn + PROG_C0, 0.0)   # sigma_prog(g), µS
+        g = clip_g(target + sd * normal_nb(ka, s, d, 0), P)
+        pulses = 1
+        reads = 1
+    else:
+        sd = max(P[P_SG_A] * target + P[P_SG_B], 0.0)                # sigma(G = target, P = 0)
+        g = target
+        for a in range(M[M_MAX_PULSES]):
+            g = clip_g(target + sd * normal_nb(ka, s, d, a), P)      # attempt: target + N(0, sd)
+            v = g + (P[P_RD_A] * g + P[P_RD_B]) * normal_nb(kv, s, d, a)   # verify read
+            pulses += 1
+            reads += 1
+            if abs(v - target) <= tol:
+                break
+    G[s, d] = g
+    TP[s, d] = t
+    if M[M_IDEAL] or prog == PROG_NONE:
+        H[s, d] = 0.0
+    else:
+        k = min(np.searchsorted(traj_g, np.float32(target)), traj_g.shape[0] - 1)
+        H[s, d] = traj_p[k]
+    if M[M_DRIFT] == DRIFT_JOSHI:
+        NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
+    return pulses, reads
+
+
+@njit(cache=True)
+def write_synapse(s, w, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
+    """Write weight ``w`` (weight units) to synapse s, whose 2N devices were just RESET
+    (DifferentialSynapses._write / _write_common_mode). Returns (pulses, reads, capped)."""
+    G = dev[0]
+    n = M[M_N]
+    beta, cap, c = P[P_BETA], P[P_CAP], P[P_CM]
+    pulses = 0
+    reads = 0
+    capped = False
+    if c > 0:
+        # common mode: G+_k = c + max(w, 0)/(beta N), G-_k = c + max(-w, 0)/(beta N)
+        wpos = max(w, 0.0) / (beta * n)
+        wneg = max(-w, 0.0) / (beta * n)
+        capped = c + max(wpos, wneg) > cap
+        for k in range(n):
+            p, r = program_device(s, k, min(c + wpos, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p)
+            pulses += p
+            reads += r
+        for k in range(n):
+            p, r = program_device(s, n + k, min(c + wneg, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p)
+            pulses += p
+            reads += r
+        return pulses, reads, capped
+    if w == 0.0:
+        return 0, 0, False
+    share = abs(w) / (beta * n)                  # |w| spread equally over the N devices of its sign
+    side, other = (0, n) if w > 0 else (n, 0)
+    for k in range(n):
+        g_want = share + np.float64(G[s, other + k])   # + the RESET partner: beta (G+ - G-) lands on w
+        if g_want > cap:
+            capped = True
+        p, r = program_device(s, side + k, min(g_want, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p)
+        pulses += p
+        reads += r
+    return pulses, reads, capped
+
+
+@njit(cache=True)
+def resum_synapse(s, t, dev, P, M, cw, cv):
+    """Cache entries of synapse s at t: W = beta sum_k (G+_k - G-_k), Var = beta^2 sum_d sigma_d^2."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    n = M[M_N]
+    beta = P[P_BETA]
+    w = 0.0
+    v = 0.0
+    for d in range(2 * n):
+        gp = np.float64(G[s, d])
+        tp = TP[s, d]
+        g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
+        sg = read_sigma(g, gp, tp, t, P, M)
+        w += g if d < n else -g
+        v += sg * sg
+    cw[s] = beta * w
+    cv[s] = beta * beta * v
+
+
+@njit(cache=True)
+def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
+    """Refresh synapse s: read W (one noisy read per device), RESET all 2N devices, re-program W.
+    Returns (W read, programming pulses, verify reads, capped)."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    n = M[M_N]
+    w = 0.0
+    kr = keys[K_REF_READ]
+    for d in range(2 * n):
+        gp = np.float64(G[s, d])
+        tp = TP[s, d]
+        g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
+        r = g + read_sigma(g, gp, tp, t, P, M) * normal_nb(kr, s, d, 0)   # read = G(t) + sigma z
+        w += r if d < n else -r
+    w_read = np.float64(np.float32(P[P_BETA] * w))
+    for d in range(2 * n):
+        reset_device(s, d, t, keys[K_RESET], dev, P, M)
+    pulses, reads, capped = write_synapse(s, w_read, tol, t, keys[K_ATT], keys[K_VER], dev, P, M,
+                                          traj_g, traj_p)
+    resum_synapse(s, t, dev, P, M, cw, cv)
+    return w_read, pulses, reads, capped
+
+
+# --- one pulsed synapse of an update ---------------------------------------------------------------
+@njit(cache=True)
+def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+               out_ref, out_pulses, out_reads, out_meas, out_capped):
+    """The whole update of pulse-list item i (DifferentialSynapses.apply_pulse_list, one synapse):
+    arbiter, SET pulses, state, cache, verify reads, refresh check and refresh."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    n_dev = M[M_N]
+    beta = P[P_BETA]
+    s = idx[i]
+    c = counts[i]
+    k = 0
+    if n_dev > 1:                                  # round robin: pick device k, then advance
+        k = arb[s]
+        arb[s] = (k + 1) % n_dev
+    npulse = c if c > 0 else -c
+    d = k if c > 0 else n_dev + k                  # positive count: G+ (W up); negative: G- (W down)
+    sign = 1.0 if c > 0 else -1.0
+    gp0 = np.float64(G[s, d])
+    tp0 = TP[s, d]
+    g0 = drifted(gp0, tp0, np.float64(NU[s, d]), t, P, M)   # pulses act on the drifted G at t
+    sg0 = read_sigma(g0, gp0, tp0, t, P, M)
+    read_before = g0
+    if verify and vnoise:
+        read_before = g0 + sg0 * normal_nb(keys[K_VB], s, d, 0)
+    if M[M_IDEAL]:
+        g = clip_g(g0 + npulse * P[P_IDEAL_STEP], P)            # ideal: G += n step exactly
+    else:
+        g = g0
+        h = np.float64(H[s, d])
+        mult = np.float64(MU[s, d]) if M[M_D2D] else 1.0
+        ks = keys[K_SET]
+        for j in range(npulse):
+            h *= P[P_DECAY]                                       # P <- P e^{-1/tau}
+            mu = P[P_MU_A] * g + P[P_MU_B] + P[P_MU_C] * h        # mu = a G + b + c P
+            sg = max(P[P_SG_A] * g + P[P_SG_B] + P[P_SG_C] * h, 0.0)   # sigma = max(a G + b + c P, 0)
+            dg = (mu + sg * normal_nb(ks, s, d, j)) * mult        # dG ~ N(mu, sigma) x d2d multiplier
+            g = clip_g(g + dg, P)
+        H[s, d] = h
+    G[s, d] = g
+    g = np.float64(G[s, d])                                       # the stored (float32) value
+    TP[s, d] = t
+    NS[s, d] += npulse
+    if M[M_DRIFT] == DRIFT_JOSHI:
+        NU[s, d] = drift_exponent(g, np.float64(Z[s, d]), P, M)
+    sg1 = read_sigma(g, g, t, t, P, M)           # just programmed: G(t) = G_p
+    if n_dev > 1:
+        # W += sign beta (G_new - G_old), Var += beta^2 (s_new^2 - s_old^2) (>= 0); other devices cached
+        cw[s] = cw[s] + sign * beta * (g - g0)
+        cv[s] = max(cv[s] + beta * beta * (sg1 * sg1 - sg0 * sg0), 0.0)
+    else:
+        resum_synapse(s, t, dev, P, M, cw, cv)
+    meas = 0.0
+    if verify:
+        read_after = g
+        if vnoise:
+            read_after = g + sg1 * normal_nb(keys[K_VA], s, d, 0)
+        meas = sign * beta * (read_after - read_before)           # a G- pulse lowers W
+    out_ref[i] = 0
+    out_pulses[i] = 0
+    out_reads[i] = 0
+    out_capped[i] = False
+    if g >= P[P_CAP]:                                             # pulsed device passed the threshold
+        w_read, pulses, reads, capped = refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv)
+        out_ref[i] = 1
+        out_pulses[i] = pulses
+        out_reads[i] = reads
+        out_capped[i] = capped
+        if verify:
+            w_new = np.float64(cw[s])
+            if vnoise:                                            # one read of the synapse: W + sqrt(Var) z
+                w_new += math.sqrt(np.float64(cv[s])) * normal_nb(keys[K_VR], s, 0, 0)
+            meas += w_new - w_read                                # what re-programming did to W
+    out_meas[i] = meas
+
+
+@njit(cache=True)
+def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                 out_ref, out_pulses, out_reads, out_meas, out_capped):
+    """:func:`update_one` over the pulse list, one thread."""
+    for i in range(idx.shape[0]):
+        update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                   out_ref, out_pulses, out_reads, out_meas, out_capped)
+
+
+@njit(cache=True, parallel=True)
+def apply_parallel(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                   out_ref, out_pulses, out_reads, out_meas, out_capped):
+    """:func:`update_one` over the pulse list on Numba's threads. Deterministic: each item touches
+    only its own synapse (idx unique) and draws keyed numbers; counters are per-item outputs."""
+    for i in prange(idx.shape[0]):
+        update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                   out_ref, out_pulses, out_reads, out_meas, out_capped)
+
+
+# --- whole-array passes ----------------------------------------------------------------------------
+@njit(cache=True, parallel=True)
+def recompute_all(t, dev, P, M, cw, cv):
+    """Every synapse's cache entries at t (:func:`resum_synapse`)."""
+    for s in prange(cw.shape[0]):
+        resum_synapse(s, t, dev, P, M, cw, cv)
+
+
+@njit(cache=True, parallel=True)
+def program_all(w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv, out_pulses, out_reads):
+    """Initial programming: RESET all 2N devices of every synapse, write w[s], re-sum the cache."""
+    n = M[M_N]
+    for s in prange(w.shape[0]):
+        for d in range(2 * n):
+            reset_device(s, d, t, keys[K_RESET], dev, P, M)
+        p, r, capped = write_synapse(s, np.float64(w[s]), tol, t, keys[K_ATT], keys[K_VER], dev, P, M,
+                                     traj_g, traj_p)
+        out_pulses[s] = p
+        out_reads[s] = r
+        resum_synapse(s, t, dev, P, M, cw, cv)
+
+
+@njit(cache=True, parallel=True)
+def fabricate(t, k_reset, k_znu, k_mult, dev, P, M):
+    """Construction: z_nu ~ N(0, 1), step_mult = max(1 + d2d z, 0), a RESET (not counted), nu."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    for s in prange(G.shape[0]):
+        for d in range(G.shape[1]):
+            Z[s, d] = normal_nb(k_znu, s, d, 0)
+            MU[s, d] = max(1.0 + P[P_D2D] * normal_nb(k_mult, s, d, 0), 0.0)
+            reset_device(s, d, t, k_reset, dev, P, M)
+            NR[s, d] = 0                          # the fabrication state is not a counted pulse
+            NS[s, d] = 0
+            NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
+
+
+@njit(cache=True, parallel=True)
+def drifted_all(t, dev, P, M, out):
+    """Drifted conductance G(t) (µS) of every device into ``out`` ([synapse, device])."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    for s in prange(G.shape[0]):
+        for d in range(G.shape[1]):
+            out[s, d] = drifted(np.float64(G[s, d]), TP[s, d], np.float64(NU[s, d]), t, P, M)
+
+
+@njit(cache=True, parallel=True)
+def read_all(t, key, dev, P, M, out):
+    """One noisy read of every synapse: W = beta sum_d sign_d (G_d(t) + sigma_d z_d) into ``out``."""
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    n = M[M_N]
+    for s in prange(G.shape[0]):
+        w = 0.0
+        for d in range(2 * n):
+            gp = np.float64(G[s, d])
+            tp = TP[s, d]
+            g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
+            r = g + read_sigma(g, gp, tp, t, P, M) * normal_nb(key, s, d, 0)
+            w += r if d < n else -r
+        out[s] = P[P_BETA] * w
+
+
+@njit(cache=True)
+def max_of(a):
+    """Largest element of a 2-D array (any layout)."""
+    m = -np.inf
+    for s in range(a.shape[0]):
+        for d in range(a.shape[1]):
+            if a[s, d] > m:
+                m = a[s, d]
+    return m

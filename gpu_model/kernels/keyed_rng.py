@@ -1,0 +1,219 @@
+"""Counter-based (keyed) random numbers for the fused device engine: stateless, the same bits on
+every backend and thread count.
+
+A draw is a pure function of its key ``(seed, stream, kind, step, synapse, device, draw)``; nothing
+is carried from one draw to the next, so the order in which compiled loops (or threads) visit the
+synapses cannot change a result, and a run resumed from a checkpoint needs no generator state.
+
+Hash: SplitMix64's finaliser (Steele, Lea & Flood, OOPSLA 2014; the same mixer as
+:func:`rtl.golden.shared_rand`), chained over the key fields::
+
+    mix(x)  = SplitMix64 output of state x: z = x + 0x9E3779B97F4A7C15;
+              z = (z ^ z>>30) * 0xBF58476D1CE4E5B9; z = (z ^ z>>27) * 0x94D049BB133111EB; z ^ z>>31
+    key     = mix(mix(mix(mix(seed) ^ stream) ^ kind) ^ step)      # one scalar per call and kind
+    h       = mix(mix(key ^ synapse) ^ (device << 32 | draw))       # one 64-bit word per draw
+
+``device`` < 2**16 (index of the device inside its synapse: 0..N-1 the G+ devices, N..2N-1 the
+G- devices), ``draw`` < 2**32 (pulse index, programming attempt, ...). All arithmetic is modulo
+2**64 (uint64).
+
+Uniform: ``u = ((h >> 11) + 0.5) * 2**-53``: a float64 in the open interval (0, 1) (the 53 top bits
+of h, centred in their cell, so neither 0 nor 1 occurs). The NumPy and the Numba versions give
+identical bits (tests/test_fused_engine.py).
+
+Standard normal: Box & Muller (1958) on the uniforms of draws ``2*draw`` and ``2*draw + 1`` of the
+same key: ``z = sqrt(-2 ln u1) cos(2 pi u2)`` (only the cosine branch: a draw stays a function of
+its own key). Computed in float64; NumPy's and Numba's (LLVM/libm) ``log``/``cos`` may differ in
+the last float64 bit, so the normals are *not guaranteed* bit-identical in float64; rounded to
+float32 they agree to within one float32 ulp (in practice identical: a 1-ulp float64 difference
+flips a float32 rounding with probability ~2**-29 per draw; the test checks both). |z| <= sqrt(-2
+ln 2**-54) = 8.65: the tail is cut far beyond anything a device statistic can see.
+
+Kinds (the ``kind`` field: which physical event a number belongs to)
+---------------------------------------------------------------------
+=========================  =====  ======================================  ==========================
+name                       value  event                                   step / device / draw
+=========================  =====  ======================================  ==========================
+``KIND_SET_STEP``          1      SET-pulse step noise dG ~ N(mu, sigma)  update / pulsed device /
+                                                                          pulse index j
+``KIND_VERIFY_BEFORE``     2      verified update: read of the pulsed     update / pulsed device / 0
+                                  device before its pulses
+``KIND_VERIFY_AFTER``      3      verified update: read after its pulses  update / pulsed device / 0
+``KIND_VERIFY_REFRESHED``  4      verified update: read of a refreshed    update / 0 / 0
+                                  synapse's W after its refresh
+``KIND_REFRESH_READ``      5      refresh: read of every device for W     update / device / 0
+``KIND_RESET``             6      RESET level G ~ N(reset_mean, std)      update / device / 0
+``KIND_PROG_ATTEMPT``      7      programming attempt target + N(0, sd)   update / device / attempt
+``KIND_PROG_VERIFY``       8      program-and-verify's verify read        update / device / attempt
+``KIND_INIT_RESET``        9      program(): RESET of every device        program call / device / 0
+``KIND_INIT_ATTEMPT``      10     program(): programming attempt          program call / dev / att.
+``KIND_INIT_VERIFY``       11     program(): verify read                  program call / dev / att.
+``KIND_FAB_RESET``         12     construction (fabrication) RESET        0 / device / 0
+``KIND_Z_NU``              13     drift-exponent place z_nu ~ N(0, 1)     0 / device / 0
+``KIND_STEP_MULT``         14     d2d step multiplier 1 + std N(0, 1)     0 / device / 0
+``KIND_READ_WEIGHTS``      15     read_weights(step): one noisy read of   caller's step / device / 0
+                                  every device
+=========================  =====  ======================================  ==========================
+
+"update" is the tile's update counter that the caller passes to ``FusedSynapses.apply``;
+"program call" counts ``FusedSynapses.program`` calls. The synapse field is the flat synapse index
+(row-major over the tile's rows x cols). Two events of one kind at the same key would draw the same
+number: one update is applied once per step value (the caller's contract).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+KIND_SET_STEP = 1
+KIND_VERIFY_BEFORE = 2
+KIND_VERIFY_AFTER = 3
+KIND_VERIFY_REFRESHED = 4
+KIND_REFRESH_READ = 5
+KIND_RESET = 6
+KIND_PROG_ATTEMPT = 7
+KIND_PROG_VERIFY = 8
+KIND_INIT_RESET = 9
+KIND_INIT_ATTEMPT = 10
+KIND_INIT_VERIFY = 11
+KIND_FAB_RESET = 12
+KIND_Z_NU = 13
+KIND_STEP_MULT = 14
+KIND_READ_WEIGHTS = 15
+
+KINDS = {name: value for name, value in globals().items() if name.startswith("KIND_")}
+
+_M64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15        # SplitMix64 increment (2^64 / golden ratio)
+_MUL1 = 0xBF58476D1CE4E5B9          # SplitMix64 finaliser multipliers (Steele et al. 2014)
+_MUL2 = 0x94D049BB133111EB
+DEVICE_SHIFT = 32                   # device index sits above the 32-bit draw counter
+MAX_DEVICE = 1 << 16                # devices per synapse the key can address (2N <= 65536)
+MAX_DRAW = 1 << 32                  # draws per (key, synapse, device)
+UNIFORM_BITS = 53                   # float64 mantissa: top 53 bits of the hash make the uniform
+_U_SCALE = 2.0 ** -UNIFORM_BITS
+TWO_PI = 2.0 * math.pi
+
+
+# --- scalar (Python ints): the per-call key ---------------------------------------------------------
+def _mix_int(x: int) -> int:
+    z = (x + _GOLDEN) & _M64
+    z = ((z ^ (z >> 30)) * _MUL1) & _M64
+    z = ((z ^ (z >> 27)) * _MUL2) & _M64
+    return z ^ (z >> 31)
+
+
+def stream_key(seed: int, stream: int, kind: int, step: int) -> np.uint64:
+    """The per-call key ``mix(mix(mix(mix(seed) ^ stream) ^ kind) ^ step)`` (uint64).
+
+    seed, stream, step: non-negative integers (taken modulo 2**64); kind: one of ``KINDS``."""
+    for name, v in (("seed", seed), ("stream", stream), ("step", step)):
+        if int(v) < 0:
+            raise ValueError(f"keyed RNG: {name} must be >= 0, got {v}")
+    if int(kind) not in KINDS.values():
+        raise ValueError(f"keyed RNG: unknown kind {kind} (known: {KINDS})")
+    k = _mix_int(int(seed) & _M64)
+    k = _mix_int(k ^ (int(stream) & _M64))
+    k = _mix_int(k ^ int(kind))
+    k = _mix_int(k ^ (int(step) & _M64))
+    return np.uint64(k)
+
+
+# --- vectorised NumPy --------------------------------------------------------------------------------
+def _mix_np(z):
+    """SplitMix64 of a uint64 array (new array; wraps modulo 2**64)."""
+    u64 = np.uint64
+    z = z + u64(_GOLDEN)
+    z = (z ^ (z >> u64(30))) * u64(_MUL1)
+    z = (z ^ (z >> u64(27))) * u64(_MUL2)
+    return z ^ (z >> u64(31))
+
+
+def hash_np(key, synapse, device, draw):
+    """The 64-bit word of each draw (arrays broadcast): ``mix(mix(key ^ synapse) ^ (device << 32 | draw))``."""
+    u64 = np.uint64
+    s = np.asarray(synapse).astype(u64)
+    sub = (np.asarray(device).astype(u64) << u64(DEVICE_SHIFT)) | np.asarray(draw).astype(u64)
+    return _mix_np(_mix_np(s ^ u64(key)) ^ sub)
+
+
+def uniform_np(key, synapse, device, draw):
+    """Uniform float64 in (0, 1) per key (arrays broadcast): ``((h >> 11) + 0.5) * 2**-53``."""
+    h = hash_np(key, synapse, device, draw)
+    return ((h >> np.uint64(64 - UNIFORM_BITS)).astype(np.float64) + 0.5) * _U_SCALE
+
+
+def normal_np(key, synapse, device, draw, dtype=np.float64):
+    """Standard normal per key (Box-Muller on the uniforms of draws 2*draw and 2*draw + 1)."""
+    draw = np.asarray(draw).astype(np.uint64)
+    u1 = uniform_np(key, synapse, device, draw * np.uint64(2))
+    u2 = uniform_np(key, synapse, device, draw * np.uint64(2) + np.uint64(1))
+    z = np.sqrt(-2.0 * np.log(u1)) * np.cos(TWO_PI * u2)     # z = sqrt(-2 ln u1) cos(2 pi u2)
+    return z.astype(dtype, copy=False)
+
+
+# --- Numba scalar -------------------------------------------------------------------------------------
+_U64_GOLDEN = np.uint64(_GOLDEN)
+_U64_MUL1 = np.uint64(_MUL1)
+_U64_MUL2 = np.uint64(_MUL2)
+_U64_30 = np.uint64(30)
+_U64_27 = np.uint64(27)
+_U64_31 = np.uint64(31)
+_U64_SHIFT = np.uint64(DEVICE_SHIFT)
+_U64_USHIFT = np.uint64(64 - UNIFORM_BITS)
+_U64_1 = np.uint64(1)
+_U64_2 = np.uint64(2)
+
+
+@njit(cache=True, inline="always")
+def mix_nb(z):
+    """SplitMix64 of one uint64 (compiled)."""
+    z = z + _U64_GOLDEN
+    z = (z ^ (z >> _U64_30)) * _U64_MUL1
+    z = (z ^ (z >> _U64_27)) * _U64_MUL2
+    return z ^ (z >> _U64_31)
+
+
+@njit(cache=True, inline="always")
+def hash_nb(key, synapse, device, draw):
+    """The 64-bit word of one draw (compiled); same bits as :func:`hash_np`."""
+    sub = (np.uint64(device) << _U64_SHIFT) | np.uint64(draw)
+    return mix_nb(mix_nb(np.uint64(synapse) ^ key) ^ sub)
+
+
+@njit(cache=True, inline="always")
+def uniform_nb(key, synapse, device, draw):
+    """Uniform float64 in (0, 1) of one key (compiled); same bits as :func:`uniform_np`."""
+    h = hash_nb(key, synapse, device, draw)
+    return (np.float64(h >> _U64_USHIFT) + 0.5) * _U_SCALE
+
+
+@njit(cache=True, inline="always")
+def normal_nb(key, synapse, device, draw):
+    """Standard normal float64 of one key (compiled); :func:`normal_np` to float32 rounding."""
+    d2 = np.uint64(draw) * _U64_2
+    u1 = uniform_nb(key, synapse, device, d2)
+    u2 = uniform_nb(key, synapse, device, d2 + _U64_1)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(TWO_PI * u2)   # z = sqrt(-2 ln u1) cos(2 pi u2)
+
+
+@njit(cache=True)
+def uniform_nb_array(key, synapse, device, draw):
+    """:func:`uniform_nb` over 1-D int64 arrays of equal length (for tests and bulk draws)."""
+    n = synapse.shape[0]
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        out[i] = uniform_nb(key, synapse[i], device[i], draw[i])
+    return out
+
+
+@njit(cache=True)
+def normal_nb_array(key, synapse, device, draw):
+    """:func:`normal_nb` over 1-D int64 arrays of equal length (for tests and bulk draws)."""
+    n = synapse.shape[0]
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        out[i] = normal_nb(key, synapse[i], device[i], draw[i])
+    return out
