@@ -30,7 +30,7 @@ truncated or corrupted file (zip structure, JSON or an array's SHA-256) is a
 reaches the named :func:`crash_point`: ``checkpoint-arrays`` (half the arrays written),
 ``checkpoint-written`` (the ``.part`` file complete, not renamed), ``checkpoint-rotated`` (the old
 checkpoint linked to ``.prev``, the new one not renamed), ``text-written`` (a text file's
-temporary copy complete, not renamed).
+temporary copy complete, not renamed), ``summary`` (``mcasim train``: plots written, summary.json not).
 """
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def previous_path(path) -> Path:
     return path.with_name(path.stem + ".prev" + path.suffix)
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
+def link_or_copy(src: Path, dst: Path) -> None:
     """``dst`` becomes a complete copy of ``src`` atomically (hard link, else copy + fsync)."""
     tmp = dst.with_name(dst.name + ".part")
     tmp.unlink(missing_ok=True)
@@ -205,7 +205,7 @@ def save(path, state) -> None:
         os.fsync(f.fileno())
     crash_point("checkpoint-written")
     if path.is_file():
-        _link_or_copy(path, previous_path(path))
+        link_or_copy(path, previous_path(path))
         crash_point("checkpoint-rotated")
     os.replace(tmp, path)
     fsync_dir(path.parent)

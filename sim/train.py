@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import json
 import math
-import pickle
 import sys
 import time
 from pathlib import Path
 
 from gpu_model.backend import Backend
+from . import checkpoint as ckpt
 from .config import Config
 from .data import Dataset
 from .events import EventCounts
 from .nn import Optimizer
 from .tasks import Task, make_task
 
-CHECKPOINT = "checkpoint.pkl"
-CHECKPOINT_FORMAT = 2      # 1: the MLP-only trainer (layers as a list); 2: named layers per network
+CHECKPOINT = "checkpoint.npz"            # sim/checkpoint.py: arrays + JSON manifest, never a pickle
+CHECKPOINT_PREV = "checkpoint.prev.npz"  # the one before it, kept until the new one is complete
+LEGACY_CHECKPOINT = "checkpoint.pkl"     # mcasim before the .npz checkpoints: not read (see load_checkpoint)
+CHECKPOINT_FORMAT = 2      # the state layout: 1: the MLP-only trainer (layers as a list); 2: named layers per network
 RAND_STREAM_BASE = 1_000_000   # stochastic-rounding bits: child_rng(RAND_STREAM_BASE + epoch)
 
 
@@ -119,8 +121,7 @@ class Trainer:
             # checkpoint first: a metrics line always has its checkpoint (a run killed in between
             # resumes from the checkpoint, and --resume rewrites metrics.jsonl from it)
             self.save_checkpoint()
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(rec) + "\n")
+            write_metrics(self.out, self.metrics)
             if self.progress:
                 figs = "  ".join(f"{k.replace('_accuracy', '')} {v:.4f}" for k, v in
                                  [(task.train_metric, rec[task.train_metric])] + list(evals.items())
@@ -134,14 +135,9 @@ class Trainer:
     # --- outputs ----------------------------------------------------------------------------------
     def collect_events(self) -> dict:
         ev = EventCounts(**self.events.as_dict())
-        for store in self.task.analog_stores():
-            for k, v in store.matrix.events.items():
-                if k in ev.as_dict():
-                    ev.add(**{k: v})
-            c = store.syn.counters
-            ev.add(set_pulses=c.set_pulses, refreshes=c.refreshes, refresh_resets=c.refresh_resets,
-                   refresh_prog_pulses=c.refresh_prog_pulses, refresh_verify_reads=c.refresh_verify_reads,
-                   update_verify_reads=c.update_verify_reads)
+        names = set(ev.as_dict())
+        for store in self.task.analog_stores():   # one typed counter per tile (gpu_model.tile.TileEvents)
+            ev.add(**{k: v for k, v in store.tile.events.as_dict().items() if k in names})
         return ev.as_dict()
 
     def summary(self) -> dict:
@@ -179,12 +175,12 @@ class Trainer:
         }
 
     def save_checkpoint(self):
-        tmp = self.out / (CHECKPOINT + ".part")
-        with open(tmp, "wb") as f:
-            pickle.dump(self.state(), f, protocol=pickle.HIGHEST_PROTOCOL)
-        tmp.replace(self.out / CHECKPOINT)
+        """Write ``checkpoint.npz`` atomically, the previous one kept as ``checkpoint.prev.npz``."""
+        ckpt.save(self.out / CHECKPOINT, self.state())
 
     def load_state(self, st: dict):
+        if not isinstance(st, dict) or "task" not in st:
+            raise RunError("the checkpoint does not hold a trainer state")
         if st.get("format", 1) != CHECKPOINT_FORMAT:
             raise RunError(f"checkpoint format {st.get('format', 1)} was written by an older mcasim "
                            f"(this one reads format {CHECKPOINT_FORMAT}); re-make the run from its command")
@@ -196,15 +192,47 @@ class Trainer:
         self.task.set_time(self.clock)
 
 
-def load_checkpoint(run_dir: Path) -> dict:
-    path = Path(run_dir) / CHECKPOINT
-    if not path.is_file():
+def write_metrics(run_dir: Path, metrics: list[dict]) -> None:
+    """``metrics.jsonl``: one line per epoch, replaced atomically (never a half-written line)."""
+    ckpt.write_text_atomic(Path(run_dir) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in metrics))
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a checkpoint to resume from (the current or the previous file)."""
+    return (Path(run_dir) / CHECKPOINT).is_file() or (Path(run_dir) / CHECKPOINT_PREV).is_file()
+
+
+def load_checkpoint(run_dir: Path, fallback: bool = False) -> dict:
+    """The trainer state in ``run_dir/checkpoint.npz``; with ``fallback``, from ``checkpoint.prev.npz``
+    where that one is missing, truncated or corrupted. Never unpickles: an old ``checkpoint.pkl`` is
+    an error that names the conversion command."""
+    return load_checkpoint_file(run_dir, fallback)[0]
+
+
+def load_checkpoint_file(run_dir: Path, fallback: bool = False) -> tuple[dict, Path]:
+    """``(state, the file it came from)``, as :func:`load_checkpoint`."""
+    run_dir = Path(run_dir)
+    path, prev = run_dir / CHECKPOINT, run_dir / CHECKPOINT_PREV
+    if not path.is_file() and not (fallback and prev.is_file()):
+        if (run_dir / LEGACY_CHECKPOINT).is_file():
+            raise RunError(f"{run_dir / LEGACY_CHECKPOINT} is a pickle checkpoint of an older mcasim; pickles "
+                           "can run code when loaded, so mcasim no longer reads them. If you trust where it "
+                           f"came from, convert it with: python -m sim.checkpoint convert {run_dir}")
+        if prev.is_file():
+            raise RunError(f"no {CHECKPOINT} in {run_dir}; --fallback-checkpoint resumes from {prev}")
         raise RunError(f"no checkpoint in {run_dir} (expected {path})")
-    with open(path, "rb") as f:
-        return pickle.load(f)
+    try:
+        if not path.is_file():
+            print(f"warning: no {path}; using the previous checkpoint {prev}", file=sys.stderr)
+            return ckpt.load(prev), prev
+        return ckpt.load_or_previous(path, fallback)
+    except ckpt.CheckpointError as exc:
+        raise RunError(str(exc)) from None
 
 
-def restore_trainer(run_dir: Path, cfg: Config, be: Backend, ds: Dataset, progress=False) -> Trainer:
+def restore_trainer(run_dir: Path, cfg: Config, be: Backend, ds: Dataset, progress=False,
+                    fallback: bool = False) -> Trainer:
+    """A trainer for ``run_dir`` at its last checkpoint (``fallback``: see :func:`load_checkpoint`)."""
     tr = Trainer(cfg, ds, be, run_dir, progress=progress)
-    tr.load_state(load_checkpoint(run_dir))
+    tr.load_state(load_checkpoint(run_dir, fallback))
     return tr

@@ -139,7 +139,7 @@ def test_resume_equals_uninterrupted(tmp_path, devices):
     sa = json.loads((tmp_path / "full" / "summary.json").read_text())
     sb = json.loads((tmp_path / "part" / "summary.json").read_text())
     assert sa["events"] == sb["events"] and sa["devices_per_side"] == devices
-    for f in ("accuracy.png", "pulses.png", "conductance_hist.png", "config.toml", "checkpoint.pkl"):
+    for f in ("accuracy.png", "pulses.png", "conductance_hist.png", "config.toml", "checkpoint.npz"):
         assert (tmp_path / "full" / f).is_file(), f
 
 
@@ -272,4 +272,4 @@ def test_diverged_training_is_a_clear_error(tmp_path, capsys):
     assert rc == 1
     err = capsys.readouterr().err
     assert "mcasim train: error: training diverged in epoch 1" in err and "train.lr" in err, err
-    assert not (out / "summary.json").exists() and not (out / "checkpoint.pkl").exists()
+    assert not (out / "summary.json").exists() and not (out / "checkpoint.npz").exists()

@@ -1,8 +1,11 @@
 """``mcasim train``: train a network and write a run folder.
 
 Run folder: ``config.toml`` (resolved config), ``metrics.jsonl`` (a line per epoch),
-``summary.json`` (final figures, event counts), ``checkpoint.pkl`` (resumable state, written
-after every epoch), and plots (``accuracy.png``, ``pulses.png``, ``conductance_hist.png``).
+``summary.json`` (final figures, event counts; written last, so a run folder with one is
+finished), ``checkpoint.npz`` (resumable state, written after every epoch; ``sim/checkpoint.py``)
+with ``checkpoint.prev.npz`` (the epoch before), and plots (``accuracy.png``, ``pulses.png``,
+``conductance_hist.png``). Every file is replaced atomically: a run killed at any moment resumes
+with ``--resume`` (``--fallback-checkpoint`` where its checkpoint was damaged).
 """
 from __future__ import annotations
 
@@ -15,8 +18,10 @@ from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
 from ..config import ARCHS, ConfigError, load_config, parse_sets
+from .. import checkpoint as ckpt
 from ..data import DATASETS, DatasetError, load_dataset
-from ..train import DivergedError, RunError, Trainer, load_checkpoint
+from ..train import (CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT, DivergedError, RunError, Trainer,
+                     load_checkpoint_file, write_metrics)
 
 
 def add_arguments(p):
@@ -34,6 +39,9 @@ def add_arguments(p):
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (TOML syntax), e.g. --set train.lr=0.05")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
+    p.add_argument("--fallback-checkpoint", action="store_true",
+                   help="with --resume: if checkpoint.npz is missing, truncated or corrupted, resume from "
+                        "checkpoint.prev.npz (one epoch earlier; the damaged file is kept as checkpoint.corrupt.npz)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder's results")
     p.add_argument("--no-fallback", action="store_true",
                    help="fail instead of using the bundled 8x8 digits when MNIST is unavailable")
@@ -106,9 +114,10 @@ def run(args) -> int:
         overrides = command_overrides(args)
         if args.config and not args.resume:
             _check_arch(args.config, args.arch)
+        if args.fallback_checkpoint and not args.resume:
+            raise RunError("--fallback-checkpoint goes with --resume")
         if args.resume:
-            if not (out / "checkpoint.pkl").is_file():
-                raise RunError(f"--resume: no checkpoint in {out}")
+            state, state_file = load_checkpoint_file(out, fallback=args.fallback_checkpoint)
             cfg = load_config(out / "config.toml", overrides)
         else:
             cfg = load_config(args.config, overrides)
@@ -116,7 +125,7 @@ def run(args) -> int:
                 if not args.overwrite:
                     raise RunError(f"run folder {out} exists and is not empty; use --resume to continue "
                                    "it or --overwrite to replace its results")
-                for name in ("metrics.jsonl", "summary.json", "checkpoint.pkl"):
+                for name in ("summary.json", "metrics.jsonl", CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT):
                     (out / name).unlink(missing_ok=True)
         be = make_backend(args.backend, cfg.train.seed)
         ds = load_dataset(args.dataset, args.data_dir, allow_fallback=not args.no_fallback)
@@ -124,14 +133,19 @@ def run(args) -> int:
         print(f"mcasim train: error: {exc}", file=sys.stderr)
         return 2
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.toml").write_text(cfg.to_toml())
+    ckpt.write_text_atomic(out / "config.toml", cfg.to_toml())
     tr = Trainer(cfg, ds, be, out, progress=not args.quiet)
     if args.resume:
-        tr.load_state(load_checkpoint(out))
-        # metrics.jsonl must hold exactly the checkpointed epochs
-        with open(out / "metrics.jsonl", "w") as f:
-            for rec in tr.metrics:
-                f.write(json.dumps(rec) + "\n")
+        try:
+            tr.load_state(state)
+        except (RunError, KeyError, ValueError) as exc:
+            print(f"mcasim train: error: {state_file}: cannot resume from it ({exc})", file=sys.stderr)
+            return 2
+        if state_file.name != CHECKPOINT:        # fell back: the previous checkpoint becomes the current one
+            if (out / CHECKPOINT).is_file():
+                os.replace(out / CHECKPOINT, out / "checkpoint.corrupt.npz")
+            ckpt.link_or_copy(state_file, out / CHECKPOINT)
+        write_metrics(out, tr.metrics)    # exactly the checkpointed epochs (none duplicated, none half-written)
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     if not args.quiet:
@@ -143,12 +157,14 @@ def run(args) -> int:
         print(f"mcasim train: error: {exc}", file=sys.stderr)
         return 1
     summary["command"] = "mcasim " + shlex.join(getattr(args, "_argv", []))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
     try:
         from ..plots import plot_run
         plot_run(out, tr)
     except Exception as exc:  # plots must never lose a finished run
         print(f"warning: plotting failed: {exc}", file=sys.stderr)
+    ckpt.crash_point("summary")
+    # last and atomically: a run folder with a summary.json is finished
+    ckpt.write_text_atomic(out / "summary.json", json.dumps(summary, indent=2))
     m = summary["metric"]
     print(f"{m.replace('_', ' ')} {summary[m]:.4f} (best {summary['best_' + m]:.4f} at epoch "
           f"{summary['best_epoch']}); results in {out}/summary.json")
