@@ -27,14 +27,30 @@ ReLU/...      any                   same                  -
 BatchNorm     (B, F) or NHWC        same                  gamma, beta (C or F); running stats
 Dropout       any                   same                  - (its own seeded random stream)
 ============  ====================  ====================  =========================================
+
+Layer engines (``LAYER_ENGINES``): ``"reference"`` is the array-module code in this file (the
+definition); ``"fast"`` (the default) runs im2col/col2im, pooling, BatchNorm and the LSTM cell as
+compiled one-pass kernels (:mod:`sim.nn.fast`, Numba, NumPy arrays only; CuPy keeps the
+array-module code except im2col, which is one copy of a strided view on both). The engine is ONE
+process-wide switch, read at every forward/backward call: :func:`set_layer_engine` /
+:func:`layer_engine` (a context manager); a layer's backward may run under another engine than its
+forward (both keep the same state). Bit-identical to the reference: im2col, col2im, max pooling,
+average-pooling backward, BatchNorm forward and backward, the LSTM backward step; float-equal
+(float32 rounding of the sums or of exp/tanh, tests/test_fast_layers.py): the average-pooling
+forward and the LSTM forward step. Mixed dtypes (e.g. float64 inputs with float32 parameters)
+always take the reference code.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from gpu_model.backend import rng_state, set_rng_state
 
 from ..events import EventCounts
+from . import fast as _fast
 from .optim import Optimizer
 
 # sparse update of a dense layer: skip all-zero input columns when fewer than this fraction is
@@ -44,8 +60,45 @@ BN_MOMENTUM = 0.1    # running-statistics update factor of BatchNorm (engineerin
 BN_EPS = 1e-5        # variance floor of BatchNorm (engineering choice, as PyTorch)
 
 
+LAYER_ENGINES = ("reference", "fast")
+_ENGINE = ["fast"]     # the process-wide layer engine (a list: set in place by set_layer_engine)
+FAST_DTYPES = (np.float32, np.float64)   # dtypes the compiled kernels are built for
+
+
 class LayerError(ValueError):
     """A layer built or called with inconsistent shapes or parameters."""
+
+
+def set_layer_engine(name: str) -> str:
+    """Select the layer engine (``LAYER_ENGINES``) for every layer; returns the previous one."""
+    if name not in LAYER_ENGINES:
+        raise LayerError(f"unknown layer engine {name!r}; choose one of {', '.join(LAYER_ENGINES)}")
+    old, _ENGINE[0] = _ENGINE[0], name
+    return old
+
+
+def get_layer_engine() -> str:
+    """The layer engine now in use (``"reference"`` or ``"fast"``)."""
+    return _ENGINE[0]
+
+
+@contextlib.contextmanager
+def layer_engine(name: str):
+    """``with layer_engine("reference"): ...`` runs the block on that engine, then restores."""
+    old = set_layer_engine(name)
+    try:
+        yield
+    finally:
+        set_layer_engine(old)
+
+
+def use_numba(xp, *arrays, engine: str | None = None) -> bool:
+    """True when the compiled kernels take this call: the fast engine, NumPy arrays, and one
+    common float dtype (float32 or float64) for all ``arrays``."""
+    if (engine or _ENGINE[0]) != "fast" or xp is not np:
+        return False
+    dt = arrays[0].dtype
+    return dt.type in FAST_DTYPES and all(isinstance(a, np.ndarray) and a.dtype == dt for a in arrays)
 
 
 @dataclass
@@ -161,8 +214,23 @@ def _pad_hw(xp, x, pad: int):
     return xp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
 
 
-def im2col(xp, x, k: int, stride: int, pad: int):
-    """(B, H, W, C) -> patches (B*Ho*Wo, k*k*C), columns ordered (kh, kw, c); returns (patches, Ho, Wo)."""
+def im2col(xp, x, k: int, stride: int, pad: int, engine: str | None = None, bufs=None):
+    """(B, H, W, C) -> patches (B*Ho*Wo, k*k*C), columns ordered (kh, kw, c); returns (patches, Ho, Wo).
+
+    ``engine`` (default: the process-wide one): ``"fast"`` is one copy of a strided view over the
+    padded input (:func:`sim.nn.fast.im2col_view`, NumPy and CuPy); bit-identical. ``bufs``: a
+    dict the fast engine keeps its patch and padding buffers in across calls (a layer's own; the
+    patches returned then live until the next call with the same dict)."""
+    if (engine or _ENGINE[0]) == "fast":
+        b = {} if bufs is None else bufs
+        cols, Ho, Wo, b["pad"] = _fast.im2col_view(xp, x, k, stride, pad, b.get("cols"), b.get("pad"))
+        b["cols"] = cols
+        return cols, Ho, Wo
+    return im2col_reference(xp, x, k, stride, pad)
+
+
+def im2col_reference(xp, x, k: int, stride: int, pad: int):
+    """Reference im2col: k*k strided copies (kernel offsets) into the patch array."""
     B, H, W, C = x.shape
     Ho, Wo = (H + 2 * pad - k) // stride + 1, (W + 2 * pad - k) // stride + 1
     xpad = _pad_hw(xp, x, pad)
@@ -173,8 +241,18 @@ def im2col(xp, x, k: int, stride: int, pad: int):
     return cols.reshape(B * Ho * Wo, k * k * C), Ho, Wo
 
 
-def col2im(xp, g, shape, k: int, stride: int, pad: int, Ho: int, Wo: int):
-    """Adjoint of :func:`im2col`: patch gradients (B*Ho*Wo, k*k*C) summed back onto (B, H, W, C)."""
+def col2im(xp, g, shape, k: int, stride: int, pad: int, Ho: int, Wo: int, engine: str | None = None):
+    """Adjoint of :func:`im2col`: patch gradients (B*Ho*Wo, k*k*C) summed back onto (B, H, W, C).
+
+    ``"fast"`` on NumPy: one compiled gather pass (:func:`sim.nn.fast.col2im_nb`), the patches
+    summed onto each pixel in the reference's (kh, kw) order: bit-identical."""
+    if use_numba(xp, g, engine=engine):
+        return _fast.col2im_nb(g, shape, k, stride, pad, Ho, Wo)
+    return col2im_reference(xp, g, shape, k, stride, pad, Ho, Wo)
+
+
+def col2im_reference(xp, g, shape, k: int, stride: int, pad: int, Ho: int, Wo: int):
+    """Reference col2im: k*k strided additions onto the padded image."""
     B, H, W, C = shape
     g = g.reshape(B, Ho, Wo, k, k, C)
     out = xp.zeros((B, H + 2 * pad, W + 2 * pad, C), dtype=g.dtype)
@@ -208,6 +286,7 @@ class Conv2d(Module):
         self.record_mvm = False
         self.mvm = None
         self.positions = None      # Ho*Wo of the last input (crossbar reads per image)
+        self._bufs = {}            # patch and padding buffers reused by the fast engine
 
     def params(self):
         return [p for p in (self.w, self.b) if p is not None]
@@ -219,7 +298,9 @@ class Conv2d(Module):
         if x.ndim != 4 or x.shape[3] != self.c_in:
             raise LayerError(f"{self.name}: input must be (batch, H, W, {self.c_in}), got {tuple(x.shape)}")
         B = x.shape[0]
-        cols, Ho, Wo = im2col(self.xp, x, self.k, self.stride, self.pad)
+        # the fast engine writes the patches into the layer's own buffers, kept across steps (the
+        # patches live until this layer's backward; a new forward replaces them anyway)
+        cols, Ho, Wo = im2col(self.xp, x, self.k, self.stride, self.pad, bufs=self._bufs)
         if Ho < 1 or Wo < 1:
             raise LayerError(f"{self.name}: input {tuple(x.shape[1:3])} smaller than the kernel")
         self.x_shape, self.cols, self.Ho, self.Wo = x.shape, cols, Ho, Wo
@@ -267,7 +348,12 @@ class MaxPool2d(Module):
 
     def forward(self, x):
         v = _pool_view(x, self.k, self.name)                 # (B, Ho, k, Wo, k, C), a view
-        y = v.max(axis=(2, 4))
+        if use_numba(self.xp, x):
+            x = np.ascontiguousarray(x)
+            y = np.empty((v.shape[0], v.shape[1], v.shape[3], v.shape[5]), dtype=x.dtype)
+            _fast.maxpool_fwd(x, self.k, y)                  # one pass (bit-identical)
+        else:
+            y = v.max(axis=(2, 4))
         self.x, self.y = x, y
         self._count(activations=y.size)
         return y
@@ -276,6 +362,12 @@ class MaxPool2d(Module):
         if not need_dx:
             return None
         k = self.k
+        if use_numba(self.xp, self.x, self.y, d):
+            g = np.empty(self.x.shape, dtype=d.dtype)
+            _fast.maxpool_bwd(np.ascontiguousarray(self.x), np.ascontiguousarray(self.y),
+                              np.ascontiguousarray(d), k, g)  # one pass (bit-identical)
+            self.x = self.y = None
+            return g
         v = _pool_view(self.x, k, self.name)
         mask = v == self.y[:, :, None, :, None, :]           # where each window's maximum is
         share = d / mask.sum(axis=(2, 4))                    # split among ties (1 almost always)
@@ -297,12 +389,21 @@ class AvgPool2d(Module):
 
     def forward(self, x):
         self.x_shape = x.shape
-        return _pool_view(x, self.k, self.name).mean(axis=(2, 4))
+        v = _pool_view(x, self.k, self.name)
+        if use_numba(self.xp, x):
+            y = np.empty((v.shape[0], v.shape[1], v.shape[3], v.shape[5]), dtype=x.dtype)
+            _fast.avgpool_fwd(np.ascontiguousarray(x), self.k, y)   # one pass (float-equal)
+            return y
+        return v.mean(axis=(2, 4))
 
     def backward(self, d, need_dx: bool = True):
         if not need_dx:
             return None
         k = self.k
+        if use_numba(self.xp, d):
+            g = np.empty(self.x_shape, dtype=d.dtype)
+            _fast.avgpool_bwd(np.ascontiguousarray(d), k, g)        # one pass (bit-identical)
+            return g
         g = self.xp.broadcast_to((d / (k * k))[:, :, None, :, None, :],
                                  (d.shape[0], d.shape[1], k, d.shape[2], k, d.shape[3]))
         return g.reshape(self.x_shape)
@@ -390,9 +491,16 @@ class BatchNorm(Module):
         if x.shape[-1] != self.n:
             raise LayerError(f"{self.name}: last axis must be {self.n}, got {tuple(x.shape)}")
         x2 = x.reshape(-1, self.n)
+        fast = use_numba(xp, x2, self.gamma.value, self.beta.value)
+        if fast:
+            x2 = np.ascontiguousarray(x2)
         if self.training:
-            mean = x2.mean(axis=0)
-            var = x2.var(axis=0)
+            if fast:
+                mean, var = np.empty(self.n, dtype=x2.dtype), np.empty(self.n, dtype=x2.dtype)
+                _fast.batchnorm_stats(x2, mean, var)      # NumPy's mean and var, one kernel
+            else:
+                mean = x2.mean(axis=0)
+                var = x2.var(axis=0)
             m = x2.shape[0]
             self.running_mean *= 1 - BN_MOMENTUM
             self.running_mean += BN_MOMENTUM * mean
@@ -401,6 +509,12 @@ class BatchNorm(Module):
         else:
             mean, var = self.running_mean, self.running_var
         inv = 1.0 / xp.sqrt(var + BN_EPS)
+        if fast and mean.dtype == x2.dtype and inv.dtype == x2.dtype:
+            xhat, y = np.empty_like(x2), np.empty_like(x2)
+            _fast.batchnorm_apply(x2, mean, inv, self.gamma.value, self.beta.value, xhat, y)
+            self.xhat, self.inv = xhat, inv
+            self._count(activations=x2.size)
+            return y.reshape(x.shape)
         xhat = (x2 - mean) * inv
         self.xhat, self.inv = xhat, inv
         self._count(activations=x2.size)
@@ -409,6 +523,16 @@ class BatchNorm(Module):
     def backward(self, d, need_dx: bool = True):
         d2 = d.reshape(-1, self.n)
         xhat = self.xhat
+        if use_numba(self.xp, d2, xhat, self.gamma.value, self.inv):
+            d2 = np.ascontiguousarray(d2)
+            db, dg = np.empty(self.n, dtype=d2.dtype), np.empty(self.n, dtype=d2.dtype)
+            dx = np.empty_like(d2) if need_dx else np.empty((0, self.n), dtype=d2.dtype)
+            _fast.batchnorm_bwd(d2, xhat, self.gamma.value, self.inv, need_dx, db, dg, dx)
+            self.beta.grad, self.gamma.grad = db, dg
+            if not need_dx:
+                return None
+            self._count(activations=d2.size)
+            return dx.reshape(d.shape)
         self.beta.grad = d2.sum(axis=0)
         self.gamma.grad = (d2 * xhat).sum(axis=0)
         if not need_dx:
@@ -549,8 +673,8 @@ def apply_updates(params: list[Param], opt: Optimizer, lr: float, rand_rng, even
             continue
         if p.store is not None:
             st = p.store.apply_update(opt.delta(p.key, p.grad, lr), rand_rng, p.cols)
-            pulses += st["set_pulses"]
-            refreshes += st["refreshes"]
+            pulses += st.set_pulses
+            refreshes += st.refreshes
             if events is not None:
                 n_w = p.size
                 events.add(update_macs=p.macs or batch_size * n_w,

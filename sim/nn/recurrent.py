@@ -16,10 +16,18 @@ update, as for a dense layer). The state (h_T, c_T) is exposed as ``h``/``c`` so
 it (detached: no gradient flows into the previous window) to the next mini-batch.
 
 Shapes: x_seq (B, T, in) -> h_seq (B, T, H); h0, c0 (B, H) or None (zeros).
+
+Layer engine (:func:`sim.nn.layers.set_layer_engine`): ``"fast"`` runs each step's cell arithmetic
+as one compiled kernel (:func:`sim.nn.fast.lstm_cell_fwd` / ``lstm_cell_bwd``; NumPy, one float
+dtype): the backward step is bit-identical to the reference, the forward step float-equal (Numba's
+libm expf/tanhf against NumPy's own exp/tanh: last-bit differences, tests/test_fast_layers.py).
 """
 from __future__ import annotations
 
-from .layers import LayerError, Module, Param
+import numpy as np
+
+from . import fast as _fast
+from .layers import LayerError, Module, Param, use_numba
 
 
 def _sigmoid(xp, a, out=None):
@@ -74,6 +82,18 @@ class LSTM(Module):
         hs = xp.empty((B, T, H), dtype=dt)
         cs[0] = c_prev
         bias = self.b.value
+        if use_numba(xp, z, bias, cs):
+            for t in range(T):
+                a = self.store.forward(z[t])         # one crossbar read per sequence: (B, 4H)
+                if a.dtype != dt:
+                    a = a.astype(dt)
+                _fast.lstm_cell_fwd(a, bias, cs[t], gates[t], cs[t + 1], tcs[t], hs[:, t])
+                if t + 1 < T:
+                    z[t + 1, :, n_in:] = hs[:, t]
+            self._count(activations=B * T * 5 * H)
+            self._cache = (z, gates, cs, tcs)
+            self.h, self.c = hs[:, T - 1].copy(), cs[T].copy()
+            return hs
         for t in range(T):
             a = self.store.forward(z[t])             # one crossbar read per sequence: (B, 4H)
             a += bias
@@ -107,7 +127,17 @@ class LSTM(Module):
         dx = xp.empty((B, T, n_in), dtype=dt) if need_dx else None
         dh_next = xp.zeros((B, H), dtype=dt)
         dc = xp.zeros((B, H), dtype=dt)
+        fast = use_numba(xp, gates, tcs, cs, d_h_seq)
         for t in range(T - 1, -1, -1):
+            if fast:
+                dat = da[t]
+                _fast.lstm_cell_bwd(d_h_seq[:, t], dh_next, dc, gates[t], tcs[t], cs[t], dat)
+                if t > 0 or need_dx or need_dh0:
+                    dz = self.store.backward(dat)    # transposed crossbar read: (B, in + H)
+                    dh_next = np.ascontiguousarray(dz[:, n_in:])
+                    if need_dx:
+                        dx[:, t] = dz[:, :n_in]
+                continue
             gt, tc = gates[t], tcs[t]
             i, f, g, o = gt[:, :H], gt[:, H:2 * H], gt[:, 2 * H:3 * H], gt[:, 3 * H:]
             dh = d_h_seq[:, t] + dh_next
