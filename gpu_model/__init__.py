@@ -4,8 +4,11 @@ from .presets import (IDEAL, JAP2018, JOSHI2020, PCM_PRESETS, PCMPreset, PresetE
                       get_pcm_preset)
 from .devices import PCMArray, ProgramStats
 from .synapse import DifferentialSynapses, SynapseCounters
-from .tile import AnalogMatrix
+from .pulses import PulseList, UpdateReport, VerifyReadout
+from .tile import AnalogMatrix, AnalogTile, TileEvents
+from .tile_config import ENGINES, SynapseConfig, TileConfig
 
 __all__ = ["Backend", "BackendError", "make_backend", "IDEAL", "JAP2018", "JOSHI2020", "PCM_PRESETS",
            "PCMPreset", "PresetError", "TilePreset", "get_pcm_preset", "PCMArray", "ProgramStats",
-           "DifferentialSynapses", "SynapseCounters", "AnalogMatrix"]
+           "DifferentialSynapses", "SynapseCounters", "AnalogMatrix", "AnalogTile", "TileEvents",
+           "PulseList", "UpdateReport", "VerifyReadout", "ENGINES", "SynapseConfig", "TileConfig"]

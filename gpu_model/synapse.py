@@ -27,9 +27,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .backend import Backend
+from .backend import Backend, rng_state, set_rng_state
 from .devices import FLOAT, PCMArray
 from .presets import PCMPreset, PresetError
+from .pulses import PulseList, UpdateReport, VerifyReadout
 
 
 @dataclass
@@ -63,7 +64,7 @@ class DifferentialSynapses:
                  epsilon_uS: float | None = None, refresh_threshold: float = 0.9,
                  refresh_tolerance_uS: float | None = None, drift_cache_rtol: float = 1e-3,
                  common_mode_uS: float = 0.0, devices_per_side: int = 1,
-                 stream: int = 0, t: float = 0.0):
+                 stream: int = 0, t: float = 0.0, verify_stream: int | None = None):
         if not isinstance(devices_per_side, int) or isinstance(devices_per_side, bool) or devices_per_side < 1:
             raise PresetError(f"devices_per_side must be an integer >= 1, got {devices_per_side!r}")
         if w_max <= 0:
@@ -77,6 +78,9 @@ class DifferentialSynapses:
         self.be = backend
         self.xp = backend.xp
         self.rng = backend.child_rng(stream)
+        # verified updates' reads draw from their own stream, so that the devices see the same
+        # pulses and draws as without them (None: this array is never asked to verify)
+        self.verify_rng = backend.child_rng(verify_stream) if verify_stream is not None else None
         self.w_max = float(w_max)
         self.n_dev = devices_per_side
         self.beta = self.w_max / (preset.g_max * self.n_dev)
@@ -103,7 +107,6 @@ class DifferentialSynapses:
         self._cache_t = None
         self._w = None
         self._var = None
-        self._last_refresh_read = None   # (synapses, W read, capped) of the latest refresh, for verified updates
 
     # --- cache of drifted weights and read-noise variance ---------------------------------------
     def _drift_free(self) -> bool:
@@ -225,8 +228,22 @@ class DifferentialSynapses:
         w += z                                    # W + sqrt(Var) z, z ~ N(0, 1)
         return w
 
-    def read_weights(self):
-        """One explicit noisy read of every synapse (weight units) — for tests and evaluation."""
+    def conductances(self):
+        """(G+, G-): every device's drifted conductance (µS) at the current time, each of shape
+        (devices_per_side, rows, cols)."""
+        shape = (self.n_dev, *self.shape)
+        return (self.gp.conductance_at(self.t).reshape(shape), self.gm.conductance_at(self.t).reshape(shape))
+
+    def device_counts(self):
+        """(SET pulses, RESET pulses) per device since fabrication, each (2, devices_per_side, rows,
+        cols): side 0 is G+, side 1 G-."""
+        xp, shape = self.xp, (self.n_dev, *self.shape)
+        return (xp.stack([self.gp.n_set.reshape(shape), self.gm.n_set.reshape(shape)]),
+                xp.stack([self.gp.n_reset.reshape(shape), self.gm.n_reset.reshape(shape)]))
+
+    def read_weights(self, step: int = 0):
+        """One explicit noisy read of every synapse (weight units) — for tests and evaluation
+        (``step``: the key of the fused engine's draws; this engine draws from its stream)."""
         t = self.t
         return (self.beta * self._sum_devices(self.gp.read(t) - self.gm.read(t))).reshape(self.shape)
 
@@ -301,12 +318,11 @@ class DifferentialSynapses:
         return pulses, reads, capped
 
     # --- training updates -----------------------------------------------------------------------
-    def apply_pulses(self, pulses) -> dict:
+    def apply_pulses(self, pulses) -> UpdateReport:
         """Apply a signed integer pulse count per synapse; refresh pairs that passed the threshold.
 
         Cost scales with the number of non-zero counts (after one scan of the dense array for
-        them; :meth:`apply_pulse_list` skips that scan). Returns {"set_pulses", "refreshes"} of
-        this call.
+        them; :meth:`apply_pulse_list` skips that scan). Returns the UpdateReport of this call.
         """
         xp = self.xp
         if tuple(pulses.shape) != self.shape:
@@ -315,28 +331,42 @@ class DifferentialSynapses:
         nz = xp.flatnonzero(flat != 0)   # via a bool mask: ~5x faster than on the integers (NumPy)
         return self.apply_pulse_list(nz, flat[nz])
 
-    def apply_pulse_list(self, idx, counts, verify=None) -> dict:
+    def apply(self, pulses: PulseList, step: int = 0, verify: bool = False,
+              verify_read_noise: bool = True) -> UpdateReport:
+        """Stage 2 of a tile update: the pulse list on the devices (the reference engine).
+
+        ``step`` (the tile's update counter) keys the fused engine's draws; this engine draws from
+        its generator streams in the order of ``pulses.idx`` and ignores it. ``verify``: read what
+        the pulses did (:meth:`apply_pulse_list`), from :attr:`verify_rng` (``verify_read_noise``
+        False: exact reads).
+        """
+        if verify and self.verify_rng is None:
+            raise ValueError("this synapse array was built without a verify stream (verify_stream=None)")
+        return self.apply_pulse_list(pulses.idx, pulses.counts,
+                                     verify=(self.verify_rng if verify_read_noise else None,) if verify else None)
+
+    def apply_pulse_list(self, idx, counts, verify=None) -> UpdateReport:
         """Sparse form of :meth:`apply_pulses`: signed pulse ``counts[k]`` for flat synapse ``idx[k]``.
 
         ``idx``: unique flat indices in ascending order (as ``flatnonzero`` gives them); the order
         fixes the order of the devices' random draws. Zero counts are allowed (no pulse). Returns
-        {"set_pulses", "refreshes"} of this call.
+        the :class:`~gpu_model.pulses.UpdateReport` of this call.
 
         ``verify`` (a verified update, sim/nn/stores.py): None, or ``(rng,)`` / ``(None,)`` to
         measure what the pulses did: the pulsed device is read before and after its pulses (one
         device, so the read noise is that device's, not the sum over the 2N devices of the
         synapse); a synapse that was refreshed is read once more after its refresh, and the
-        refresh's own read of W before it counts as that step's "before". Adds "verified_idx"
-        (the synapses that received pulses, ascending), "verified_counts" (their signed counts) and
-        "measured" (their weight change, weight units) and "verified_capped" (True where the
-        synapse was refreshed and its refresh write hit the cap: the weight is at the edge of what
-        the pair can hold, :meth:`_write`) to the result. ``rng`` None: exact reads.
+        refresh's own read of W before it counts as that step's "before". The report's
+        :class:`~gpu_model.pulses.VerifyReadout` holds the synapses that received pulses
+        (ascending), their signed counts, their measured weight change (weight units) and
+        ``capped`` (True where the synapse was refreshed and its refresh write hit the cap: the
+        weight is at the edge of what the pair can hold, :meth:`_write`). ``rng`` None: exact reads.
         The verify reads draw from their own ``rng``, so the devices see the same pulses and draws
         as without ``verify``.
         """
         xp = self.xp
         if idx.shape[0] == 0:
-            return {"set_pulses": 0, "refreshes": 0}
+            return UpdateReport()
         c = counts
         if c.dtype.kind == "f":
             if not bool(xp.all(c == xp.rint(c))):
@@ -348,7 +378,7 @@ class DifferentialSynapses:
         if not bool(keep.all()):
             idx, c = idx[keep], c[keep]
             if idx.shape[0] == 0:
-                return {"set_pulses": 0, "refreshes": 0}
+                return UpdateReport()
         self.sync()
         dev = idx
         if self.n_dev > 1:                 # the arbiter picks the device of each synapse, then advances
@@ -396,30 +426,35 @@ class DifferentialSynapses:
             measured[pos] = b * (self._read(gp, sp, rng) - read_p)
             measured[neg] = -b * (self._read(gm, sm, rng) - read_m)
             reads = 2 * int(idx.shape[0])
-        n_ref = self._refresh_passed(ip, im)
-        out = {"set_pulses": n, "refreshes": n_ref}
-        if verify:
-            capped = xp.zeros(idx.shape[0], dtype=bool)
-            if n_ref:
-                ref_idx, w_read, ref_capped = self._last_refresh_read   # refreshed synapses, W read by the refresh
-                at = xp.searchsorted(idx, ref_idx)           # all of them were pulsed now (idx ascending)
-                measured[at] += self.read_synapses(ref_idx, rng) - w_read   # what re-programming did to W
-                capped[at] = ref_capped
-                reads += int(ref_idx.shape[0])
-            self.counters.update_verify_reads += reads
-            out.update(verified_idx=idx, verified_counts=c, measured=measured, verified_capped=capped)
-        return out
+        refreshed = self._refresh_passed(ip, im)
+        n_ref = 0 if refreshed is None else int(refreshed[0].shape[0])
+        if not verify:
+            return UpdateReport(set_pulses=n, refreshes=n_ref)
+        capped = xp.zeros(idx.shape[0], dtype=bool)
+        was_refreshed = xp.zeros(idx.shape[0], dtype=bool)
+        if n_ref:
+            ref_idx, w_read, ref_capped = refreshed          # refreshed synapses, W read by the refresh
+            at = xp.searchsorted(idx, ref_idx)           # all of them were pulsed now (idx ascending)
+            measured[at] += self.read_synapses(ref_idx, rng) - w_read   # what re-programming did to W
+            capped[at] = ref_capped
+            was_refreshed[at] = True
+            reads += n_ref
+        self.counters.update_verify_reads += reads
+        return UpdateReport(set_pulses=n, refreshes=n_ref,
+                            verify=VerifyReadout(idx=idx, counts=c, measured=measured, capped=capped,
+                                                 refreshed=was_refreshed))
 
-    def _refresh_passed(self, ip, im) -> int:
+    def _refresh_passed(self, ip, im):
         """Refresh the synapses whose pulsed devices (``ip`` of G+, ``im`` of G-) passed the
-        threshold; the check looks only at the touched devices. Returns the number refreshed."""
+        threshold; the check looks only at the touched devices. Returns None (none refreshed) or
+        what :meth:`_refresh` returns."""
         xp = self.xp
         thr = self.refresh_threshold * self.preset.g_max
         hit = xp.concatenate([ip[self.gp.g_prog[ip] >= thr], im[self.gm.g_prog[im] >= thr]])
         if not hit.shape[0]:
-            return 0
+            return None
         hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
-        return self.refresh(hit)              # re-sums the refreshed synapses' cache entries
+        return self._refresh(hit)             # re-sums the refreshed synapses' cache entries
 
     @staticmethod
     def _read(g, sigma, rng):
@@ -429,14 +464,18 @@ class DifferentialSynapses:
         return g if rng is None else g + sigma * rng.standard_normal(g.shape, dtype=FLOAT)
 
     def refresh(self, idx) -> int:
-        """Refresh pairs ``idx``: read W, RESET both devices, re-program W on one device."""
+        """Refresh pairs ``idx``: read W, RESET both devices, re-program W on one device.
+        Returns the number refreshed."""
+        return int(self._refresh(idx)[0].shape[0])
+
+    def _refresh(self, idx):
+        """:meth:`refresh`; returns (idx, W read before the refresh, capped per synapse of idx)."""
         t = self.t
         didx = self._devices(idx)
         w = self.beta * self._sum_devices(self.gp.read(t, didx) - self.gm.read(t, didx))
         self.gp.reset(didx, t)
         self.gm.reset(didx, t)
         pulses, reads, capped = self._write(idx, w, self.refresh_tolerance_uS)
-        self._last_refresh_read = (idx, w, capped)
         n = int(idx.shape[0])
         self.counters.refreshes += n
         self.counters.refresh_resets += 2 * self.n_dev * n
@@ -444,12 +483,14 @@ class DifferentialSynapses:
         self.counters.refresh_verify_reads += reads + n
         if self._w is not None:
             self._recompute(idx)
-        return n
+        return idx, w, capped
 
     # --- state for checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
         be = self.be
-        out = {"t": self.t, "counters": self.counters.as_dict()}
+        out = {"t": self.t, "counters": self.counters.as_dict(), "rng": rng_state(self.rng)}
+        if self.verify_rng is not None:
+            out["verify_rng"] = rng_state(self.verify_rng)
         for name, arr in (("gp", self.gp), ("gm", self.gm)):
             for f in ("g_prog", "t_prog", "hist", "z_nu", "step_mult", "nu", "n_set", "n_reset"):
                 out[f"{name}.{f}"] = be.asnumpy(getattr(arr, f))
@@ -464,6 +505,10 @@ class DifferentialSynapses:
         xp = self.xp
         self.t = float(st["t"])
         self.counters = SynapseCounters(**st["counters"])
+        if "rng" in st:
+            set_rng_state(self.rng, st["rng"])
+        if self.verify_rng is not None and "verify_rng" in st:
+            set_rng_state(self.verify_rng, st["verify_rng"])
         for name, arr in (("gp", self.gp), ("gm", self.gm)):
             for f in ("g_prog", "t_prog", "hist", "z_nu", "step_mult", "nu", "n_set", "n_reset"):
                 getattr(arr, f)[...] = xp.asarray(st[f"{name}.{f}"])

@@ -1,4 +1,13 @@
-"""Crossbar tiles: forward y = W x and backward z = W^T d from noisy conductance reads.
+"""The analog tile: one weight matrix on PCM crossbars, built from one :class:`TileConfig`.
+
+Stages (each a typed interface; docs/analog.md has the picture):
+
+| stage | object | interface |
+| --- | --- | --- |
+| read | :class:`AnalogTile` (DAC -> noisy MVM -> ADC) | ``forward(x)``, ``backward(d)`` |
+| digital unit | :class:`~gpu_model.digital_unit.DigitalUnit` (chi, verify feedback, DPU golden/RTL) | ``step(update) -> PulseList`` |
+| device array | chosen by engine and backend (:mod:`gpu_model.engines`) | ``apply(PulseList) -> UpdateReport``, ``weights()``, ``read_variance()`` |
+| events | :class:`TileEvents` (read, pulse, refresh and verify counts) | ``events`` |
 
 Physical layout: a weight matrix W (out_features x in_features) is stored transposed on the
 crossbar: inputs drive the rows (in_features), outputs are read on the columns (out_features). A
@@ -12,45 +21,105 @@ variance V (weight units^2) per synapse, the output noise of one MVM is Gaussian
 """
 from __future__ import annotations
 
-from .backend import Backend
+from dataclasses import asdict, dataclass, fields
+
+from .backend import Backend, rng_state, set_rng_state
 from .devices import FLOAT
-from .presets import PCMPreset, TilePreset
+from .digital_unit import DigitalUnit
+from .engines import make_device_array
+from .pulses import UpdateReport
 from .sampling import standard_normal
-from .synapse import DifferentialSynapses
+from .tile_config import SynapseConfig, TileConfig
+
+READ_STREAM_OFFSET = 10_000     # backend child stream of a tile's crossbar read noise: 10,000 + stream
+CHECKPOINT_LAYOUT = 2           # version of AnalogTile.state_dict's layout (1: the weight-store dict of
+                                # the AnalogMatrix/AnalogWeights chain, before the tile)
 
 
-class AnalogMatrix:
-    """A weight matrix (out_features x in_features) on PCM crossbar tiles with DAC/ADC."""
+@dataclass
+class TileEvents:
+    """Cumulative event counts of one tile (what the energy model reads)."""
 
-    def __init__(self, out_features: int, in_features: int, preset: PCMPreset, tile: TilePreset,
-                 backend: Backend, *, w_max: float, epsilon_uS: float | None = None,
-                 refresh_threshold: float = 0.9, refresh_tolerance_uS: float | None = None,
-                 read_noise: bool = True, common_mode_uS: float = 0.0, devices_per_side: int = 1,
-                 stream: int = 0, t: float = 0.0):
+    fwd_vectors: int = 0          # input vectors of forward MVMs
+    bwd_vectors: int = 0          # error vectors of backward (transposed) MVMs
+    cell_reads: int = 0           # device-pair reads: rows x cols x devices per side per vector
+    dac_conversions: int = 0
+    adc_conversions: int = 0
+    set_pulses: int = 0           # training SET pulses
+    refreshes: int = 0            # synapses refreshed
+    refresh_resets: int = 0       # RESET pulses of refreshes
+    refresh_prog_pulses: int = 0  # program-and-verify attempts of refreshes
+    refresh_verify_reads: int = 0
+    update_verify_reads: int = 0  # verified updates: reads of pulsed devices (+1 per refreshed synapse)
+    init_prog_pulses: int = 0     # program-and-verify attempts of initial programming
+    init_verify_reads: int = 0
+    inc_saturated: int = 0        # updates clipped to the DPU's increment range
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+READ_EVENTS = ("fwd_vectors", "bwd_vectors", "cell_reads", "dac_conversions", "adc_conversions")
+
+
+class AnalogTile:
+    """A weight matrix (out_features x in_features) on PCM crossbar tiles with DAC/ADC, its
+    digital unit and its device array, all from one :class:`TileConfig`.
+
+    ``stream``: the tile's random-stream number (reads: ``READ_STREAM_OFFSET + stream``; devices
+    and verify reads: see :mod:`gpu_model.engines`). ``w0``: initial weights, programmed at once.
+    """
+
+    def __init__(self, config: TileConfig, out_features: int, in_features: int, backend: Backend, *,
+                 stream: int = 0, t: float = 0.0, w0=None):
+        if not isinstance(config, TileConfig):
+            raise TypeError(f"AnalogTile needs a TileConfig, got {type(config).__name__}")
         if out_features < 1 or in_features < 1:
             raise ValueError(f"matrix shape must be positive, got {out_features}x{in_features}")
+        self.config = config
         self.out_features, self.in_features = int(out_features), int(in_features)
-        self.tile = tile
+        self.shape = (self.out_features, self.in_features)
+        self.tile = config.converters
         self.be = backend
         self.xp = backend.xp
-        self.rng = backend.child_rng(10_000 + stream)
+        self.stream = int(stream)
+        self.rng = backend.child_rng(READ_STREAM_OFFSET + stream)
         # a preset without read noise (ideal devices) draws nothing, whatever the caller asks
-        self.read_noise = bool(read_noise) and preset.read_noise_model != "none"
-        self.syn = DifferentialSynapses((out_features, in_features), preset, backend, w_max=w_max,
-                                        epsilon_uS=epsilon_uS, refresh_threshold=refresh_threshold,
-                                        refresh_tolerance_uS=refresh_tolerance_uS,
-                                        common_mode_uS=common_mode_uS, devices_per_side=devices_per_side,
-                                        stream=stream, t=t)
+        self.read_noise = config.read_noise
+        self.devices = make_device_array(config, self.shape, backend, stream, t)
+        self.digital = DigitalUnit(self.shape, config, backend, self.devices.epsilon_w, stream)
+        self.updates = 0              # update steps so far (keys the fused engine's draws)
         # tile grid: row blocks over in_features (crossbar rows), column blocks over out_features
-        self.row_blocks = [(s, min(s + tile.max_rows, in_features)) for s in range(0, in_features, tile.max_rows)]
-        self.col_blocks = [(s, min(s + tile.max_cols, out_features)) for s in range(0, out_features, tile.max_cols)]
-        self.events = {"fwd_vectors": 0, "bwd_vectors": 0, "cell_reads": 0,
-                       "dac_conversions": 0, "adc_conversions": 0}
+        tp = self.tile
+        self.row_blocks = [(s, min(s + tp.max_rows, in_features)) for s in range(0, in_features, tp.max_rows)]
+        self.col_blocks = [(s, min(s + tp.max_cols, out_features)) for s in range(0, out_features, tp.max_cols)]
+        self._reads = {k: 0 for k in READ_EVENTS}
         self.count_events = True   # False: MVMs that are not training work (evaluation) go uncounted
+        if w0 is not None:
+            self.program(w0)
 
     @property
     def n_tiles(self) -> int:
         return len(self.row_blocks) * len(self.col_blocks)
+
+    @property
+    def w_max(self) -> float:
+        return self.devices.w_max
+
+    @property
+    def epsilon_w(self) -> float:
+        """Weight units per pulse (beta * epsilon_uS)."""
+        return self.devices.epsilon_w
+
+    @property
+    def events(self) -> TileEvents:
+        """The tile's cumulative event counts (reads, pulses, refreshes, verify reads)."""
+        c = self.devices.counters
+        return TileEvents(**self._reads, set_pulses=c.set_pulses, refreshes=c.refreshes,
+                          refresh_resets=c.refresh_resets, refresh_prog_pulses=c.refresh_prog_pulses,
+                          refresh_verify_reads=c.refresh_verify_reads,
+                          update_verify_reads=c.update_verify_reads, init_prog_pulses=c.init_prog_pulses,
+                          init_verify_reads=c.init_verify_reads, inc_saturated=self.digital.inc_saturated)
 
     # --- converters -----------------------------------------------------------------------------
     def _dac(self, x):
@@ -99,7 +168,7 @@ class AnalogMatrix:
             xp.sqrt(v, out=v)
             v *= standard_normal(xp, self.rng, y.shape, FLOAT, self.tile.noise_sampler)
             y += v
-        wm = self.syn.w_max
+        wm = self.devices.w_max
         y /= wm
         out = self._adc(y, backward=transpose)
         out *= wm * s
@@ -114,9 +183,9 @@ class AnalogMatrix:
         """Event counts of ``b`` vectors through the whole matrix (every cell read once each)."""
         if not self.count_events:
             return
-        ev = self.events
+        ev = self._reads
         ev[direction] += b
-        ev["cell_reads"] += b * self.out_features * self.in_features * self.syn.n_dev   # device pairs read
+        ev["cell_reads"] += b * self.out_features * self.in_features * self.devices.n_dev   # device pairs read
         ev["dac_conversions"] += b * dac_per_vector
         ev["adc_conversions"] += b * adc_per_vector
 
@@ -124,7 +193,7 @@ class AnalogMatrix:
     def forward(self, x):
         """y = W x for a batch ``x`` of shape (B, in_features); returns (B, out_features)."""
         self._check(x, self.in_features, "forward input")
-        w, var = self.syn.weights(), self.syn.read_variance()
+        w, var = self.devices.weights(), self.devices.read_variance()
         out = None
         for r0, r1 in self.row_blocks:
             part = self._mvm(x[:, r0:r1], w[:, r0:r1], var[:, r0:r1], transpose=False)
@@ -135,7 +204,7 @@ class AnalogMatrix:
     def backward(self, d):
         """z = W^T d for a batch ``d`` of shape (B, out_features); returns (B, in_features)."""
         self._check(d, self.out_features, "backward input")
-        w, var = self.syn.weights(), self.syn.read_variance()
+        w, var = self.devices.weights(), self.devices.read_variance()
         out = None
         for c0, c1 in self.col_blocks:
             part = self._mvm(d[:, c0:c1], w[c0:c1, :], var[c0:c1, :], transpose=True)
@@ -149,12 +218,79 @@ class AnalogMatrix:
         xp = self.xp
         rows = []
         for i in range(x.shape[0]):
-            w_read = self.syn.read_weights()
+            w_read = self.devices.read_weights(self.updates)
             out = None
             for r0, r1 in self.row_blocks:
                 xn, s = self._dac(x[i:i + 1, r0:r1])
                 y = xn @ w_read[:, r0:r1].T
-                part = self._adc(y / self.syn.w_max) * (self.syn.w_max * s)
+                part = self._adc(y / self.devices.w_max) * (self.devices.w_max * s)
                 out = part if out is None else out + part
             rows.append(out)
         return xp.concatenate(rows, axis=0)
+
+    # --- update: digital unit -> pulse list -> devices ------------------------------------------
+    def program(self, w_target, tolerance_uS: float | None = None) -> None:
+        """Initial programming of weights ``w_target`` (out x in, weight units) onto the devices."""
+        self.devices.program(self.xp.asarray(w_target, dtype=FLOAT), tolerance_uS)
+
+    def update(self, delta_w, rand_rng=None, cols=None) -> UpdateReport:
+        """One mini-batch update: delta_w (weight units) -> chi -> pulses -> devices.
+
+        ``rand_rng``: the trainer's generator for stochastic-rounding bits (reference engine;
+        the fused engine keys them by the update step). ``cols``: optional column subset that
+        ``delta_w`` covers (the others get a zero update).
+        """
+        s = self.config.synapse
+        pulses = self.digital.step(delta_w, rand_rng, cols, step=self.updates)
+        report = self.devices.apply(pulses, step=self.updates, verify=s.verified_update,
+                                    verify_read_noise=self.read_noise)
+        self.digital.absorb(report)
+        self.updates += 1
+        return report
+
+    def weights(self):
+        """Noise-free weights (weight units, out x in) at the current time (drift included)."""
+        return self.devices.weights()
+
+    def conductances(self):
+        """(G+, G-) drifted conductances (µS), each (devices_per_side, out, in)."""
+        return self.devices.conductances()
+
+    @property
+    def t(self) -> float:
+        """The tile's clock (s): time since the devices' fabrication state."""
+        return self.devices.t
+
+    def advance(self, dt: float) -> None:
+        self.devices.advance(dt)
+
+    def set_time(self, t: float) -> None:
+        self.devices.set_time(t)
+
+    # --- state for checkpoints ------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"layout": CHECKPOINT_LAYOUT, "engine": self.config.engine, "updates": self.updates,
+                "reads": dict(self._reads), "read_rng": rng_state(self.rng),
+                "digital": self.digital.state_dict(), "devices": self.devices.state_dict()}
+
+    def load_state_dict(self, st: dict) -> None:
+        if st.get("layout") != CHECKPOINT_LAYOUT:
+            raise ValueError(f"tile state of layout {st.get('layout', 1)}; this mcasim reads layout "
+                             f"{CHECKPOINT_LAYOUT} (re-make the run from its command)")
+        if st["engine"] != self.config.engine:
+            raise ValueError(f"tile state was made by engine {st['engine']!r}, this tile runs "
+                             f"{self.config.engine!r} (set tile.engine = {st['engine']!r} to resume it)")
+        self.updates = int(st["updates"])
+        self._reads.update(st["reads"])
+        set_rng_state(self.rng, st["read_rng"])
+        self.digital.load_state_dict(st["digital"])
+        self.devices.load_state_dict(st["devices"])
+
+
+def AnalogMatrix(out_features: int, in_features: int, preset, tile, backend: Backend, *, w_max: float,  # noqa: N802
+                 stream: int = 0, t: float = 0.0, engine: str = "reference", **synapse) -> AnalogTile:
+    """An :class:`AnalogTile` from the pieces of its config (tests and benchmarks): ``preset`` the
+    device model, ``tile`` the converters, ``synapse`` the :class:`SynapseConfig` fields."""
+    cfg = TileConfig(device=preset, synapse=SynapseConfig(w_max=w_max, **synapse), converters=tile,
+                     engine=engine)
+    return AnalogTile(cfg, out_features, in_features, backend, stream=stream, t=t)

@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import Any
 
 from gpu_model.presets import IDEAL, PCM_PRESETS, PresetError, TilePreset, get_pcm_preset
+from gpu_model.tile_config import ENGINES
 from rtl.spec import DPUSpec, SpecError
+
+# [tile] keys that are not TilePreset fields: the device-update engine (gpu_model/tile_config.py
+# ENGINES; read by Config.tile_engine, used by sim/tasks/models.py tile_config)
+TILE_ENGINE_KEYS = ("engine",)
+DEFAULT_TILE_ENGINE = "reference"
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -222,6 +228,8 @@ class Config:
         ``PER_LAYER_TILE`` gives one value per weight layer; None: every list must be uniform)."""
         kw = {}
         for k, v in self.tile.items():
+            if k in TILE_ENGINE_KEYS:
+                continue                     # not a peripheral: read by tile_engine()
             if isinstance(v, (list, tuple)):
                 if k not in PER_LAYER_TILE:
                     raise ConfigError(f"tile.{k}: one value expected (per-layer lists only for "
@@ -232,6 +240,15 @@ class Config:
                 v = vals[0 if layer is None else layer]
             kw[k] = v
         return TilePreset(**kw)
+
+    def tile_engine(self) -> str:
+        """``tile.engine``: which engine runs the tiles' device-update path (gpu_model/engines.py):
+        "reference" (the array code that made every published table; the default) or "fused".
+        (Kept by the tile's owner: the AnalogTile of sim/tasks/models.py reads it.)"""
+        e = self.tile.get("engine", DEFAULT_TILE_ENGINE)
+        if e not in ENGINES:
+            raise ConfigError(f"tile.engine must be one of {', '.join(ENGINES)}, got {e!r}")
+        return e
 
     def pcm_preset(self):
         """The device model of ``synapse.mode = "pcm"``: ``synapse.preset`` with the ``[device]``
@@ -392,6 +409,7 @@ def validate(cfg: Config) -> None:
     for name in ("w_max", "epsilon_uS") if s.mode != "fp32" else ():   # fp32 weights have no devices
         vals = cfg.per_layer(name, n_layers)
         need(all(v > 0 for v in vals), f"synapse.{name} must be > 0, got {vals}")
+    cfg.tile_engine()
     try:
         for i in range(n_layers):
             cfg.tile_preset(i)

@@ -70,10 +70,10 @@ def _hist_plot(plt, out, trainer):
         for ax in axes.ravel()[len(analog):]:
             ax.set_visible(False)
         for ax, L in zip(axes.ravel(), analog):
-            syn = L.store.syn
-            for arr, lab in ((syn.gp, "G+"), (syn.gm, "G-")):
-                g = be.asnumpy(arr.conductance_at(syn.t))
-                ax.hist(g, bins=80, range=(0, syn.preset.g_max), histtype="step", label=lab, density=True)
+            tile = L.store.tile
+            for g, lab in zip(tile.conductances(), ("G+", "G-")):
+                ax.hist(be.asnumpy(g).ravel(), bins=80, range=(0, tile.config.device.g_max), histtype="step",
+                        label=lab, density=True)
             ax.set_xlabel("conductance (µS)")
             ax.set_title(f"{L.name}: end of training")
             ax.set_yscale("log")

@@ -135,14 +135,9 @@ class Trainer:
     # --- outputs ----------------------------------------------------------------------------------
     def collect_events(self) -> dict:
         ev = EventCounts(**self.events.as_dict())
-        for store in self.task.analog_stores():
-            for k, v in store.matrix.events.items():
-                if k in ev.as_dict():
-                    ev.add(**{k: v})
-            c = store.syn.counters
-            ev.add(set_pulses=c.set_pulses, refreshes=c.refreshes, refresh_resets=c.refresh_resets,
-                   refresh_prog_pulses=c.refresh_prog_pulses, refresh_verify_reads=c.refresh_verify_reads,
-                   update_verify_reads=c.update_verify_reads)
+        names = set(ev.as_dict())
+        for store in self.task.analog_stores():   # one typed counter per tile (gpu_model.tile.TileEvents)
+            ev.add(**{k: v for k, v in store.tile.events.as_dict().items() if k in names})
         return ev.as_dict()
 
     def summary(self) -> dict:

@@ -95,7 +95,7 @@ def test_evaluate_readout_ablation(pcm_run):
 
     cfg = load_config(pcm_run / "config.toml")
     tr = restore_trainer(pcm_run, cfg, make_backend("numpy", 1), load_dataset("digits", None))
-    mats = [st.matrix for st in tr.task.analog_stores()]
+    mats = [st.tile for st in tr.task.analog_stores()]
     before = [(m.read_noise, m.tile) for m in mats]
     neither = evaluate_readout(tr)["rows"][3]["test_accuracy"]
     assert [(m.read_noise, m.tile) for m in mats] == before

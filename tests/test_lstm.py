@@ -302,7 +302,7 @@ def test_per_layer_adc_range_reaches_each_matrix(tmp_path):
     assert cfg.tile_preset(0).adc_range == 3.0 and cfg.tile_preset(1).adc_range == 8.0
     assert cfg.tile_preset(0).backward_range == 1.0 and cfg.tile_preset(1).backward_range == 1.5
     tr = Trainer(cfg, tiny_corpus(), make_backend("numpy", 3), tmp_path, progress=False)
-    ranges = [(L.store.matrix.tile.adc_range, L.store.matrix.tile.backward_range) for L in tr.task.store_layers()]
+    ranges = [(L.store.tile.tile.adc_range, L.store.tile.tile.backward_range) for L in tr.task.store_layers()]
     assert ranges == [(3.0, 1.0), (8.0, 1.5)]
     assert "adc_range = [3.0, 8.0]" in cfg.to_toml()
     with pytest.raises(ConfigError, match="ask for one layer"):

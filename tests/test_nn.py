@@ -7,7 +7,7 @@ import pytest
 
 from gpu_model.backend import make_backend
 from gpu_model.presets import IDEAL, TilePreset
-from rtl.spec import DPUSpec
+from gpu_model.tile_config import SynapseConfig, TileConfig
 from sim.nn import (AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, LayerError, MaxPool2d, ReLU,
                     Sequential, Sigmoid, Tanh, col2im, im2col, softmax_cross_entropy)
 from sim.nn.layers import BN_EPS, BN_MOMENTUM
@@ -273,9 +273,9 @@ def test_analog_conv_reads_every_patch_as_its_own_vector():
     rng = np.random.default_rng(14)
     c_in, c_out, k = 3, 4, 3
     w0 = rng.uniform(-0.4, 0.4, (c_out, k * k * c_in)).astype(np.float32)
-    st = AnalogWeights(w0, be, IDEAL.with_overrides(ideal_step=0.1), TilePreset(), DPUSpec(), "golden",
-                       w_max=1.0, epsilon_uS=0.1, refresh_threshold=0.9, refresh_tolerance_uS=None,
-                       read_noise=False, stream=0)
+    cfg = TileConfig(device=IDEAL.with_overrides(ideal_step=0.1),
+                     synapse=SynapseConfig(w_max=1.0, epsilon_uS=0.1, refresh_threshold=0.9, read_noise=False))
+    st = AnalogWeights(w0, be, cfg, stream=0)
     L = Conv2d("conv", st, be.xp, c_in, k, padding=1, bias=False)
     x = rng.normal(size=(2, 4, 4, c_in)).astype(np.float32)
     x[0, :2] *= 20.0                    # patches of very different scale
@@ -284,4 +284,4 @@ def test_analog_conv_reads_every_patch_as_its_own_vector():
     cols, _, _ = im2col(be.xp, x, k, 1, 1)
     one_by_one = np.concatenate([to_host(st.forward(cols[i:i + 1])) for i in range(cols.shape[0])])
     np.testing.assert_array_equal(y, one_by_one)
-    assert st.matrix.events["fwd_vectors"] == 2 * cols.shape[0]
+    assert st.tile.events.fwd_vectors == 2 * cols.shape[0]

@@ -51,9 +51,9 @@ def _noisy_reads(method, seed=11, B=4000):
     be = make_backend("numpy", seed)            # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
     m = AnalogMatrix(6, 12, JAP2018, TilePreset(quantize=False, noise_sampler=method), be, w_max=1.0)
     rng = np.random.default_rng(0)
-    m.syn.gp.g_prog[:] = be.xp.asarray(rng.uniform(0.1, 15, 72))
-    m.syn.gm.g_prog[:] = be.xp.asarray(rng.uniform(0.1, 15, 72))
-    m.syn.sync(force=True)
+    m.devices.gp.g_prog[:] = be.xp.asarray(rng.uniform(0.1, 15, 72))
+    m.devices.gm.g_prog[:] = be.xp.asarray(rng.uniform(0.1, 15, 72))
+    m.devices.sync(force=True)
     x1 = rng.uniform(-2, 2, (1, 12)).astype(np.float32)
     return m, x1, to_host(m.forward(be.xp.asarray(np.repeat(x1, B, axis=0)))).astype(np.float64)
 
@@ -62,8 +62,8 @@ def test_tile_read_noise_same_statistics_either_sampler():
     """Per output: mean W x and variance (x^2) @ Var^T with either sampler; different streams."""
     B = 4000
     (m, x1, yz), (_, _, yb) = _noisy_reads("ziggurat", B=B), _noisy_reads("box_muller", B=B)
-    mean = (x1 @ to_host(m.syn.weights()).T.astype(np.float64))[0]
-    var = (x1.astype(np.float64) ** 2 @ to_host(m.syn.read_variance()).T.astype(np.float64))[0]
+    mean = (x1 @ to_host(m.devices.weights()).T.astype(np.float64))[0]
+    var = (x1.astype(np.float64) ** 2 @ to_host(m.devices.read_variance()).T.astype(np.float64))[0]
     for y in (yz, yb):
         assert np.all(np.abs(y.mean(0) - mean) < 5 * np.sqrt(var / B))
         assert np.all(np.abs(y.var(0) / var - 1) < 5 * math.sqrt(2 / (B - 1)))

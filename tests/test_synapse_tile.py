@@ -8,6 +8,7 @@ import pytest
 from gpu_model import (IDEAL, JAP2018, AnalogMatrix, DifferentialSynapses, PresetError, TilePreset,
                        make_backend)
 
+from gpu_model.pulses import UpdateReport
 from tests.conftest import to_host
 
 BE = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
@@ -31,7 +32,7 @@ def test_exact_signed_pulse_counts():
     s = syn()
     pulses = np.random.default_rng(0).integers(-3, 4, s.shape)
     st = s.apply_pulses(dev(pulses))
-    assert st == {"set_pulses": int(np.abs(pulses).sum()), "refreshes": 0}
+    assert st == UpdateReport(set_pulses=int(np.abs(pulses).sum()), refreshes=0)
     assert np.array_equal(to_host(s.gp.n_set).reshape(s.shape), np.maximum(pulses, 0))
     assert np.array_equal(to_host(s.gm.n_set).reshape(s.shape), np.maximum(-pulses, 0))
     assert s.counters.set_pulses == np.abs(pulses).sum()
@@ -67,7 +68,7 @@ def test_pulse_argument_checks():
         s.apply_pulses(dev(np.full((3, 4), 0.5)))
     with pytest.raises(ValueError, match="shape"):
         s.apply_pulses(dev(np.ones((4, 3), dtype=int)))
-    assert s.apply_pulses(dev(np.zeros((3, 4), dtype=int))) == {"set_pulses": 0, "refreshes": 0}
+    assert s.apply_pulses(dev(np.zeros((3, 4), dtype=int))) == UpdateReport()
 
 
 @pytest.mark.parametrize("kw", [dict(w_max=0.0), dict(w_max=-1.0), dict(refresh_threshold=0.0),
@@ -85,7 +86,7 @@ def test_refresh_triggered_and_weight_kept_ideal():
     s.gm.g_prog[:] = dev(np.array([4.0, 0.0, 9.6, 0.0, 0.0, 0.0]))
     s.sync(force=True)
     st = s.apply_pulses(dev(np.array([[1, 0, -1], [1, 0, 0]])))      # pairs 0 and 2 cross 10 uS
-    assert st["refreshes"] == 2 and s.counters.refresh_resets == 4
+    assert st.refreshes == 2 and s.counters.refresh_resets == 4
     step = IDEAL.ideal_step
     w = to_host(s.weights()).reshape(-1) / s.beta
     np.testing.assert_allclose(w, [9.5 + step - 4.0, 9.5, 2.0 - 9.6 - step, 1.0 + step, 0, 0], atol=1e-5)
@@ -111,7 +112,7 @@ def test_multi_device_synapse_weight_steps_arbitration_refresh(n):
     step = IDEAL.ideal_step
     before = to_host(s.gp.g_prog).copy().reshape(n, 6)
     for k in range(n + 1):                               # n + 1 updates of synapse 4: devices 0, 1, ..., 0
-        assert s.apply_pulse_list(dev(np.array([4])), dev(np.array([2]))) == {"set_pulses": 2, "refreshes": 0}
+        assert s.apply_pulse_list(dev(np.array([4])), dev(np.array([2]))) == UpdateReport(set_pulses=2)
     grown = (to_host(s.gp.g_prog).reshape(n, 6) - before)[:, 4] / step
     np.testing.assert_allclose(grown, [4] + [2] * (n - 1), atol=1e-4)
     assert int(s.arbiter[4]) == 1 and int(s.arbiter.sum()) == 1
@@ -122,7 +123,7 @@ def test_multi_device_synapse_weight_steps_arbitration_refresh(n):
     s.sync(force=True)
     w1 = float(s.weights().reshape(-1)[1])
     st = s.apply_pulse_list(dev(np.array([1])), dev(np.array([1])))   # the arbiter sends it to device 0
-    assert st["refreshes"] == 1 and s.counters.refresh_resets == 2 * n
+    assert st.refreshes == 1 and s.counters.refresh_resets == 2 * n
     devs = np.arange(n) * 6 + 1
     np.testing.assert_allclose(to_host(s.gp.g_prog)[devs], (w1 + s.beta * step) / (s.beta * n), rtol=1e-5)
     assert np.all(to_host(s.gm.g_prog)[devs] == 0)
@@ -166,7 +167,7 @@ def test_multi_device_cache_running_sum_tracks_recompute(n):
     refreshes = 0
     for _ in range(60):                                   # 6 s < t0 = 38.6 s: no drift
         p = rng.integers(-3, 4, s.shape) * (rng.random(s.shape) < 0.3)
-        refreshes += s.apply_pulses(dev(p))["refreshes"]
+        refreshes += s.apply_pulses(dev(p)).refreshes
         s.advance(0.1)
     assert refreshes > 0 and True not in recomputes       # only the refreshed synapses were re-summed
     assert len(recomputes) <= refreshes
@@ -305,7 +306,7 @@ def test_same_seed_same_result_synapses():
 def ideal_matrix(out_f, in_f, tile, seed=0):
     m = AnalogMatrix(out_f, in_f, IDEAL, tile, make_backend("numpy", seed), w_max=1.0, read_noise=False)
     w = np.random.default_rng(seed).uniform(-0.8, 0.8, (out_f, in_f)).astype(np.float32)
-    m.syn.program(dev(w))
+    m.devices.program(dev(w))
     return m
 
 
@@ -313,12 +314,12 @@ def test_tiling_exact_without_converters():
     tile = TilePreset(quantize=False, max_rows=8, max_cols=7)
     m = ideal_matrix(30, 20, tile)
     assert m.n_tiles == 3 * 5
-    W = to_host(m.syn.weights())
+    W = to_host(m.devices.weights())
     rng = np.random.default_rng(1)
     x, d = rng.standard_normal((5, 20)).astype(np.float32), rng.standard_normal((5, 30)).astype(np.float32)
     np.testing.assert_allclose(to_host(m.forward(dev(x))), x @ W.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(to_host(m.backward(dev(d))), d @ W, rtol=1e-5, atol=1e-5)
-    assert m.events["fwd_vectors"] == 5 and m.events["adc_conversions"] == 5 * 30 * 3 + 5 * 20 * 5
+    assert m.events.fwd_vectors == 5 and m.events.adc_conversions == 5 * 30 * 3 + 5 * 20 * 5
     with pytest.raises(ValueError, match="shape"):
         m.forward(dev(d))
     with pytest.raises(ValueError, match="shape"):
@@ -329,7 +330,7 @@ def test_tiling_exact_without_converters():
 def test_dac_levels(bits):
     tile = TilePreset(dac_bits=bits, adc_bits=24, adc_range=2.0, dac_scaling="fixed", dac_fixed_scale=1.0)
     m = ideal_matrix(1, 1, tile)
-    w = float(m.syn.weights()[0, 0])
+    w = float(m.devices.weights()[0, 0])
     x = np.linspace(-1.2, 1.2, 5001, dtype=np.float32)[:, None]
     y = to_host(m.forward(dev(x)))[:, 0] / w
     levels = np.unique(np.round(y, 4))
@@ -344,7 +345,7 @@ def test_adc_levels_and_saturation(bits):
     m = ideal_matrix(1, 1, tile)
     x = np.linspace(-1, 1, 8001, dtype=np.float32)[:, None]
     y = to_host(m.forward(dev(x)))[:, 0]
-    assert abs(float(m.syn.weights()[0, 0])) > r     # outputs must saturate
+    assert abs(float(m.devices.weights()[0, 0])) > r     # outputs must saturate
     levels = np.unique(np.round(y, 5))
     assert len(levels) == 2 ** bits - 1
     assert levels.max() == pytest.approx(r, abs=1e-6) and levels.min() == pytest.approx(-r, abs=1e-6)
@@ -353,7 +354,7 @@ def test_adc_levels_and_saturation(bits):
 def test_dac_max_scaling_restores_input_scale():
     m = ideal_matrix(4, 6, TilePreset(dac_bits=12, adc_bits=16))
     x = 37.0 * np.random.default_rng(5).standard_normal((3, 6)).astype(np.float32)
-    np.testing.assert_allclose(to_host(m.forward(dev(x))), x @ to_host(m.syn.weights()).T, rtol=2e-3, atol=0.05)
+    np.testing.assert_allclose(to_host(m.forward(dev(x))), x @ to_host(m.devices.weights()).T, rtol=2e-3, atol=0.05)
 
 
 def test_dac_all_zero_vector_reads_zero_and_leaves_the_input_alone():
@@ -373,17 +374,17 @@ def test_read_noise_shortcut_matches_explicit_reads():
     be = make_backend("numpy", 11)
     m = AnalogMatrix(6, 12, JAP2018, TilePreset(quantize=False), be, w_max=1.0)
     rng = np.random.default_rng(0)
-    m.syn.gp.g_prog[:] = dev(rng.uniform(0.1, 15, 72))
-    m.syn.gm.g_prog[:] = dev(rng.uniform(0.1, 15, 72))
-    m.syn.sync(force=True)
+    m.devices.gp.g_prog[:] = dev(rng.uniform(0.1, 15, 72))
+    m.devices.gm.g_prog[:] = dev(rng.uniform(0.1, 15, 72))
+    m.devices.sync(force=True)
     x1 = rng.uniform(-2, 2, (1, 12)).astype(np.float32)
     B = 4000
     xb = dev(np.repeat(x1, B, axis=0))
     ys, ye = to_host(m.forward(xb)).astype(np.float64), to_host(m.explicit_forward(xb)).astype(np.float64)
     # independent expectation from the formulas: sigma = 0.03 G + 0.13 per device
-    gp, gm = to_host(m.syn.gp.g_prog).reshape(6, 12), to_host(m.syn.gm.g_prog).reshape(6, 12)
-    var_w = m.syn.beta ** 2 * ((0.03 * gp + 0.13) ** 2 + (0.03 * gm + 0.13) ** 2)
-    mean = (x1 @ (m.syn.beta * (gp - gm)).T)[0]
+    gp, gm = to_host(m.devices.gp.g_prog).reshape(6, 12), to_host(m.devices.gm.g_prog).reshape(6, 12)
+    var_w = m.devices.beta ** 2 * ((0.03 * gp + 0.13) ** 2 + (0.03 * gm + 0.13) ** 2)
+    mean = (x1 @ (m.devices.beta * (gp - gm)).T)[0]
     var = (x1 ** 2 @ var_w.T)[0]
     for y in (ys, ye):
         assert np.all(np.abs(y.mean(0) - mean) < 5 * np.sqrt(var / B))
@@ -396,7 +397,7 @@ def test_read_noise_shortcut_matches_explicit_reads():
 def test_tile_reproducible():
     def run(seed):
         m = AnalogMatrix(20, 30, JAP2018, TilePreset(max_rows=16), make_backend("numpy", seed), w_max=1.0)
-        m.syn.program(dev(np.random.default_rng(0).uniform(-0.5, 0.5, (20, 30))))
+        m.devices.program(dev(np.random.default_rng(0).uniform(-0.5, 0.5, (20, 30))))
         x = np.random.default_rng(1).standard_normal((4, 30)).astype(np.float32)
         return to_host(m.forward(dev(x))), to_host(m.backward(XP.ones((4, 20), np.float32)))
     (a, b), (c, d), (e, _) = run(3), run(3), run(4)

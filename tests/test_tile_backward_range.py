@@ -10,14 +10,14 @@ def _levels(tile, backward):
     be = make_backend("numpy", 0)   # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
     m = AnalogMatrix(10, 30, IDEAL, tile, be, w_max=1.0)
     rng = np.random.default_rng(0)
-    m.syn.program(be.xp.asarray(rng.uniform(-0.3, 0.3, (10, 30)).astype(np.float32)))
+    m.devices.program(be.xp.asarray(rng.uniform(-0.3, 0.3, (10, 30)).astype(np.float32)))
     if backward:
         d = rng.standard_normal((200, 10)).astype(np.float32)
         y = to_host(m.backward(be.xp.asarray(d))) / np.abs(d).max(axis=1, keepdims=True)
     else:
         x = rng.standard_normal((200, 30)).astype(np.float32)
         y = to_host(m.forward(be.xp.asarray(x))) / np.abs(x).max(axis=1, keepdims=True)
-    return y / m.syn.w_max
+    return y / m.devices.w_max
 
 
 def test_backward_range_sets_backward_step_only():

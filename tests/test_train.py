@@ -216,7 +216,7 @@ def test_device_overrides_reach_the_devices(tmp_path):
     cfg = config_from_dict(d)
     assert cfg.pcm_preset().set_sigma_hist == 0.0 and cfg.pcm_preset().set_mu_hist == 1.40
     tr = Trainer(cfg, load_digits_fallback(), make_backend("numpy", 3), tmp_path, progress=False)
-    presets = [s.syn.preset for s in tr.task.analog_stores()]
+    presets = [s.tile.config.device for s in tr.task.analog_stores()]
     assert presets and all(p.set_sigma_hist == 0.0 and p.nu_mean == 0.0 and p.set_sigma_offset == 0.26
                            for p in presets)
     assert load_config(None, {"device": {"set_sigma_hist": 0.0}}).pcm_preset().set_sigma_hist == 0.0

@@ -6,7 +6,7 @@ from gpu_model.backend import make_backend
 from gpu_model.presets import get_pcm_preset
 from gpu_model.synapse import DifferentialSynapses
 from rtl.spec import DPUSpec
-from sim.nn.stores import _pcg64_shortcut_ok, uniform_bits_uint8
+from gpu_model.digital_unit import _pcg64_shortcut_ok, uniform_bits_uint8
 
 from tests.conftest import to_host
 

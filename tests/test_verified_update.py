@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from gpu_model import JAP2018, make_backend
-from gpu_model.presets import IDEAL, TilePreset
-from rtl.spec import DPUSpec
+from gpu_model.presets import IDEAL
+from gpu_model.tile_config import SynapseConfig, TileConfig
 from sim.cli import main
 from sim.nn.stores import AnalogWeights
 
@@ -30,10 +30,10 @@ def _store(preset, verified, read_noise=False, shape=(40, 30), seed=0, eps=1.5, 
     be = make_backend("numpy", seed)        # CuPy under MCASIM_TEST_BACKEND=cupy (tests/conftest.py)
     if w0 is None:
         w0 = np.random.default_rng(seed).normal(0, 0.05, shape).astype(np.float32)
-    return AnalogWeights(w0, be, preset, TilePreset(), DPUSpec(), "golden", w_max=1.0, epsilon_uS=eps,
-                         refresh_threshold=0.45, refresh_tolerance_uS=None, read_noise=read_noise,
-                         stream=7, verified_update=verified, devices_per_side=devices,
-                         verify_gain=gain, verify_anti_windup=anti_windup), w0
+    syn = SynapseConfig(w_max=1.0, epsilon_uS=eps, refresh_threshold=0.45, read_noise=read_noise,
+                        verified_update=verified, devices_per_side=devices, verify_gain=gain,
+                        verify_anti_windup=anti_windup)
+    return AnalogWeights(w0, be, TileConfig(device=preset, synapse=syn), stream=7), w0
 
 
 def _drive(store, steps=60, seed=1):
@@ -51,8 +51,8 @@ def _drive(store, steps=60, seed=1):
 
 def _residual(store, w_start, asked):
     """sum asked - (device change + pending chi + pending feedback), weight units."""
-    chi_w = to_host(store.chi).astype(np.float64) / store.spec.chi_scale * store.epsilon_w
-    fb = to_host(store.feedback) if store.feedback is not None else 0.0
+    chi_w = to_host(store.tile.digital.chi).astype(np.float64) / store.tile.digital.spec.chi_scale * store.epsilon_w
+    fb = to_host(store.tile.digital.feedback) if store.tile.digital.feedback is not None else 0.0
     return asked - (to_host(store.weights()).astype(np.float64) - w_start + chi_w + fb)
 
 
@@ -62,9 +62,9 @@ def test_verified_update_keeps_the_books_on_pcm(devices):
     w_start = to_host(ver.weights()).astype(np.float64)
     asked = _drive(ver)
     err = np.abs(_residual(ver, w_start, asked))
-    assert ver.syn.counters.set_pulses > 500 and ver.syn.counters.refreshes > 0   # refreshes measured too
+    assert ver.tile.devices.counters.set_pulses > 500 and ver.tile.devices.counters.refreshes > 0   # refreshes measured too
     # chi's rounding (stochastic, to one chi LSB = 2^-12 granule) bounds it: 60 updates
-    assert err.max() < 60 * ver.epsilon_w / ver.spec.chi_scale
+    assert err.max() < 60 * ver.epsilon_w / ver.tile.digital.spec.chi_scale
     # and the reference: blind pulses leave the device's own error (granules off) in the weight
     blind, _ = _store(EXACT_READS, False, devices=devices)
     w_start = to_host(blind.weights()).astype(np.float64)
@@ -77,8 +77,8 @@ def test_verified_update_on_ideal_devices_measures_exactly_what_it_asked():
     """Ideal devices step exactly epsilon: nothing to correct (except at the conductance limits)."""
     st, _ = _store(IDEAL.with_overrides(ideal_step=0.5), True, eps=0.5)
     _drive(st, steps=20)
-    assert st.syn.counters.set_pulses > 100
-    assert np.abs(to_host(st.feedback)).max() < 1e-5 * st.epsilon_w
+    assert st.tile.devices.counters.set_pulses > 100
+    assert np.abs(to_host(st.tile.digital.feedback)).max() < 1e-5 * st.epsilon_w
 
 
 def test_verify_reads_are_counted_and_noisy():
@@ -88,24 +88,24 @@ def test_verify_reads_are_counted_and_noisy():
     d = (np.random.default_rng(2).normal(0, 1.2, (40, 30)) * 0.075).astype(np.float32)
     noisy, _ = _store(NO_DRIFT, True, read_noise=True)
     exact, _ = _store(NO_DRIFT, True, read_noise=False)
-    g0p, g0m = to_host(exact.syn.gp.g_prog).copy(), to_host(exact.syn.gm.g_prog).copy()
-    for st in (noisy, exact):
-        st.apply_update(st.xp.asarray(d), st.be.child_rng(3))    # the same stream for both: same pulses
-    fb_exact, fb_noisy = to_host(exact.feedback), to_host(noisy.feedback)
+    g0p, g0m = to_host(exact.tile.devices.gp.g_prog).copy(), to_host(exact.tile.devices.gm.g_prog).copy()
+    reports = [st.apply_update(st.xp.asarray(d), st.be.child_rng(3)) for st in (noisy, exact)]   # same stream: same pulses
+    fb_exact, fb_noisy = to_host(exact.tile.digital.feedback), to_host(noisy.tile.digital.feedback)
     pulsed = (fb_exact != 0).reshape(-1)
-    n_pulsed, n_ref = int(np.count_nonzero(pulsed)), exact.syn.counters.refreshes
+    n_pulsed, n_ref = int(np.count_nonzero(pulsed)), exact.tile.devices.counters.refreshes
     assert n_pulsed > 300 and n_ref < 10
     # two reads per pulsed device, one more per refreshed synapse
-    assert noisy.syn.counters.update_verify_reads == exact.syn.counters.update_verify_reads == 2 * n_pulsed + n_ref
+    assert noisy.tile.devices.counters.update_verify_reads == exact.tile.devices.counters.update_verify_reads == 2 * n_pulsed + n_ref
     if n_ref:                                                        # (their devices were re-written)
-        pulsed[to_host(exact.syn._last_refresh_read[0])] = False
+        r = reports[1].verify
+        pulsed[to_host(r.idx[r.refreshed])] = False
     assert np.array_equal(to_host(noisy.weights()), to_host(exact.weights()))   # the same pulses and devices
-    g1p, g1m = to_host(exact.syn.gp.g_prog), to_host(exact.syn.gm.g_prog)
+    g1p, g1m = to_host(exact.tile.devices.gp.g_prog), to_host(exact.tile.devices.gm.g_prog)
     up = (g1p != g0p)[pulsed]                                        # which device each one pulsed
     g0 = np.where(up, g0p[pulsed], g0m[pulsed])
     g1 = np.where(up, g1p[pulsed], g1m[pulsed])
     sig = lambda g: NO_DRIFT.read_sigma_slope * g + NO_DRIFT.read_sigma_offset
-    expect = exact.syn.beta * np.sqrt(np.mean(sig(g0) ** 2 + sig(g1) ** 2))
+    expect = exact.tile.devices.beta * np.sqrt(np.mean(sig(g0) ** 2 + sig(g1) ** 2))
     diff = (fb_noisy - fb_exact).reshape(-1)[pulsed]
     assert 0.85 < diff.std() / expect < 1.15
     assert np.abs(diff.mean()) < 4 * expect / np.sqrt(n_pulsed)
@@ -139,8 +139,8 @@ def test_verify_gain_returns_that_share_of_the_error():
     for st in (full, half):
         st.apply_update(st.xp.asarray(d), st.be.child_rng(5))     # the same stream for both: same pulses
     assert np.array_equal(to_host(full.weights()), to_host(half.weights()))
-    assert np.count_nonzero(to_host(full.feedback)) > 300
-    np.testing.assert_allclose(to_host(half.feedback), 0.5 * to_host(full.feedback), rtol=1e-6, atol=1e-9)
+    assert np.count_nonzero(to_host(full.tile.digital.feedback)) > 300
+    np.testing.assert_allclose(to_host(half.tile.digital.feedback), 0.5 * to_host(full.tile.digital.feedback), rtol=1e-6, atol=1e-9)
     with pytest.raises(ValueError, match="verify_gain"):
         _store(NO_DRIFT, True, gain=0.0)
 
@@ -162,16 +162,15 @@ def test_anti_windup_stops_the_corrections_at_the_range_edge(devices):
         pulses = []
         capped_seen = 0
         for _ in range(60):
-            before = st.syn.counters.set_pulses
-            st.apply_update(push, rr)
-            pulses.append(st.syn.counters.set_pulses - before)
-            ref = st.syn._last_refresh_read
-            if aw and ref is not None:
-                ref_idx, _, capped = ref
-                ref_idx, capped = to_host(ref_idx), to_host(capped)
+            before = st.tile.devices.counters.set_pulses
+            rep = st.apply_update(push, rr)
+            pulses.append(st.tile.devices.counters.set_pulses - before)
+            if aw and rep.refreshes:
+                r = rep.verify
+                capped = to_host(r.capped)
+                assert not np.any(capped & ~to_host(r.refreshed))      # only a refresh write is capped
                 capped_seen += int(capped.sum())
-                assert np.all(to_host(st.feedback).reshape(-1)[ref_idx[capped]] == 0.0)
-                st.syn._last_refresh_read = None
+                assert np.all(to_host(st.tile.digital.feedback).reshape(-1)[to_host(r.idx)[capped]] == 0.0)
         last[aw] = np.mean(pulses[-10:]) / w0.size           # pulses per synapse per update
         assert float(st.weights().max()) < 0.55                # the range holds either way
         if aw:

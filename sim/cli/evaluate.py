@@ -127,7 +127,7 @@ def evaluate_readout(tr, repeats: int = 1) -> dict:
     training; the mean over ``repeats`` evaluations (fresh read noise each). The tiles are put back
     as they were afterwards."""
     task = tr.task
-    mats = [st.matrix for st in task.analog_stores()]
+    mats = [st.tile for st in task.analog_stores()]
     saved = [(m.read_noise, m.tile) for m in mats]
     rows = []
     try:

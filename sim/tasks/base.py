@@ -72,7 +72,7 @@ class Task:
     @contextlib.contextmanager
     def uncounted(self):
         """Crossbar MVMs inside this block are not training events (evaluation, calibration)."""
-        mats = [s.matrix for s in self.analog_stores()]
+        mats = [s.tile for s in self.analog_stores()]
         for mat in mats:
             mat.count_events = False
         try:
@@ -83,11 +83,11 @@ class Task:
 
     def set_time(self, t: float):
         for s in self.analog_stores():
-            s.syn.set_time(t)
+            s.tile.set_time(t)
 
     def advance(self, dt: float):
         for s in self.analog_stores():
-            s.syn.advance(dt)
+            s.tile.advance(dt)
 
     def layer_summary(self) -> list[dict]:
         """One entry per weight matrix: shape, kind, crossbar reads per sample (energy model)."""
@@ -98,9 +98,9 @@ class Task:
             if getattr(L, "positions", None):
                 entry["vectors_per_image"] = int(L.positions)
             if isinstance(st, AnalogWeights):
-                syn = st.syn
-                entry.update(w_max=syn.w_max, epsilon_uS=syn.epsilon_uS, epsilon_w=syn.epsilon_w,
-                             tiles=st.matrix.n_tiles, inc_saturated=st.inc_saturated,
-                             init_prog_pulses=syn.counters.init_prog_pulses)
+                tile = st.tile
+                entry.update(w_max=tile.w_max, epsilon_uS=tile.devices.epsilon_uS, epsilon_w=tile.epsilon_w,
+                             tiles=tile.n_tiles, inc_saturated=st.inc_saturated,
+                             init_prog_pulses=tile.events.init_prog_pulses)
             out.append(entry)
         return out

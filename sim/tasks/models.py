@@ -11,6 +11,7 @@ import numpy as np
 
 from gpu_model.backend import Backend
 from gpu_model.presets import IDEAL
+from gpu_model.tile_config import SynapseConfig, TileConfig
 from ..config import Config, ConfigError
 from ..nn import (ACTIVATIONS, AvgPool2d, BatchNorm, Conv2d, Dense, Dropout, Flatten, MaxPool2d,
                   Sequential, init_weights)
@@ -21,26 +22,34 @@ STORE_STREAM_BASE = 100    # crossbar/device random streams: 100 + weight-layer 
 DROPOUT_STREAM_BASE = 500  # dropout masks: 500 + dropout-layer index
 
 
-def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, eps: float):
-    """Weight store for weight layer ``i`` (fp32, or a crossbar with its digital unit)."""
+def tile_config(cfg: Config, i: int, w_max: float, eps: float) -> TileConfig:
+    """The composed :class:`~gpu_model.tile_config.TileConfig` of weight layer ``i``: the device
+    model of ``synapse.mode`` (with ``[device]`` overrides and the drift switch), the synapse
+    section, the layer's ``[tile]`` converters, the ``[dpu]`` spec, ``tile.engine``."""
     s = cfg.synapse
-    if s.mode == "fp32":
-        return FP32Weights(w0, be)
     if s.mode == "ideal":
         preset = IDEAL.with_overrides(ideal_step=eps)
     else:
         preset = cfg.pcm_preset()           # synapse.preset with the [device] overrides
         if not s.drift:
             preset = preset.with_overrides(drift_model="constant", nu_mean=0.0, nu_std=0.0)
-    np.clip(w0, -w_max * s.refresh_threshold, w_max * s.refresh_threshold, out=w0)
-    return AnalogWeights(
-        w0, be, preset, cfg.tile_preset(i), cfg.dpu_spec(), s.dpu, w_max=w_max, epsilon_uS=eps,
+    synapse = SynapseConfig(
+        w_max=w_max, epsilon_uS=eps, devices_per_side=s.devices_per_side,
         refresh_threshold=s.refresh_threshold,
         refresh_tolerance_uS=None if s.refresh_tolerance_uS < 0 else s.refresh_tolerance_uS,
-        read_noise=s.read_noise, stream=STORE_STREAM_BASE + i,
-        common_mode_uS=s.common_mode_uS, devices_per_side=s.devices_per_side,
-        verified_update=s.verified_update, verify_gain=s.verify_gain,
-        verify_anti_windup=s.verify_anti_windup)
+        common_mode_uS=s.common_mode_uS, read_noise=s.read_noise, verified_update=s.verified_update,
+        verify_gain=s.verify_gain, verify_anti_windup=s.verify_anti_windup)
+    return TileConfig(device=preset, synapse=synapse, converters=cfg.tile_preset(i), dpu=cfg.dpu_spec(),
+                      dpu_kind=s.dpu, engine=cfg.tile_engine())
+
+
+def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, eps: float):
+    """Weight store for weight layer ``i`` (fp32, or an analog tile with its digital unit)."""
+    s = cfg.synapse
+    if s.mode == "fp32":
+        return FP32Weights(w0, be)
+    np.clip(w0, -w_max * s.refresh_threshold, w_max * s.refresh_threshold, out=w0)
+    return AnalogWeights(w0, be, tile_config(cfg, i, w_max, eps), stream=STORE_STREAM_BASE + i)
 
 
 class _Builder:
