@@ -164,7 +164,10 @@ def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     if prog == PROG_NONE:
         g = target
         if M[M_IDEAL]:
-            pulses = int(math.ceil((target - P[P_G_MIN]) / P[P_IDEAL_STEP]))   # n = ceil((G - g_min)/step)
+            # n = ceil((G - g_min)/step), in float32 as the reference (a target on a multiple of
+            # the step would otherwise count one pulse more or less by rounding)
+            x = (np.float32(target) - np.float32(P[P_G_MIN])) / np.float32(P[P_IDEAL_STEP])
+            pulses = int(math.ceil(x))
         else:
             pulses = 1
     elif prog == PROG_JOSHI:
