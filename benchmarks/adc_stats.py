@@ -26,7 +26,7 @@ from sim.train import Trainer
 
 def measure(cfg, ds, batches: int, seed: int = 0, state: dict | None = None) -> list[dict]:
     records = defaultdict(list)
-    orig = tile_mod.AnalogMatrix._adc
+    orig = tile_mod.AnalogTile._adc
 
     def recording_adc(self, yn, backward=False):
         a = np.abs(self.be.asnumpy(yn))
@@ -39,15 +39,15 @@ def measure(cfg, ds, batches: int, seed: int = 0, state: dict | None = None) -> 
     tr = Trainer(cfg, ds, make_backend("numpy", seed), ".", progress=False)
     if state is not None:
         tr.load_state(state)
-    names = {id(L.store.matrix): L.name for L in tr.task.store_layers() if hasattr(L.store, "matrix")}
-    tile_mod.AnalogMatrix._adc = recording_adc
+    names = {id(L.store.tile): L.name for L in tr.task.store_layers() if hasattr(L.store, "tile")}
+    tile_mod.AnalogTile._adc = recording_adc
     try:
         keys = tr.task.epoch_batches(0)
         rng = tr.be.child_rng(3)
         for k in keys[:batches]:
             tr.step(k, tr.lr_at(0), rng)
     finally:
-        tile_mod.AnalogMatrix._adc = orig
+        tile_mod.AnalogTile._adc = orig
     out = []
     for (mid, bwd), v in records.items():
         v = np.array(v)

@@ -3,7 +3,7 @@
 * pulse application: ``DifferentialSynapses.apply_pulses`` on a (rows x cols) pair array with a
   given fraction of non-zero signed counts (|count| uniform in 1..3), reported as device-steps/s
   (SET pulses applied per second, refresh checks and cache update included);
-* tile MVMs: ``AnalogMatrix.forward`` / ``backward`` (read noise, DAC, ADC, 512x512 tiling) against a
+* tile MVMs: ``AnalogTile.forward`` / ``backward`` (read noise, DAC, ADC, 512x512 tiling) against a
   plain float32 matmul of the same shape (``x @ W.T`` / ``d @ W``), as a ratio;
 * read-noise normals: ns per float32 standard normal for each sampler of ``gpu_model/sampling.py``
   (the tile draws one per output of every MVM), side by side.
@@ -81,8 +81,8 @@ def bench_mvm(backend: str) -> list[dict]:
     for (o, i), batch in MVM_CASES:
         m = AnalogMatrix(o, i, JAP2018, TilePreset(), be, w_max=1.0)
         rng = np.random.default_rng(2)
-        m.syn.program(xp.asarray(rng.uniform(-0.5, 0.5, (o, i)).astype(np.float32)))
-        W = xp.asarray(be.asnumpy(m.syn.weights()).copy())
+        m.program(xp.asarray(rng.uniform(-0.5, 0.5, (o, i)).astype(np.float32)))
+        W = xp.asarray(be.asnumpy(m.weights()).copy())
         x = xp.asarray(rng.standard_normal((batch, i)).astype(np.float32))
         d = xp.asarray(rng.standard_normal((batch, o)).astype(np.float32))
         t_f = _timeit(lambda: m.forward(x), be)
@@ -138,7 +138,7 @@ def table(res: dict) -> str:
         for p in r["pulses"]:
             lines.append(f"  {p['shape']:>10} {p['nonzero_frac']:>8.0%} {p['steps_per_call']:>11.0f} "
                          f"{p['ms_per_call']:>9.3f} {p['device_steps_per_s']:>15.3e}")
-        lines.append(f"[{b}] tile MVM (AnalogMatrix, read noise + 8b DAC + 9b ADC) vs plain float32 matmul")
+        lines.append(f"[{b}] tile MVM (AnalogTile, read noise + 8b DAC + 9b ADC) vs plain float32 matmul")
         lines.append(f"  {'W (out x in)':>12} {'batch':>5} {'tiles':>5} {'fwd us':>9} {'x@W.T us':>9} {'ratio':>6} "
                      f"{'bwd us':>9} {'d@W us':>9} {'ratio':>6}")
         for m in r["mvm"]:

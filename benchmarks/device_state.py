@@ -46,9 +46,11 @@ def device_state(run: Path, dataset: str) -> dict:
         if not isinstance(L.store, AnalogWeights):
             continue
         layers.append({"layer": L.name, **_refresh_spread(L.store)})
-        syn = L.store.syn
-        for arr in (syn.gp, syn.gm):
-            g_all.append(np.asarray(arr.conductance_at(syn.t)))
+        dev = L.store.tile.devices          # the reference engine's PCMArrays (their history terms)
+        if not hasattr(dev, "gp"):
+            raise SystemExit(f"{run}: device_state reads the reference engine's arrays (tile.engine = 'reference')")
+        for arr in (dev.gp, dev.gm):
+            g_all.append(np.asarray(arr.conductance_at(dev.t)))
             p_all.append(np.asarray(arr.hist))
     g, hist = np.concatenate(g_all), np.concatenate(p_all)
     pre = cfg.pcm_preset()
@@ -69,12 +71,13 @@ def device_state(run: Path, dataset: str) -> dict:
 
 def _refresh_spread(store) -> dict:
     """Range edge and refresh concentration of one weight layer (module docstring)."""
-    syn = store.syn
-    pre = syn.preset
-    w = np.asarray(syn.weights()).reshape(-1)
-    w_edge = syn.beta * syn.n_dev * (syn.refresh_threshold * pre.g_max - pre.reset_mean)
+    tile = store.tile
+    pre, syn = tile.config.device, tile.config.synapse
+    w = np.asarray(tile.weights()).reshape(-1)
+    beta = tile.w_max / (pre.g_max * syn.devices_per_side)
+    w_edge = beta * syn.devices_per_side * (syn.refresh_threshold * pre.g_max - pre.reset_mean)
     edge = np.abs(w) >= EDGE * w_edge
-    n_reset = np.asarray(syn.gp.n_reset).reshape(syn.n_dev, -1)[0] if syn.n_dev > 1 else np.asarray(syn.gp.n_reset)
+    n_reset = np.asarray(tile.devices.device_counts()[1])[0, 0].reshape(-1)   # G+ device 0: one RESET per refresh
     refreshes = n_reset.astype(np.int64) - 1
     total = int(refreshes.sum())
     top = np.sort(refreshes)[::-1][:max(1, int(TOP * w.size))]
