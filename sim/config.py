@@ -1,12 +1,16 @@
 """Validated training configuration (TOML <-> dataclasses).
 
 A config file has the sections ``[train]``, ``[model]``, ``[synapse]``, ``[tile]``, ``[dpu]`` and
-``[device]`` (plus the task sections);
-every key is optional and defaults to the values below. Unknown sections or keys, wrong types and
-out-of-range values raise :class:`ConfigError` naming the key.
+``[device]``, plus one section per registered task that has one (``[lstm]``, ``[gan]``: the task
+registry of :mod:`sim.tasks` owns those sections, their checks and the count of weight layers;
+this module names no task). Every key is optional and defaults to the values below. Unknown
+sections or keys, wrong types, non-finite numbers and out-of-range values raise
+:class:`ConfigError` with a one-line message naming the key. The physical range of each quantity
+is documented beside its field.
 """
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -23,12 +27,43 @@ DEFAULT_TILE_ENGINE = "reference"
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
 OPTIMIZERS = ("sgd", "momentum", "adam")
-ARCHS = ("mlp", "cnn", "lstm", "gan")
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
+ACTIVATIONS = ("sigmoid", "relu", "tanh")
+BASE_SECTIONS = ("train", "model", "synapse")     # dataclass sections every task reads
+OVERRIDE_SECTIONS = ("tile", "dpu", "device")     # field overrides of TilePreset, DPUSpec, PCMPreset
+
+# --- ranges of the sizes and physical quantities (each with its reason) --------------------------
+INT64 = (-2 ** 63, 2 ** 63 - 1)   # every integer: TOML's range, so that a run's config.toml reads back
+MAX_WIDTH = 65_536               # layer widths, channels, state sizes: a 65,536 x 65,536 matrix is
+                                 # already 4.3 G synapses, beyond what the simulator can hold
+MAX_LAYERS = 1_000               # entries of a layer list (model.hidden, model.conv, per-layer values):
+                                 # the largest committed network has 6 weight layers
+MAX_KERNEL = 31                  # model.kernel: odd, <= 31 (same padding; larger than any image here)
+W_MAX_RANGE = (1e-3, 1e3)        # synapse.w_max (weight units): beta = w_max / g_max, the granule
+                                 # w_max * epsilon / (N g_max) and the normalised reads W / w_max stay
+                                 # normal float32 numbers (1e-300 underflows and trains into NaN);
+                                 # 3 decades either side of the committed 0.25..4.4
+EPSILON_REL_MIN = 1e-6           # synapse.epsilon_uS >= 1e-6 g_max: a smaller step is lost in the
+                                 # float32 rounding of a conductance near g_max (2^-24 g_max per ULP)
+MAX_DEVICES_PER_SIDE = 64        # synapse.devices_per_side: engineering bound (Boybat et al. 2018 use
+                                 # up to 7; the committed configs up to 8, the sweeps 16)
 
 
 class ConfigError(ValueError):
     """Invalid configuration."""
+
+
+def short(v, limit: int = 60) -> str:
+    """``repr(v)`` cut to ``limit`` characters (an error message stays one short line)."""
+    r = repr(v)
+    return r if len(r) <= limit else r[:limit - 3] + "..."
+
+
+def __getattr__(name):          # ARCHS: the registered tasks (sim.tasks), imported when first asked
+    if name == "ARCHS":
+        from .tasks import archs
+        return archs()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # [tile] fields that may be given per weight layer (a list, like synapse.w_max): the ADC range of
@@ -48,56 +83,61 @@ def layer_values(key: str, v, n_layers: int) -> list:
 
 @dataclass
 class TrainSection:
-    epochs: int = 15                 # passes over the training set
-    batch_size: int = 10             # mini-batch size (RESEARCH_NOTES prototype: 10)
-    lr: float = 0.1                  # learning rate (weight units per unit gradient)
-    lr_decay: float = 1.0            # multiplicative decay of lr per epoch
-    lr_min: float = 0.0              # floor of the decayed lr
+    epochs: int = 15                 # passes over the training set (>= 1)
+    batch_size: int = 10             # mini-batch size (RESEARCH_NOTES prototype: 10; >= 1)
+    lr: float = 0.1                  # learning rate (weight units per unit gradient; > 0)
+    lr_decay: float = 1.0            # multiplicative decay of lr per epoch, in (0, 1]
+    lr_min: float = 0.0              # floor of the decayed lr (>= 0)
     optimizer: str = "sgd"           # sgd | momentum | adam (digital domain; output feeds chi)
-    momentum: float = 0.9            # momentum coefficient
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    adam_eps: float = 1e-8
-    seed: int = 0
-    seconds_per_batch: float = 0.001 # simulated time per mini-batch (s); drift during training. 1 ms:
-                                     # the architecture's own pace (docs/training.md)
+    momentum: float = 0.9            # momentum coefficient, in [0, 1)
+    adam_beta1: float = 0.9          # Adam first-moment decay, in [0, 1) (Kingma & Ba 2015: 0.9)
+    adam_beta2: float = 0.999        # Adam second-moment decay, in [0, 1) (Kingma & Ba 2015: 0.999)
+    adam_eps: float = 1e-8           # Adam denominator offset (> 0; Kingma & Ba 2015)
+    seed: int = 0                    # seed of every random stream, in [0, 2^63 - 1]
+    seconds_per_batch: float = 0.001 # simulated time per mini-batch (s, >= 0); drift during training.
+                                     # 1 ms: the architecture's own pace (docs/training.md)
     train_subset: int = 0            # use only the first N training images (0: all)
     test_subset: int = 0             # evaluate on the first N test images (0: all)
-    eval_batch: int = 1000           # test-set MVM batch
+    eval_batch: int = 1000           # test-set MVM batch (>= 1)
     augment: bool = True             # image datasets (NHWC): seeded random crop (4-pixel padding) and
                                      # horizontal flip, in digital; ignored for flat inputs (MNIST MLP)
 
 
 @dataclass
 class ModelSection:
-    arch: str = "mlp"                # mlp | cnn (sim/tasks/models.py)
-    hidden: list = field(default_factory=lambda: [250])   # hidden dense layer widths (cnn: after the
-                                     # conv stack; may be empty)
+    arch: str = "mlp"                # a registered task (sim.tasks: mlp | cnn | lstm | gan)
+    hidden: list = field(default_factory=lambda: [250])   # hidden dense layer widths, each in
+                                     # [1, MAX_WIDTH] (cnn: after the conv stack; may be empty)
     activation: str = "sigmoid"      # sigmoid | relu | tanh
     conv: list = field(default_factory=list)  # cnn: output channels per conv layer, "M" = 2x2 pooling,
                                      # e.g. [32, "M", 64, "M"] (VGG notation)
-    kernel: int = 3                  # cnn: conv kernel size (same padding, stride 1)
+    kernel: int = 3                  # cnn: conv kernel size, odd, 1..MAX_KERNEL (same padding, stride 1)
     pool: str = "max"                # cnn: max | avg pooling for "M"
     batch_norm: bool = False         # digital BatchNorm after every conv / hidden dense layer
-    dropout: float = 0.0             # digital dropout before dense layers (cnn: also the first)
+    dropout: float = 0.0             # digital dropout before dense layers (cnn: also the first), [0, 1)
     init: str = "xavier_uniform"     # initial weight distribution (programmed by program-and-verify)
-    init_gain: float = 1.0
+    init_gain: float = 1.0           # scale of the initial distribution (> 0)
     output_gain: bool = False        # learned digital gain per output column on each MVM result
                                      # (y = g * (W x) + b): absorbs drift and device-range scaling
-    output_gain_lr_scale: float = 1.0  # learning rate of the gains relative to train.lr
+    output_gain_lr_scale: float = 1.0  # learning rate of the gains relative to train.lr (>= 0)
 
 
 @dataclass
 class SynapseSection:
     mode: str = "pcm"                # fp32 | ideal | pcm
-    preset: str = "jap2018"          # PCM preset for mode "pcm"
+    preset: str = "jap2018"          # PCM preset for mode "pcm" (gpu_model/presets.py)
     w_max: list = field(default_factory=lambda: [1.1, 4.4])      # per layer: w_max = beta * g_max
+                                     # (weight units), each in W_MAX_RANGE
     epsilon_uS: list = field(default_factory=lambda: [0.5, 0.5])  # per layer device granularity (µS)
-    refresh_threshold: float = 0.45  # refresh a pair when a device passes this fraction of g_max
+                                     # assumed by the digital unit: in [1e-6 g_max, g_max) of the
+                                     # device (a step of the whole range or more is no granularity:
+                                     # inf would never pulse)
+    refresh_threshold: float = 0.45  # refresh a pair when a device passes this fraction of g_max, in (0, 1]
                                      # (0.45 x 20 uS: below where the JAP-2018 mean SET step vanishes)
-    refresh_tolerance_uS: float = -1.0  # program-and-verify tolerance of refresh (<0: preset's)
+    refresh_tolerance_uS: float = -1.0  # program-and-verify tolerance of refresh (µS, < g_max; <0: preset's)
     common_mode_uS: float = 0.0      # >0: initial programming and refresh write both devices of a
-                                     # pair at this common-mode level (no device left at RESET)
+                                     # pair at this common-mode level (no device left at RESET);
+                                     # in [0, refresh_threshold x g_max)
     read_noise: bool = True          # ablation switch: read noise on crossbar reads
     drift: bool = True               # ablation switch: conductance drift
     dpu: str = "golden"              # golden | rtl
@@ -115,96 +155,13 @@ class SynapseSection:
                                      # --set synapse.verified_update=false ablates a verified config)
     devices_per_side: int = 1        # N PCM devices per side of a synapse (multi-memristive synapse,
                                      # Boybat et al. 2018): steps of w_max / (N g_max) per pulse over the
-                                     # same range, N x the devices; 1 = one differential pair
+                                     # same range, N x the devices; 1 = one differential pair;
+                                     # 1..MAX_DEVICES_PER_SIDE
 
 
-# --- task sections (model.arch = "lstm" / "gan"); each task owns its section and its checks ------
-@dataclass
-class LSTMSection:
-    """``[lstm]``: character-level LSTM language model (model.arch = "lstm", sim/tasks/charlm.py)."""
-    hidden: int = 256                # LSTM state size H
-    bptt: int = 100                  # truncated backprop-through-time length (characters)
-    clip_norm: float = 1.0           # digital gradient clipping: global L2 norm per mini-batch
-    embedding: int = 0               # 0: one-hot inputs; > 0: learned embedding (a weight store) of that size
-    forget_bias: float = 1.0         # initial forget-gate bias (engineering choice, standard practice:
-                                     # the cell keeps its state at the start of training)
-    input_scale: float = 1.0         # amplitude of the one-hot input on the gate crossbar's DAC (engineering
-                                     # choice: > 1 shrinks the input-column weights by that factor, so they
-                                     # share one w_max with the smaller recurrent weights; docs/lstm.md)
-    eval_streams: int = 100          # parallel streams for valid/test BPC (evaluation batch; each stream
-                                     # starts from a zero state, so more streams = more warm-up characters)
-
-
-@dataclass
-class GANSection:
-    """``[gan]``: generator and discriminator (model.arch = "gan", sim/tasks/gan.py)."""
-    latent_dim: int = 100            # generator input noise size
-    generator: list = field(default_factory=lambda: [256, 512])       # generator hidden widths
-    discriminator: list = field(default_factory=lambda: [512, 256])   # discriminator hidden widths
-    generator_only_pcm: bool = False  # ablation: the discriminator keeps fp32 weights
-    leaky_slope: float = 0.2         # LeakyReLU negative slope of both nets (DCGAN practice)
-    d_lr_scale: float = 1.0          # discriminator learning rate relative to train.lr
-    d_dropout: float = 0.0           # digital dropout after each hidden activation of D (the
-                                     # classic MLP-GAN recipe uses ~0.3); 0 = none
-    real_label: float = 1.0          # D's target for real images: < 1 is one-sided label smoothing
-                                     # (Salimans et al. 2016); fakes always 0, G's target always 1
-    clip_norm: float = 0.0           # digital gradient clipping per network and step: global L2
-                                     # norm above clip_norm is scaled down to it; 0 = off
-    conditioning: str = "none"       # "none": unconditional; "cgan": the digit's one-hot label joins z
-                                     # at G's input and the image at D's input (Mirza & Osindero 2014);
-                                     # "acgan": the label joins z at G's input and D has 10 extra class
-                                     # logits (Odena et al. 2017, docs/gan.md); evaluation then asks for
-                                     # every digit equally and reports label_match
-    label_input: str = "crossbar"    # conditional GANs: "crossbar" = the one-hot label as 10 more
-                                     # rows of G1 (and D1 for cgan); "digital" = the same maths as a
-                                     # digital per-class bias after G1 (D1), onehot(c) W_c = W_c[c]
-    aux_weight: float = 1.0          # acgan: weight of the class cross-entropy in both losses
-    eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
-    fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
-                                     # (~/.cache/mcasim/mnist_fd_classifier.npz), trained if missing
-
-
-def _n_weight_layers_lstm(cfg) -> int:
-    return (1 if cfg.lstm.embedding > 0 else 0) + 2          # [embedding], gate matrix, projection
-
-
-def _n_weight_layers_gan(cfg) -> int:
-    return len(cfg.gan.generator) + 1 + len(cfg.gan.discriminator) + 1
-
-
-def validate_lstm(cfg, need) -> None:
-    lc = cfg.lstm
-    need(lc.hidden >= 1, f"lstm.hidden must be >= 1, got {lc.hidden}")
-    need(lc.bptt >= 1, f"lstm.bptt must be >= 1, got {lc.bptt}")
-    need(lc.clip_norm > 0, f"lstm.clip_norm must be > 0, got {lc.clip_norm}")
-    need(lc.embedding >= 0, f"lstm.embedding must be >= 0, got {lc.embedding}")
-    need(lc.input_scale > 0, f"lstm.input_scale must be > 0, got {lc.input_scale}")
-    need(lc.eval_streams >= 1, f"lstm.eval_streams must be >= 1, got {lc.eval_streams}")
-
-
-def validate_gan(cfg, need) -> None:
-    g = cfg.gan
-    need(g.latent_dim >= 1, f"gan.latent_dim must be >= 1, got {g.latent_dim}")
-    for name in ("generator", "discriminator"):
-        v = getattr(g, name)
-        need(all(isinstance(h, int) and not isinstance(h, bool) and h >= 1 for h in v),
-             f"gan.{name} must be a list of positive integers, got {v!r}")
-    need(g.leaky_slope > 0, f"gan.leaky_slope must be > 0, got {g.leaky_slope}")
-    need(g.d_lr_scale > 0, f"gan.d_lr_scale must be > 0, got {g.d_lr_scale}")
-    need(0 <= g.d_dropout < 1, f"gan.d_dropout must be in [0, 1), got {g.d_dropout}")
-    need(0.5 < g.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {g.real_label}")
-    need(g.conditioning in ("none", "cgan", "acgan"),
-         f"gan.conditioning must be one of none, cgan, acgan, got {g.conditioning!r}")
-    need(g.label_input in ("crossbar", "digital"),
-         f"gan.label_input must be crossbar or digital, got {g.label_input!r}")
-    need(g.aux_weight > 0, f"gan.aux_weight must be > 0, got {g.aux_weight}")
-    need(g.clip_norm >= 0, f"gan.clip_norm must be >= 0 (0 = off), got {g.clip_norm}")
-    need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")
-
-
-TASK_SECTIONS = {"lstm": LSTMSection, "gan": GANSection}   # section name = model.arch
-N_WEIGHT_LAYERS = {"lstm": _n_weight_layers_lstm, "gan": _n_weight_layers_gan}
-TASK_VALIDATORS = {"lstm": validate_lstm, "gan": validate_gan}
+def _task_sections() -> dict:
+    from .tasks import registry
+    return {arch: spec.section() for arch, spec in registry().items() if spec.section is not None}
 
 
 @dataclass
@@ -212,8 +169,8 @@ class Config:
     train: TrainSection = field(default_factory=TrainSection)
     model: ModelSection = field(default_factory=ModelSection)
     synapse: SynapseSection = field(default_factory=SynapseSection)
-    lstm: LSTMSection = field(default_factory=LSTMSection)
-    gan: GANSection = field(default_factory=GANSection)
+    sections: dict = field(default_factory=_task_sections)   # every registered task's section by
+                                               # name (cfg.lstm, cfg.gan read them; sim.tasks)
     tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields;
                                                # the PER_LAYER_TILE ones also as one value per weight layer
     dpu: dict = field(default_factory=dict)    # overrides of rtl.spec.DPUSpec fields
@@ -221,6 +178,12 @@ class Config:
                                                # gpu_model.presets.PCMPreset), for ablation studies:
                                                # e.g. set_sigma_hist = 0.0. Empty in every committed
                                                # config: device statistics stay as published
+
+    def __getattr__(self, name):               # cfg.<task section>, e.g. cfg.lstm.hidden
+        sections = self.__dict__.get("sections")
+        if sections is not None and name in sections:
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     # --- derived --------------------------------------------------------------------------------
     def tile_preset(self, layer: int | None = None) -> TilePreset:
@@ -233,7 +196,7 @@ class Config:
             if isinstance(v, (list, tuple)):
                 if k not in PER_LAYER_TILE:
                     raise ConfigError(f"tile.{k}: one value expected (per-layer lists only for "
-                                      f"{', '.join(PER_LAYER_TILE)}), got {list(v)}")
+                                      f"{', '.join(PER_LAYER_TILE)}), got {short(list(v))}")
                 vals = layer_values(f"tile.{k}", v, self.n_weight_layers())
                 if layer is None and len(set(vals)) > 1:
                     raise ConfigError(f"tile.{k} differs per layer: ask for one layer's tile preset")
@@ -263,73 +226,142 @@ class Config:
         return [float(x) for x in layer_values(f"synapse.{name}", getattr(self.synapse, name), n_layers)]
 
     def n_weight_layers(self) -> int:
-        """Weight matrices of the network (conv layers, hidden dense layers, output layer)."""
-        m = self.model
-        if m.arch in N_WEIGHT_LAYERS:
-            return N_WEIGHT_LAYERS[m.arch](self)
-        n_conv = sum(1 for c in m.conv if not isinstance(c, str)) if m.arch == "cnn" else 0
-        return n_conv + len(m.hidden) + 1
+        """Weight matrices of the network, in the order of the per-layer lists (the task's count,
+        ``TaskSpec.n_weight_layers``; ``make_task`` checks it against the built network)."""
+        from .tasks import task_spec
+        return task_spec(self.model.arch).n_weight_layers(self)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        d = {name: asdict(getattr(self, name)) for name in BASE_SECTIONS}
+        d.update({name: asdict(sec) for name, sec in self.sections.items()})
+        d.update({name: dict(getattr(self, name)) for name in OVERRIDE_SECTIONS})
+        return d
 
     def to_toml(self) -> str:
         return dump_toml(self.to_dict())
 
 
+# --- reading values ----------------------------------------------------------------------------
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _finite(where: str, v) -> float:
+    try:
+        x = float(v)
+    except OverflowError:
+        x = math.inf
+    if not math.isfinite(x):
+        raise ConfigError(f"{where} must be a finite number, got {short(v)}")
+    return x
+
+
 def _coerce(section: str, key: str, default: Any, value: Any):
+    """``value`` as the type of ``default`` (the field's), or ConfigError naming ``section.key``."""
     where = f"{section}.{key}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {short(value)}")
         return value
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {short(value)}")
+        if not INT64[0] <= value <= INT64[1]:
+            raise ConfigError(f"{where} must be an integer within +-2^63 (TOML's range), got {short(value)}")
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        if not _is_number(value):
+            raise ConfigError(f"{where} must be a number, got {short(value)}")
+        return _finite(where, value)
     if isinstance(default, str):
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {short(value)}")
         return value
     if isinstance(default, list):
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if _is_number(value):
             return [value]
         if not isinstance(value, list):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return value
+            raise ConfigError(f"{where} must be a list, got {short(value)}")
+        if len(value) > MAX_LAYERS:
+            raise ConfigError(f"{where}: at most {MAX_LAYERS} entries (one per layer), got {len(value)}")
+        return list(value)
     return value
 
 
-def _section(cls, name: str, data: dict):
+def _table(name: str, data) -> dict:
     if not isinstance(data, dict):
-        raise ConfigError(f"[{name}] must be a table")
+        raise ConfigError(f"[{name}] must be a table of keys, got {short(data)}")
+    return data
+
+
+def _unknown(name: str, k, known) -> ConfigError:
+    return ConfigError(f"unknown key {name}.{k}; known keys: {', '.join(sorted(known))}")
+
+
+def _section(cls, name: str, data):
+    data = _table(name, data)
     obj = cls()
     known = {f.name for f in fields(cls)}
     for k, v in data.items():
         if k not in known:
-            raise ConfigError(f"unknown key {name}.{k}; known keys: {', '.join(sorted(known))}")
+            raise _unknown(name, k, known)
         setattr(obj, k, _coerce(name, k, getattr(obj, k), v))
     return obj
 
 
+def _overrides(name: str, reference, data, per_layer: tuple = (), extra: dict | None = None) -> dict:
+    """``[tile]`` / ``[dpu]`` / ``[device]``: overrides of the dataclass ``reference``'s fields,
+    each of its field's type (the keys in ``per_layer`` also as a list of numbers, one per layer);
+    ``extra``: more known keys with their defaults (``[tile]``: the engine, TILE_ENGINE_KEYS)."""
+    data = _table(name, data)
+    known = {f.name: getattr(reference, f.name) for f in fields(reference)}
+    known.update(extra or {})
+    out = {}
+    for k, v in data.items():
+        if k not in known:
+            raise _unknown(name, k, known)
+        if k in per_layer and isinstance(v, list):
+            out[k] = _numbers(f"{name}.{k}", v)
+        else:
+            out[k] = _coerce(name, k, known[k], v)
+    return out
+
+
+def _numbers(where: str, v: list) -> list:
+    """A per-layer list: 1..MAX_LAYERS finite numbers (not nested, not strings)."""
+    if not v:
+        raise ConfigError(f"{where}: need 1 value or one per layer, got an empty list")
+    if len(v) > MAX_LAYERS:
+        raise ConfigError(f"{where}: at most {MAX_LAYERS} entries (one per layer), got {len(v)}")
+    for i, x in enumerate(v):
+        if not _is_number(x):
+            raise ConfigError(f"{where}[{i}] must be a number, got {short(x)} (in {short(v)})")
+        _finite(f"{where}[{i}]", x)
+    return v
+
+
 def config_from_dict(d: dict) -> Config:
-    known = {"train", "model", "synapse", "tile", "dpu", "device", *TASK_SECTIONS}
+    from .tasks import registry
+    task_secs = {arch: spec.section for arch, spec in registry().items() if spec.section is not None}
+    if not isinstance(d, dict):
+        raise ConfigError(f"a config is a table of sections, got {short(d)}")
+    known = {*BASE_SECTIONS, *OVERRIDE_SECTIONS, *task_secs}
     unknown = set(d) - known
     if unknown:
-        raise ConfigError(f"unknown config section(s): {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")
-    cfg = Config(
-        train=_section(TrainSection, "train", d.get("train", {})),
-        model=_section(ModelSection, "model", d.get("model", {})),
-        synapse=_section(SynapseSection, "synapse", d.get("synapse", {})),
-        **{name: _section(cls, name, d.get(name, {})) for name, cls in TASK_SECTIONS.items()},
-        tile=dict(d.get("tile", {})),
-        dpu=dict(d.get("dpu", {})),
-        device=dict(d.get("device", {})),
-    )
+        raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
+                          f"known: {', '.join(sorted(known))}")
+    train = _section(TrainSection, "train", d.get("train", {}))
+    model = _section(ModelSection, "model", d.get("model", {}))
+    synapse = _section(SynapseSection, "synapse", d.get("synapse", {}))
+    sections = {name: _section(cls, name, d.get(name, {})) for name, cls in task_secs.items()}
+    tile = _overrides("tile", TilePreset(), d.get("tile", {}), PER_LAYER_TILE,
+                      extra={"engine": DEFAULT_TILE_ENGINE})   # tile.engine: kept by the tile's owner
+    dpu = _overrides("dpu", DPUSpec(), d.get("dpu", {}))
+    device = _table("device", d.get("device", {}))
+    if device and synapse.mode == "pcm" and synapse.preset in PCM_PRESETS:
+        device = _overrides("device", get_pcm_preset(synapse.preset), device)
+    cfg = Config(train=train, model=model, synapse=synapse, sections=sections, tile=tile, dpu=dpu,
+                 device=dict(device))
     validate(cfg)
     return cfg
 
@@ -342,83 +374,121 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            d = tomllib.loads(p.read_text())
+            d = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read the config: {exc.strerror or exc}") from exc
     for sec, kv in (overrides or {}).items():
-        d.setdefault(sec, {}).update({k: v for k, v in kv.items() if v is not None})
+        _table(sec, d.setdefault(sec, {})).update({k: v for k, v in kv.items() if v is not None})
     return config_from_dict(d)
 
 
 def validate(cfg: Config) -> None:
+    from .tasks import registry
     t, m, s = cfg.train, cfg.model, cfg.synapse
 
     def need(cond, msg):
         if not cond:
             raise ConfigError(msg)
 
+    def positive_ints(v, allow=()):
+        return all(c in allow or (isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_WIDTH)
+                   for c in v)
+
     need(t.epochs >= 1, f"train.epochs must be >= 1, got {t.epochs}")
     need(t.batch_size >= 1, f"train.batch_size must be >= 1, got {t.batch_size}")
     need(t.lr > 0, f"train.lr must be > 0, got {t.lr}")
     need(0 < t.lr_decay <= 1, f"train.lr_decay must be in (0, 1], got {t.lr_decay}")
     need(t.lr_min >= 0, f"train.lr_min must be >= 0, got {t.lr_min}")
-    need(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {OPTIMIZERS}, got {t.optimizer!r}")
+    need(t.optimizer in OPTIMIZERS, f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {short(t.optimizer)}")
     need(0 <= t.momentum < 1, f"train.momentum must be in [0, 1), got {t.momentum}")
-    need(0 <= t.adam_beta1 < 1 and 0 <= t.adam_beta2 < 1, "train.adam_beta1/2 must be in [0, 1)")
+    need(0 <= t.adam_beta1 < 1, f"train.adam_beta1 must be in [0, 1), got {t.adam_beta1}")
+    need(0 <= t.adam_beta2 < 1, f"train.adam_beta2 must be in [0, 1), got {t.adam_beta2}")
     need(t.adam_eps > 0, f"train.adam_eps must be > 0, got {t.adam_eps}")
     need(t.seed >= 0, f"train.seed must be >= 0, got {t.seed}")
     need(t.seconds_per_batch >= 0, f"train.seconds_per_batch must be >= 0, got {t.seconds_per_batch}")
-    need(t.train_subset >= 0 and t.test_subset >= 0, "train.train_subset/test_subset must be >= 0")
+    need(t.train_subset >= 0, f"train.train_subset must be >= 0 (0: all), got {t.train_subset}")
+    need(t.test_subset >= 0, f"train.test_subset must be >= 0 (0: all), got {t.test_subset}")
     need(t.eval_batch >= 1, f"train.eval_batch must be >= 1, got {t.eval_batch}")
-    need(m.arch in ARCHS, f"model.arch must be one of {ARCHS}, got {m.arch!r}")
-    need((len(m.hidden) >= 1 or m.arch != "mlp") and all(isinstance(h, int) and not isinstance(h, bool) and h >= 1
-                                                         for h in m.hidden),
-         f"model.hidden must be a list of positive integers (mlp: at least one), got {m.hidden!r}")
-    need(m.activation in ("sigmoid", "relu", "tanh"), f"model.activation must be sigmoid, relu or tanh, got {m.activation!r}")
-    need(m.init in INITS, f"model.init must be one of {INITS}, got {m.init!r}")
-    if m.arch == "cnn":
-        need(any(not isinstance(c, str) for c in m.conv), "model.conv: a cnn needs at least one conv layer")
-    need(all(c == "M" or (isinstance(c, int) and not isinstance(c, bool) and c >= 1) for c in m.conv),
-         f'model.conv must list positive channel counts and "M" (pooling), got {m.conv!r}')
-    if m.arch in TASK_VALIDATORS:
-        TASK_VALIDATORS[m.arch](cfg, need)
-    need(m.kernel >= 1 and m.kernel % 2 == 1, f"model.kernel must be an odd size >= 1 (same padding), got {m.kernel}")
-    need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {m.pool!r}")
+
+    tasks = registry()
+    need(m.arch in tasks, f"model.arch must be one of {', '.join(tasks)}, got {short(m.arch)}")
+    need(positive_ints(m.hidden),
+         f"model.hidden must be a list of integers in [1, {MAX_WIDTH}], got {short(m.hidden)}")
+    need(positive_ints(m.conv, allow=("M",)),
+         f'model.conv must list channel counts in [1, {MAX_WIDTH}] and "M" (pooling), got {short(m.conv)}')
+    need(m.activation in ACTIVATIONS, f"model.activation must be sigmoid, relu or tanh, got {short(m.activation)}")
+    need(m.init in INITS, f"model.init must be one of {', '.join(INITS)}, got {short(m.init)}")
+    need(1 <= m.kernel <= MAX_KERNEL and m.kernel % 2 == 1,
+         f"model.kernel must be an odd size in [1, {MAX_KERNEL}] (same padding), got {m.kernel}")
+    need(m.pool in ("max", "avg"), f"model.pool must be max or avg, got {short(m.pool)}")
     need(0 <= m.dropout < 1, f"model.dropout must be in [0, 1), got {m.dropout}")
     need(m.init_gain > 0, f"model.init_gain must be > 0, got {m.init_gain}")
     need(m.output_gain_lr_scale >= 0, f"model.output_gain_lr_scale must be >= 0, got {m.output_gain_lr_scale}")
-    need(s.mode in SYNAPSE_MODES, f"synapse.mode must be one of {SYNAPSE_MODES}, got {s.mode!r}")
-    need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {s.preset!r}; known: {', '.join(PCM_PRESETS)}")
-    need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {s.dpu!r}")
+    spec = tasks[m.arch]
+    if spec.validate is not None:
+        spec.validate(cfg, need)
+
+    need(s.mode in SYNAPSE_MODES, f"synapse.mode must be one of {', '.join(SYNAPSE_MODES)}, got {short(s.mode)}")
+    need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {short(s.preset)}; known: {', '.join(PCM_PRESETS)}")
+    need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {short(s.dpu)}")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
     need(0 < s.verify_gain <= 1, f"synapse.verify_gain must be in (0, 1], got {s.verify_gain}")
-    need(isinstance(s.devices_per_side, int) and not isinstance(s.devices_per_side, bool) and s.devices_per_side >= 1,
-         f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
+    need(s.devices_per_side >= 1, f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
+    need(s.devices_per_side <= MAX_DEVICES_PER_SIDE,
+         f"synapse.devices_per_side must be <= {MAX_DEVICES_PER_SIDE} (engineering bound), got {s.devices_per_side!r}")
     need(not cfg.device or s.mode == "pcm",
          f"[device] overrides the PCM preset and needs synapse.mode = \"pcm\" (mode is {s.mode!r}); "
-         f"got {', '.join(sorted(cfg.device))}")
+         f"got {short(', '.join(sorted(map(str, cfg.device))))}")
     try:
         pcm = cfg.pcm_preset()
-    except (PresetError, TypeError) as exc:
+    except (PresetError, TypeError, ValueError) as exc:
         raise ConfigError(f"[device]: {exc}") from exc
     g_max = (IDEAL if s.mode == "ideal" else pcm).g_max
     need(0 <= s.common_mode_uS < s.refresh_threshold * g_max,
          f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "
          f"({s.refresh_threshold * g_max:g} µS), got {s.common_mode_uS}")
+    need(s.refresh_tolerance_uS < g_max,
+         f"synapse.refresh_tolerance_uS must be below g_max ({g_max:g} µS; < 0: the preset's), got {s.refresh_tolerance_uS}")
+
+    # per-layer values: numbers always; one per weight layer (or one) where the weights are devices
+    lo, hi = W_MAX_RANGE
+    bounds = {"w_max": (lo, hi, f"in [{lo:g}, {hi:g}] weight units (beta = w_max / g_max stays finite "
+                                 "in float32)"),
+              "epsilon_uS": (EPSILON_REL_MIN * g_max, g_max,
+                             f"in [{EPSILON_REL_MIN * g_max:g}, {g_max:g}) µS (below the device's g_max)")}
+    for name, (vlo, vhi, why) in bounds.items():
+        vals = _numbers(f"synapse.{name}", getattr(s, name))
+        bad = [v for v in vals if not (vlo <= v <= vhi) or (name == "epsilon_uS" and v >= vhi)]
+        need(not bad, f"synapse.{name} must be {why}, got {short(bad[0] if bad else None)}"
+                      + (f" (in {short(vals)})" if len(vals) > 1 else ""))
     n_layers = cfg.n_weight_layers()
-    for name in ("w_max", "epsilon_uS") if s.mode != "fp32" else ():   # fp32 weights have no devices
-        vals = cfg.per_layer(name, n_layers)
-        need(all(v > 0 for v in vals), f"synapse.{name} must be > 0, got {vals}")
-    cfg.tile_engine()
+    need(1 <= n_layers <= MAX_LAYERS, f"model: {n_layers} weight layers; at most {MAX_LAYERS}")
+    if s.mode != "fp32":                                           # fp32 weights have no devices
+        for name in ("w_max", "epsilon_uS"):
+            cfg.per_layer(name, n_layers)
     try:
+        cfg.tile_engine()
         for i in range(n_layers):
             cfg.tile_preset(i)
-    except (PresetError, TypeError) as exc:
-        raise ConfigError(f"[tile]: {exc}") from exc
+    except (PresetError, TypeError, ValueError) as exc:
+        raise ConfigError(exc if isinstance(exc, ConfigError) else f"[tile]: {exc}") from exc
     try:
         cfg.dpu_spec()
-    except (SpecError, TypeError) as exc:
+    except (SpecError, TypeError, ValueError) as exc:
         raise ConfigError(f"[dpu]: {exc}") from exc
+
+
+# --- writing -----------------------------------------------------------------------------------
+_ESCAPES = {'"': '\\"', "\\": "\\\\", "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
+def _toml_string(v: str) -> str:
+    return '"' + "".join(_ESCAPES.get(c, c if ord(c) >= 0x20 and ord(c) != 0x7F else f"\\u{ord(c):04x}")
+                         for c in v) + '"'
 
 
 def toml_value(v, sep: str = ", ") -> str:
@@ -426,7 +496,7 @@ def toml_value(v, sep: str = ", ") -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        return _toml_string(v)
     if isinstance(v, (list, tuple)):
         return "[" + sep.join(toml_value(x, sep) for x in v) + "]"
     return repr(v)
@@ -447,13 +517,17 @@ def parse_sets(items) -> dict:
     """``--set SECTION.KEY=VALUE`` items (VALUE in TOML syntax, else a bare string) -> overrides dict."""
     out: dict = {}
     for it in items:
-        if "=" not in it or "." not in it.split("=", 1)[0]:
-            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {it!r}")
-        key, val = it.split("=", 1)
-        sec, k = key.split(".", 1)
+        key = it.split("=", 1)[0]
+        sec, _, k = key.partition(".")
+        if "=" not in it or not sec.strip() or not k.strip():
+            raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {short(it)}")
+        val = it.split("=", 1)[1]
         try:
-            v = tomllib.loads(f"v = {val}")["v"]
+            parsed = tomllib.loads(f"v = {val}")
         except tomllib.TOMLDecodeError:
-            v = val   # bare string
-        out.setdefault(sec, {})[k] = v
+            parsed = {"v": val}   # bare string
+        if set(parsed) != {"v"}:
+            raise ConfigError(f"--set {sec.strip()}.{k.strip()}: one TOML value expected, got {short(val)}")
+        v = parsed["v"]
+        out.setdefault(sec.strip(), {})[k.strip()] = v
     return out

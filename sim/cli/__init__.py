@@ -5,6 +5,8 @@ import argparse
 import importlib
 import sys
 
+from ..config import ConfigError
+
 # sub-command -> (module, help). Each module defines add_arguments(parser) and run(args) -> int.
 COMMANDS = {
     "train": ("sim.cli.train", "train a network with the mixed-precision scheme"),
@@ -18,8 +20,29 @@ COMMANDS = {
 }
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit status 2) and per-command defaults resolved after parsing.
+
+    A sub-command may ``set_defaults(_resolve=f)``: ``f(args)`` then fills the defaults that depend
+    on other arguments (``mcasim train``: ``--config`` = the architecture's committed config), so
+    every reader of a parsed command (``run``, ``mcasim report``, the sweeps) sees the same values.
+    """
+    top = False     # the `mcasim` parser itself (sub-command parsers are of this class too)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, rest = super().parse_known_args(args, namespace)
+        hook = getattr(ns, "_resolve", None)
+        if self.top and hook is not None:
+            hook(ns)
+        return ns, rest
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="mcasim", description=__doc__)
+    ap = Parser(prog="mcasim", description=__doc__)
+    ap.top = True
     sub = ap.add_subparsers(dest="command", required=True)
     for name, (mod, help_) in COMMANDS.items():
         p = sub.add_parser(name, help=help_)
@@ -41,6 +64,9 @@ def main(argv=None) -> int:
         ap.error(f"command {args.command!r} is not available in this build")
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
+    except ConfigError as exc:       # a bad config a command did not report itself: one line, status 2
+        print(f"mcasim {args.command}: error: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -17,25 +17,30 @@ import time
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
-from ..config import ARCHS, ConfigError, load_config, parse_sets
+from ..config import ARCHS, SYNAPSE_MODES, ConfigError, load_config, parse_sets
 from .. import checkpoint as ckpt
 from ..data import DATASETS, DatasetError, load_dataset
+from ..tasks import task_spec
 from ..train import (CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT, DivergedError, RunError, Trainer,
                      load_checkpoint_file, write_metrics)
 
 
 def add_arguments(p):
     p.add_argument("arch", choices=list(ARCHS), help="network architecture (model.arch)")
-    p.add_argument("--dataset", default="mnist", choices=list(DATASETS),
-                   help="dataset (digits: the 8x8 set bundled with scikit-learn)")
-    p.add_argument("--synapse", choices=["fp32", "ideal", "pcm"], help="weight store (default: config's, else pcm)")
+    p.add_argument("--dataset", choices=list(DATASETS),
+                   help="dataset (default: the architecture's own: " + ", ".join(
+                       f"{a} {task_spec(a).default_dataset}" for a in ARCHS if task_spec(a).default_dataset)
+                   + "; digits: the 8x8 set bundled with scikit-learn)")
+    p.add_argument("--synapse", choices=list(SYNAPSE_MODES), help="weight store (default: the config's)")
     p.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
     p.add_argument("--out", required=True, help="run folder to create (or resume)")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--backend", default="auto", choices=["numpy", "cupy", "auto"])
     p.add_argument("--dpu", choices=["golden", "rtl"], help="digital unit implementation")
     p.add_argument("--seed", type=int, help="random seed")
-    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--config", help="TOML config file (default: the architecture's committed config for "
+                   "--dataset and --synapse, configs/<arch>_<dataset>_<synapse>.toml, pcm unless --synapse "
+                   "says otherwise; the built-in defaults where none is committed)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override one config value (TOML syntax), e.g. --set train.lr=0.05")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
@@ -46,6 +51,26 @@ def add_arguments(p):
     p.add_argument("--no-fallback", action="store_true",
                    help="fail instead of using the bundled 8x8 digits when MNIST is unavailable")
     p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(_resolve=resolve_defaults)
+
+
+def resolve_defaults(args) -> None:
+    """Defaults that depend on the architecture (called by the parser, sim/cli/__init__.py):
+    ``--dataset`` = the task's own, ``--config`` = its committed config for that dataset and
+    ``--synapse`` (pcm when not given), so that ``mcasim train cnn --out R`` trains the committed
+    CNN. ``args.config_default`` records which config came from here (None: ``--config`` given, or
+    no committed config: the built-in defaults); ``args.config_missing`` a committed config that
+    this installation lacks (an error when the command runs)."""
+    spec = task_spec(args.arch)
+    if args.dataset is None:
+        args.dataset = spec.default_dataset or "mnist"
+    args.config_default = args.config_missing = None
+    if args.config is None and not args.resume:
+        path = spec.committed_config(args.dataset, args.synapse or "pcm")
+        if path is not None and path.is_file():
+            args.config = args.config_default = str(path)
+        elif path is not None:
+            args.config_missing = str(path)
 
 
 EPOCH_GATE_ENV = "MCASIM_EPOCH_GATE"
@@ -108,9 +133,29 @@ def command_overrides(args) -> dict:
     return overrides
 
 
+def _no_config_hint(args) -> str:
+    """Where a config error comes from the built-in defaults (no committed config for this
+    architecture and dataset, and the defaults alone do not make its network): what exists."""
+    spec = task_spec(args.arch)
+    if args.config is not None or args.resume or not spec.configs:
+        return ""
+    try:
+        load_config(None, {"model": {"arch": args.arch}})
+        return ""
+    except ConfigError:
+        pass
+    have = ", ".join(f"{d} (configs/{stem}_*.toml)" for d, stem in spec.configs.items())
+    return f" [no committed {args.arch} config for --dataset {args.dataset}; committed: {have}; pass --config]"
+
+
 def run(args) -> int:
     out = Path(args.out)
     try:
+        if getattr(args, "config_missing", None):
+            raise ConfigError(f"the committed config {args.config_missing} is not in this installation "
+                              "(it lives in the repository's configs/): pass --config")
+        if out.exists() and not out.is_dir():
+            raise RunError(f"--out {out} is a file, not a run folder")
         overrides = command_overrides(args)
         if args.config and not args.resume:
             _check_arch(args.config, args.arch)
@@ -120,21 +165,28 @@ def run(args) -> int:
             state, state_file = load_checkpoint_file(out, fallback=args.fallback_checkpoint)
             cfg = load_config(out / "config.toml", overrides)
         else:
-            cfg = load_config(args.config, overrides)
-            if out.exists() and any(out.iterdir()):
-                if not args.overwrite:
-                    raise RunError(f"run folder {out} exists and is not empty; use --resume to continue "
-                                   "it or --overwrite to replace its results")
-                for name in ("summary.json", "metrics.jsonl", CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT):
-                    (out / name).unlink(missing_ok=True)
+            try:
+                cfg = load_config(args.config, overrides)
+            except ConfigError as exc:
+                raise ConfigError(f"{exc}{_no_config_hint(args)}") from exc
+            if out.exists() and any(out.iterdir()) and not args.overwrite:
+                raise RunError(f"run folder {out} exists and is not empty; use --resume to continue "
+                               "it or --overwrite to replace its results")
         be = make_backend(args.backend, cfg.train.seed)
         ds = load_dataset(args.dataset, args.data_dir, allow_fallback=not args.no_fallback)
+        try:     # the network(s) are built before the run folder is touched
+            tr = Trainer(cfg, ds, be, out, progress=not args.quiet)
+        except ValueError as exc:      # ConfigError, or a task that cannot train on this dataset
+            raise ConfigError(str(exc)) from exc
     except (ConfigError, RunError, BackendError, DatasetError) as exc:
         print(f"mcasim train: error: {exc}", file=sys.stderr)
         return 2
+    # bad input is reported above; the run folder is written only from here on
+    if not args.resume and out.exists():
+        for name in ("summary.json", "metrics.jsonl", CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT):
+            (out / name).unlink(missing_ok=True)      # --overwrite
     out.mkdir(parents=True, exist_ok=True)
     ckpt.write_text_atomic(out / "config.toml", cfg.to_toml())
-    tr = Trainer(cfg, ds, be, out, progress=not args.quiet)
     if args.resume:
         try:
             tr.load_state(state)
@@ -149,8 +201,10 @@ def run(args) -> int:
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     if not args.quiet:
+        src = (f", config {args.config}" + (" (the committed default)" if getattr(args, "config_default", None) else "")
+               if args.config and not args.resume else "")
         print(f"training {cfg.model.arch} on {ds.name} ({ds.source}), synapse={cfg.synapse.mode}, "
-              f"backend={be.name}, dpu={cfg.synapse.dpu} -> {out}", file=sys.stderr)
+              f"backend={be.name}, dpu={cfg.synapse.dpu}{src} -> {out}", file=sys.stderr)
     try:
         summary = tr.run(on_epoch=_epoch_gate(cfg.train.epochs))
     except DivergedError as exc:

@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import math
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import MAX_WIDTH
 from ..nn import LSTM, Dense, Sequential, apply_updates, init_weights, softmax_cross_entropy
 from ..nn.recurrent import clip_gradients
+from . import TaskSpec
 from .base import Task
 from .models import INIT_STREAM, make_store
 
@@ -201,3 +204,38 @@ class CharLMTask(Task):
         epoch_curves(out_dir / "bpc.png", metrics, (("train_bpc", "o-", "train (running)"), ("valid_bpc", "s-", "valid"),
                                                     ("test_bpc", "^-", "test")),
                      "bits per character", f"{self.ds.name} — LSTM {self.H}, synapse {self.cfg.synapse.mode}")
+
+
+# --- registration (sim/tasks/__init__.py): the [lstm] section, its checks, the layer count ---------
+@dataclass
+class LSTMSection:
+    """``[lstm]``: character-level LSTM language model (model.arch = "lstm")."""
+    hidden: int = 256                # LSTM state size H (units), 1..MAX_WIDTH
+    bptt: int = 100                  # truncated backprop-through-time length (characters)
+    clip_norm: float = 1.0           # digital gradient clipping: global L2 norm per mini-batch (> 0)
+    embedding: int = 0               # 0: one-hot inputs; > 0: learned embedding (a weight store) of that size
+    forget_bias: float = 1.0         # initial forget-gate bias (engineering choice, standard practice:
+                                     # the cell keeps its state at the start of training)
+    input_scale: float = 1.0         # amplitude of the one-hot input on the gate crossbar's DAC (engineering
+                                     # choice: > 1 shrinks the input-column weights by that factor, so they
+                                     # share one w_max with the smaller recurrent weights; docs/lstm.md)
+    eval_streams: int = 100          # parallel streams for valid/test BPC (evaluation batch; each stream
+                                     # starts from a zero state, so more streams = more warm-up characters)
+
+
+def _n_weight_layers(cfg) -> int:
+    return (1 if cfg.lstm.embedding > 0 else 0) + 2          # [embedding], gate matrix, projection
+
+
+def _validate(cfg, need) -> None:
+    lc = cfg.lstm
+    need(1 <= lc.hidden <= MAX_WIDTH, f"lstm.hidden must be in [1, {MAX_WIDTH}], got {lc.hidden}")
+    need(lc.bptt >= 1, f"lstm.bptt must be >= 1, got {lc.bptt}")
+    need(lc.clip_norm > 0, f"lstm.clip_norm must be > 0, got {lc.clip_norm}")
+    need(0 <= lc.embedding <= MAX_WIDTH, f"lstm.embedding must be in [0, {MAX_WIDTH}], got {lc.embedding}")
+    need(lc.input_scale > 0, f"lstm.input_scale must be > 0, got {lc.input_scale}")
+    need(lc.eval_streams >= 1, f"lstm.eval_streams must be >= 1, got {lc.eval_streams}")
+
+
+TASKS = (TaskSpec(arch="lstm", task=CharLMTask, n_weight_layers=_n_weight_layers, validate=_validate,
+                  section=LSTMSection, configs={"ptb-char": "lstm_ptb"}),)   # configs/lstm_ptb_*.toml

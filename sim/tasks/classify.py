@@ -7,6 +7,7 @@ flip per image, in digital (``SeedSequence([seed, 3, epoch])``).
 from __future__ import annotations
 
 from ..nn import Dense, apply_updates, softmax_cross_entropy
+from . import TaskSpec
 from .base import Task
 from .models import build_network
 
@@ -89,3 +90,28 @@ class ClassifyTask(Task):
         train = "train (running, augmented)" if self.augment else "train (running)"
         epoch_curves(out_dir / "accuracy.png", metrics, (("train_accuracy", "o-", train), ("test_accuracy", "s-", "test")),
                      "accuracy (%)", f"{self.ds.name} — synapse {self.cfg.synapse.mode}", scale=100.0)
+
+
+# --- registration (sim/tasks/__init__.py): the classifiers read only [model] ---------------------
+def _n_weight_layers(cfg) -> int:
+    """Conv layers (cnn), hidden dense layers, output layer: the order of build_network's stores."""
+    m = cfg.model
+    n_conv = sum(1 for c in m.conv if not isinstance(c, str)) if m.arch == "cnn" else 0
+    return n_conv + len(m.hidden) + 1
+
+
+def _validate_mlp(cfg, need) -> None:
+    need(len(cfg.model.hidden) >= 1, "model.hidden: an mlp needs at least one hidden layer, got []")
+
+
+def _validate_cnn(cfg, need) -> None:
+    need(any(not isinstance(c, str) for c in cfg.model.conv), "model.conv: a cnn needs at least one conv layer")
+
+
+def _spec(arch, validate, configs):
+    return TaskSpec(arch=arch, task=ClassifyTask, n_weight_layers=_n_weight_layers, validate=validate,
+                    configs=configs)
+
+
+TASKS = (_spec("mlp", _validate_mlp, {"mnist": "mlp_mnist"}),          # configs/mlp_mnist_*.toml
+         _spec("cnn", _validate_cnn, {"cifar10": "cnn_cifar10"}))      # configs/cnn_cifar10_*.toml

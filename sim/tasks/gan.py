@@ -56,15 +56,18 @@ Random streams (``SeedSequence([train.seed, stream, ...])``): permutation 2 (per
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..config import MAX_LAYERS, MAX_WIDTH, short as _short
 from ..nn import Dense, Dropout, Optimizer, Sequential, Tanh, apply_updates, init_weights
 from ..nn.gan_layers import ClassBias, LeakyReLU, bce_with_logits, one_hot
 from ..nn.losses import softmax_cross_entropy
 from ..nn.recurrent import clip_gradients
 from ..nn.stores import FP32Weights
+from . import TaskSpec
 from .base import Task
 from .models import _Builder, make_store
 
@@ -408,3 +411,63 @@ def save_png(path: Path, img_u8: np.ndarray, scale: int = 2) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     big = np.repeat(np.repeat(img_u8, scale, axis=0), scale, axis=1)
     imsave(path, big, cmap="gray", vmin=0, vmax=255)
+
+
+# --- registration (sim/tasks/__init__.py): the [gan] section, its checks, the layer count ----------
+@dataclass
+class GANSection:
+    """``[gan]``: generator and discriminator (model.arch = "gan")."""
+    latent_dim: int = 100            # generator input noise size
+    generator: list = field(default_factory=lambda: [256, 512])       # generator hidden widths
+    discriminator: list = field(default_factory=lambda: [512, 256])   # discriminator hidden widths
+    generator_only_pcm: bool = False  # ablation: the discriminator keeps fp32 weights
+    leaky_slope: float = 0.2         # LeakyReLU negative slope of both nets (DCGAN practice)
+    d_lr_scale: float = 1.0          # discriminator learning rate relative to train.lr
+    d_dropout: float = 0.0           # digital dropout after each hidden activation of D (the
+                                     # classic MLP-GAN recipe uses ~0.3); 0 = none
+    real_label: float = 1.0          # D's target for real images: < 1 is one-sided label smoothing
+                                     # (Salimans et al. 2016); fakes always 0, G's target always 1
+    clip_norm: float = 0.0           # digital gradient clipping per network and step: global L2
+                                     # norm above clip_norm is scaled down to it; 0 = off
+    conditioning: str = "none"       # "none": unconditional; "cgan": the digit's one-hot label joins z
+                                     # at G's input and the image at D's input (Mirza & Osindero 2014);
+                                     # "acgan": the label joins z at G's input and D has 10 extra class
+                                     # logits (Odena et al. 2017, docs/gan.md); evaluation then asks for
+                                     # every digit equally and reports label_match
+    label_input: str = "crossbar"    # conditional GANs: "crossbar" = the one-hot label as 10 more
+                                     # rows of G1 (and D1 for cgan); "digital" = the same maths as a
+                                     # digital per-class bias after G1 (D1), onehot(c) W_c = W_c[c]
+    aux_weight: float = 1.0          # acgan: weight of the class cross-entropy in both losses
+    eval_samples: int = 10000        # generated images per evaluation (FD and coverage vs the test set)
+    fd_classifier: str = ""          # FD classifier weights (sim/quality.py); "": the user cache
+                                     # (~/.cache/mcasim/mnist_fd_classifier.npz), trained if missing
+
+
+def _n_weight_layers(cfg) -> int:
+    return len(cfg.gan.generator) + 1 + len(cfg.gan.discriminator) + 1     # G's then D's, as built
+
+
+def _validate(cfg, need) -> None:
+    g = cfg.gan
+    need(1 <= g.latent_dim <= MAX_WIDTH, f"gan.latent_dim must be in [1, {MAX_WIDTH}], got {g.latent_dim}")
+    for name in ("generator", "discriminator"):
+        v = getattr(g, name)
+        need(len(v) <= MAX_LAYERS and all(isinstance(h, int) and not isinstance(h, bool) and 1 <= h <= MAX_WIDTH
+                                          for h in v),
+             f"gan.{name} must be a list of at most {MAX_LAYERS} integers in [1, {MAX_WIDTH}], got "
+             f"{_short(v)}")
+    need(g.leaky_slope > 0, f"gan.leaky_slope must be > 0, got {g.leaky_slope}")
+    need(g.d_lr_scale > 0, f"gan.d_lr_scale must be > 0, got {g.d_lr_scale}")
+    need(0 <= g.d_dropout < 1, f"gan.d_dropout must be in [0, 1), got {g.d_dropout}")
+    need(0.5 < g.real_label <= 1, f"gan.real_label must be in (0.5, 1], got {g.real_label}")
+    need(g.conditioning in ("none", "cgan", "acgan"),
+         f"gan.conditioning must be one of none, cgan, acgan, got {_short(g.conditioning)}")
+    need(g.label_input in ("crossbar", "digital"),
+         f"gan.label_input must be crossbar or digital, got {_short(g.label_input)}")
+    need(g.aux_weight > 0, f"gan.aux_weight must be > 0, got {g.aux_weight}")
+    need(g.clip_norm >= 0, f"gan.clip_norm must be >= 0 (0 = off), got {g.clip_norm}")
+    need(g.eval_samples >= 2, f"gan.eval_samples must be >= 2 (a covariance), got {g.eval_samples}")
+
+
+TASKS = (TaskSpec(arch="gan", task=GANTask, n_weight_layers=_n_weight_layers, validate=_validate,
+                  section=GANSection, configs={"mnist": "gan_mnist"}),)      # configs/gan_mnist_*.toml
