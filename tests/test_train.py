@@ -165,7 +165,7 @@ def test_run_folder_is_not_overwritten(tmp_path, capsys):
     ({"synapse": {"devices_per_side": 0}}, "synapse.devices_per_side must be an integer >= 1, got 0"),
     ({"dpu": {"pmax": 0}}, "pmax"),
     ({"synapse": {"common_mode_uS": 10.0}}, r"common_mode_uS .*\(9 µS\)"),
-    ({"device": {"colour": 1.0}}, r"\[device\]: unknown PCM preset field\(s\): colour"),
+    ({"device": {"colour": 1.0}}, r"unknown key device.colour; known keys: .*g_max"),
     ({"device": {"reset_std": -0.5}}, r"\[device\]: PCM preset 'jap2018': reset_std"),
     ({"synapse": {"mode": "ideal"}, "device": {"nu_mean": 0.0}}, r"\[device\] overrides the PCM preset and needs"),
     ({"synapse": {"common_mode_uS": 4.0}, "device": {"g_max": 5.0}}, r"common_mode_uS .*\(2.25 µS\)"),
