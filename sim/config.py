@@ -443,10 +443,7 @@ def validate(cfg: Config) -> None:
     need(not cfg.device or s.mode == "pcm",
          f"[device] overrides the PCM preset and needs synapse.mode = \"pcm\" (mode is {s.mode!r}); "
          f"got {short(', '.join(sorted(map(str, cfg.device))))}")
-    try:
-        pcm = cfg.pcm_preset()
-    except (PresetError, TypeError, ValueError) as exc:
-        raise ConfigError(f"[device]: {exc}") from exc
+    pcm = _build("device", lambda **kw: get_pcm_preset(s.preset).with_overrides(**kw), cfg.device)
     g_max = (IDEAL if s.mode == "ideal" else pcm).g_max
     need(0 <= s.common_mode_uS < s.refresh_threshold * g_max,
          f"synapse.common_mode_uS must be >= 0 and below the refresh threshold "
@@ -470,16 +467,32 @@ def validate(cfg: Config) -> None:
     if s.mode != "fp32":                                           # fp32 weights have no devices
         for name in ("w_max", "epsilon_uS"):
             cfg.per_layer(name, n_layers)
+    cfg.tile_engine()
+    peripherals = {k: v for k, v in cfg.tile.items() if k not in TILE_ENGINE_KEYS}
+    per_layer = {k: layer_values(f"tile.{k}", v, n_layers) for k, v in peripherals.items() if isinstance(v, list)}
+    for i in range(n_layers):      # what cfg.tile_preset(i) builds (lists: PER_LAYER_TILE keys only)
+        _build("tile", TilePreset, {k: per_layer[k][i] if k in per_layer else v for k, v in peripherals.items()})
+    _build("dpu", DPUSpec, cfg.dpu)
+
+
+def _build(name: str, make, overrides: dict):
+    """``make(**overrides)`` (a TilePreset, DPUSpec or PCM preset: each checks its own fields); its
+    error as a ConfigError naming ``name.key``: the first override that fails on its own, else the
+    section (a rule between fields, e.g. dpu.pmax against dpu.chi_bits)."""
+    errors = (PresetError, SpecError, TypeError, ValueError)
     try:
-        cfg.tile_engine()
-        for i in range(n_layers):
-            cfg.tile_preset(i)
-    except (PresetError, TypeError, ValueError) as exc:
-        raise ConfigError(exc if isinstance(exc, ConfigError) else f"[tile]: {exc}") from exc
-    try:
-        cfg.dpu_spec()
-    except (SpecError, TypeError, ValueError) as exc:
-        raise ConfigError(f"[dpu]: {exc}") from exc
+        return make(**overrides)
+    except ConfigError:
+        raise
+    except errors as exc:
+        for k, v in overrides.items():
+            try:
+                make(**{k: v})
+            except ConfigError:
+                raise
+            except errors as one:
+                raise ConfigError(f"[{name}]: {one} (key {name}.{k})") from exc
+        raise ConfigError(f"[{name}]: {exc}") from exc
 
 
 # --- writing -----------------------------------------------------------------------------------
