@@ -25,13 +25,18 @@ from __future__ import annotations
 import numpy as np
 
 from rtl.dpu import make_dpu
-from rtl.golden import shared_rand
+from rtl.golden import _M64, _splitmix64, shared_rand
 
 from .devices import FLOAT
 from .pulses import PulseList, UpdateReport
 
 ROUNDING_KEY_OFFSET = 7_000_000   # keyed rounding bits: shared_rand seed = (seed << 24) + offset + stream
                                   # (engineering choice: apart from every backend child stream)
+
+
+def _rounding_key(seed: int, step: int) -> int:
+    """The 64-bit key :func:`rtl.golden.shared_rand` derives from (seed, step)."""
+    return _splitmix64(_splitmix64(int(seed) & _M64) ^ (int(step) & _M64))
 
 
 class DigitalUnit:
@@ -51,6 +56,15 @@ class DigitalUnit:
         self.chi = self.xp.zeros(shape, dtype="int32")
         self.feedback = self.xp.zeros(shape, dtype=FLOAT) if self.verified else None
         self.inc_saturated = 0   # updates clipped to the increment range (rtl.spec.encode_update)
+        # the fused engine runs the golden DPU as one compiled pass (gpu_model/kernels/dpu_step.py),
+        # bit-exact to the chain below fed with the same keyed rounding bits
+        self.compiled = self.keyed and config.dpu_kind == "golden" and backend.name == "numpy"
+        if self.compiled:
+            rows, cols = shape
+            self._all_cols = np.empty(0, dtype=np.int64)   # the kernel's "every column"
+            self._out_idx = np.empty(rows * cols, dtype=np.int64)
+            self._out_cnt = np.empty(rows * cols, dtype=np.int32)
+            self._no_feedback = np.zeros((1, 1), dtype=FLOAT)
 
     # --- stage 1: update -> pulse list ------------------------------------------------------------
     def _rounding_bits(self, shape, rand_rng, step: int):
@@ -58,13 +72,16 @@ class DigitalUnit:
         if spec.rounding != "stochastic" or spec.round_bits == 0:
             return None
         if self.keyed:
-            seed = (self.be.seed << 24) + ROUNDING_KEY_OFFSET + self.stream
-            return shared_rand(spec, tuple(shape), seed, step, self.xp)
+            return shared_rand(spec, tuple(shape), self.rounding_seed(), step, self.xp)
         if rand_rng is None:
             raise ValueError("stochastic rounding on the reference engine needs the trainer's rand_rng")
         if spec.round_bits <= 8 and self.be.name == "numpy":
             return uniform_bits_uint8(rand_rng, spec.round_bits, shape)
         return rand_rng.integers(0, 1 << spec.round_bits, size=shape, dtype="int32")
+
+    def rounding_seed(self) -> int:
+        """The keyed rounding bits' seed (:func:`rtl.golden.shared_rand`): backend seed and tile stream."""
+        return (self.be.seed << 24) + ROUNDING_KEY_OFFSET + self.stream
 
     def step(self, delta_w, rand_rng=None, cols=None, step: int = 0) -> PulseList:
         """delta_w (weight units, out x in, or out x len(cols)) -> chi -> the pulse list.
@@ -73,6 +90,8 @@ class DigitalUnit:
         update, which leaves chi unchanged and sends no pulse). ``step``: the tile's update
         counter (key of the fused engine's rounding bits).
         """
+        if self.compiled:
+            return self._step_compiled(delta_w, cols, step)
         xp, spec = self.xp, self.spec
         if self.verified:
             # the corrections measured at earlier updates join this increment (and leave feedback)
@@ -102,6 +121,26 @@ class DigitalUnit:
             k = (k // n_c) * self.chi.shape[1] + cols[k % n_c]
         self.inc_saturated += sat
         return PulseList(k, counts)
+
+    def _step_compiled(self, delta_w, cols, step: int) -> PulseList:
+        """:meth:`step` as one compiled pass (gpu_model/kernels/dpu_step.py), golden DPU, NumPy."""
+        from .kernels.dpu_step import ROUNDING_CODES, dpu_step_kernel
+        spec = self.spec
+        delta = np.asarray(delta_w, dtype=np.float32)
+        if delta.ndim != 2 or delta.shape[0] != self.chi.shape[0]:
+            raise ValueError(f"update of shape {delta.shape} for a tile of {self.chi.shape}")
+        cc = self._all_cols if cols is None else np.asarray(cols, dtype=np.int64)
+        width = self.chi.shape[1] if cols is None else cc.shape[0]
+        if delta.shape[1] != width:
+            raise ValueError(f"update has {delta.shape[1]} columns, cols lists {width}")
+        factor = np.float32(float(np.float32(1.0 / self.epsilon_w)) * float(spec.inc_scale))
+        key = np.uint64(_rounding_key(self.rounding_seed(), step))
+        n, sat = dpu_step_kernel(delta, self.feedback if self.verified else self._no_feedback, self.verified,
+                                 cc, self.chi, factor, spec.inc_min, spec.inc_max, spec.round_bits,
+                                 ROUNDING_CODES[spec.rounding], key, spec.frac_bits, spec.chi_max, spec.pmax,
+                                 self._out_idx, self._out_cnt)
+        self.inc_saturated += int(sat)
+        return PulseList(self._out_idx[:n].copy(), self._out_cnt[:n].copy())
 
     # --- after the devices: the verify feedback --------------------------------------------------
     def absorb(self, report: UpdateReport) -> None:
