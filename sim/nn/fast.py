@@ -16,7 +16,7 @@ avgpool_fwd                 float-equal       sum of the k*k window in another o
 avgpool_bwd                 bit-identical     d / (k*k), broadcast
 batchnorm_fwd / _bwd        bit-identical     sequential row sums (NumPy's order on axis 0),
                                               two-pass variance, same operation order
-lstm_cell_fwd               float-equal       libm expf/tanhf (Numba) vs NumPy's SIMD exp/tanh
+lstm_cell_fwd               bit-identical     compiled arithmetic, NumPy's exp/tanh
 lstm_cell_bwd               bit-identical     same float32 operations in the same order
 ==========================  ================  ===============================================
 
@@ -243,25 +243,62 @@ def batchnorm_bwd(d, xhat, gamma, inv, need_dx, dbeta, dgamma, dx):
 
 # --- LSTM cell ------------------------------------------------------------------------------------
 @njit(cache=True)
-def lstm_cell_fwd(a, bias, c_prev, gates, c, tc, h):
-    """One LSTM step for B sequences, in place. a (B, 4H) gate pre-activations W z (without bias),
-    gate order i, f, g, o. Writes gates (B, 4H) (sigmoid / tanh of a + bias), c (B, H) = f c_prev
-    + i g, tc = tanh(c), h = o tc (h may be a strided view)."""
-    B, H = c.shape
-    one = gates.dtype.type(1)
+def lstm_gates_pre(a, bias, H, gates):
+    """gates (B, 4H) = -(a + bias) on the sigmoid gates (i, f, o), a + bias on g: the arguments
+    of the exp / tanh that NumPy applies next (its own SIMD exp/tanh, as the reference)."""
+    B = a.shape[0]
     for b in range(B):
         for u in range(4 * H):
             v = a[b, u] + bias[u]
-            if 2 * H <= u < 3 * H:
-                gates[b, u] = np.tanh(v)
-            else:
-                gates[b, u] = one / (one + np.exp(-v))
+            gates[b, u] = v if 2 * H <= u < 3 * H else -v
+
+
+@njit(cache=True)
+def lstm_cell_mid(gates, c_prev, H, c):
+    """Sigmoid gates from their exp(-a) (1 / (exp(-a) + 1), in place), then
+    c (B, H) = f c_prev + i g."""
+    B = c.shape[0]
+    one = gates.dtype.type(1)
+    for b in range(B):
         for u in range(H):
-            cu = gates[b, H + u] * c_prev[b, u] + gates[b, u] * gates[b, 2 * H + u]
-            c[b, u] = cu
-            t = np.tanh(cu)
-            tc[b, u] = t
-            h[b, u] = gates[b, 3 * H + u] * t
+            gates[b, u] = one / (gates[b, u] + one)
+            gates[b, H + u] = one / (gates[b, H + u] + one)
+            gates[b, 3 * H + u] = one / (gates[b, 3 * H + u] + one)
+        for u in range(H):
+            c[b, u] = gates[b, H + u] * c_prev[b, u] + gates[b, u] * gates[b, 2 * H + u]
+
+
+@njit(cache=True)
+def lstm_cell_out(gates, tc, H, h, z_next, n_in):
+    """h (B, H) = o tanh(c); also into the next step's crossbar input z_next[:, n_in:] when that
+    has rows (a (0, 0) array on the last step)."""
+    B = h.shape[0]
+    nxt = z_next.shape[0] > 0
+    for b in range(B):
+        for u in range(H):
+            v = gates[b, 3 * H + u] * tc[b, u]
+            h[b, u] = v
+            if nxt:
+                z_next[b, n_in + u] = v
+
+
+def lstm_cell_fwd(a, bias, c_prev, gates, c, tc, h, z_next, n_in: int):
+    """One LSTM step for B sequences, in place; bit-identical to the reference step.
+
+    a (B, 4H): gate pre-activations W z without the bias, gate order i, f, g, o. Writes gates
+    (B, 4H) = sigmoid / tanh of a + bias, c (B, H) = f c_prev + i g, tc = tanh(c), h = o tc (h
+    may be a strided view) and h into z_next[:, n_in:] (the next crossbar input; a (0, 0) array
+    on the last step). The compiled passes do the arithmetic, NumPy's exp/tanh the
+    transcendentals (Numba's scalar libm expf/tanhf would cost more than they save and round
+    differently)."""
+    H = c.shape[1]
+    lstm_gates_pre(a, bias, H, gates)
+    np.exp(gates[:, :2 * H], out=gates[:, :2 * H])
+    np.exp(gates[:, 3 * H:], out=gates[:, 3 * H:])
+    np.tanh(gates[:, 2 * H:3 * H], out=gates[:, 2 * H:3 * H])
+    lstm_cell_mid(gates, c_prev, H, c)
+    np.tanh(c, out=tc)
+    lstm_cell_out(gates, tc, H, h, z_next, n_in)
 
 
 @njit(cache=True)

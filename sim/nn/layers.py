@@ -35,9 +35,9 @@ array-module code except im2col, which is one copy of a strided view on both). T
 process-wide switch, read at every forward/backward call: :func:`set_layer_engine` /
 :func:`layer_engine` (a context manager); a layer's backward may run under another engine than its
 forward (both keep the same state). Bit-identical to the reference: im2col, col2im, max pooling,
-average-pooling backward, BatchNorm forward and backward, the LSTM backward step; float-equal
-(float32 rounding of the sums or of exp/tanh, tests/test_fast_layers.py): the average-pooling
-forward and the LSTM forward step. Mixed dtypes (e.g. float64 inputs with float32 parameters)
+average-pooling backward, BatchNorm forward and backward, the LSTM forward and backward steps;
+float-equal (float32 rounding of the window sums, tests/test_fast_layers.py): the average-pooling
+forward. Mixed dtypes (e.g. float64 inputs with float32 parameters)
 always take the reference code.
 """
 from __future__ import annotations

@@ -18,9 +18,9 @@ it (detached: no gradient flows into the previous window) to the next mini-batch
 Shapes: x_seq (B, T, in) -> h_seq (B, T, H); h0, c0 (B, H) or None (zeros).
 
 Layer engine (:func:`sim.nn.layers.set_layer_engine`): ``"fast"`` runs each step's cell arithmetic
-as one compiled kernel (:func:`sim.nn.fast.lstm_cell_fwd` / ``lstm_cell_bwd``; NumPy, one float
-dtype): the backward step is bit-identical to the reference, the forward step float-equal (Numba's
-libm expf/tanhf against NumPy's own exp/tanh: last-bit differences, tests/test_fast_layers.py).
+as compiled kernels (:func:`sim.nn.fast.lstm_cell_fwd` / ``lstm_cell_bwd``; NumPy, one float
+dtype; the forward keeps NumPy's exp/tanh): both steps bit-identical to the reference
+(tests/test_fast_layers.py).
 """
 from __future__ import annotations
 
@@ -87,9 +87,8 @@ class LSTM(Module):
                 a = self.store.forward(z[t])         # one crossbar read per sequence: (B, 4H)
                 if a.dtype != dt:
                     a = a.astype(dt)
-                _fast.lstm_cell_fwd(a, bias, cs[t], gates[t], cs[t + 1], tcs[t], hs[:, t])
-                if t + 1 < T:
-                    z[t + 1, :, n_in:] = hs[:, t]
+                z_next = z[t + 1] if t + 1 < T else z[:0, 0]
+                _fast.lstm_cell_fwd(a, bias, cs[t], gates[t], cs[t + 1], tcs[t], hs[:, t], z_next, n_in)
             self._count(activations=B * T * 5 * H)
             self._cache = (z, gates, cs, tcs)
             self.h, self.c = hs[:, T - 1].copy(), cs[T].copy()
