@@ -66,8 +66,19 @@ def build(ts: TileSpec):
     if not src.exists() or src.read_text() != text:
         src.write_text(text)
     runner = get_runner("verilator")
-    runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=VERILATOR_ARGS,
-                 waves=waves, log_file=bdir / "build.log")
+    # A design this size makes Verilator split its C++ and use a precompiled header, whose
+    # include flag the PyPI build leaves empty (TOOLCHAIN.md). The runner calls make itself,
+    # so the override goes through MAKEFLAGS (command-line variables), for this build only.
+    old = os.environ.get("MAKEFLAGS")
+    os.environ["MAKEFLAGS"] = " ".join(filter(None, [old, "CFG_CXXFLAGS_PCH_I=-include"]))
+    try:
+        runner.build(sources=[src], hdl_toplevel=TOPLEVEL, build_dir=bdir, build_args=VERILATOR_ARGS,
+                     waves=waves, log_file=bdir / "build.log")
+    finally:
+        if old is None:
+            os.environ.pop("MAKEFLAGS", None)
+        else:
+            os.environ["MAKEFLAGS"] = old
     return runner, bdir
 
 

@@ -416,6 +416,7 @@ async def full_rate_throughput(dut):
     n = 4
     B, R, C, L, P = ts.batch, ts.rows, ts.cols, ts.lanes, ts.taps
     rng = np.random.default_rng(1)
+    await chi_load(dut, ts, np.zeros((R, C), np.int64), rng)     # no events from an old chi
     xs, ds = Source(dut, "x", rng, 0.0), Source(dut, "d", rng, 0.0)
     for _ in range(n):
         for b in range(B):
@@ -433,6 +434,7 @@ async def full_rate_throughput(dut):
         if s["busy"]:
             busy_cycles += 1
             refused &= dut.chi_wr__ready.value == 0 and dut.chi_rd_addr__ready.value == 0
+        assert not dut.events__valid.value, "an event with scale 0 and chi 0"
         if s["batches"] == n and not s["busy"]:
             break
         assert cycles < 100_000
