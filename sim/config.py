@@ -376,11 +376,11 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         try:
             d = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{p}: invalid TOML: {exc}") from exc
+            raise ConfigError(f"config {p}: invalid TOML: {exc}") from exc
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+            raise ConfigError(f"config {p}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
         except OSError as exc:
-            raise ConfigError(f"{p}: cannot read the config: {exc.strerror or exc}") from exc
+            raise ConfigError(f"config {p}: cannot be read: {exc.strerror or exc}") from exc
     for sec, kv in (overrides or {}).items():
         _table(sec, d.setdefault(sec, {})).update({k: v for k, v in kv.items() if v is not None})
     return config_from_dict(d)

@@ -121,6 +121,9 @@ def command_overrides(args) -> dict:
     overrides.setdefault("synapse", {})
     overrides.setdefault("train", {})
     overrides.setdefault("model", {})
+    if overrides["model"].get("arch", args.arch) != args.arch:
+        raise ConfigError(f"--set model.arch={overrides['model']['arch']!r}: the architecture is the "
+                          f"command's ARCH ({args.arch!r})")
     overrides["model"]["arch"] = args.arch
     if args.synapse:
         overrides["synapse"]["mode"] = args.synapse
