@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import lzma
 import os
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def read_bytes(path: Path) -> bytes:
             with lzma.open(path, "rb") as f:
                 return f.read()
         return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError) as exc:
+    except (OSError, EOFError, gzip.BadGzipFile, lzma.LZMAError, zlib.error) as exc:
         raise DatasetCorruptError(f"cannot read {path}: {exc} (file truncated or corrupt?)") from exc
 
 

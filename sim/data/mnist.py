@@ -8,6 +8,7 @@ mirrors and verified against known checksums. Truncated or corrupt files raise
 from __future__ import annotations
 
 import gzip
+import math
 import struct
 import sys
 import urllib.request
@@ -51,12 +52,15 @@ def parse_idx(raw: bytes, path: Path | str) -> np.ndarray:
     if len(raw) < 4 + 4 * ndim:
         raise DatasetCorruptError(f"{path}: truncated IDX header")
     dims = struct.unpack(">" + "I" * ndim, raw[4:4 + 4 * ndim])
-    n = int(np.prod(dims))
+    n = math.prod(dims)
     body = raw[4 + 4 * ndim:]
     if len(body) != n:
         raise DatasetCorruptError(f"{path}: expected {n} data bytes for shape {dims}, found {len(body)} "
                            "(file truncated or corrupt)")
     return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+IMAGE_SHAPE = (28, 28)
 
 
 def _load_file(path: Path, stem: str, verify: bool) -> np.ndarray:
@@ -66,7 +70,15 @@ def _load_file(path: Path, stem: str, verify: bool) -> np.ndarray:
         if digest != MNIST_SHA256[stem]:
             raise DatasetCorruptError(f"{path}: SHA-256 {digest[:16]}… does not match the published MNIST "
                                f"file {stem} (corrupt or a different file)")
-    return parse_idx(raw, path)
+    arr = parse_idx(raw, path)
+    if "images" in stem and arr.shape[1:] != IMAGE_SHAPE:
+        raise DatasetCorruptError(f"{path}: images of shape {arr.shape[1:]}, expected (N, 28, 28) (not MNIST?)")
+    if "labels" in stem:
+        if arr.ndim != 1:
+            raise DatasetCorruptError(f"{path}: labels of shape {arr.shape}, expected (N,) (not MNIST?)")
+        if arr.size and int(arr.max()) > 9:
+            raise DatasetCorruptError(f"{path}: label {int(arr.max())} out of range 0..9 (file corrupt?)")
+    return arr
 
 
 def download_mnist(dest: Path, quiet: bool = False) -> Path:
@@ -116,8 +128,11 @@ def load_mnist(data_dir=None, download: bool = True, verify: bool = True) -> Dat
     xtr = arrs["train_images"].reshape(len(arrs["train_images"]), -1).astype(np.float32) / 255.0
     xte = arrs["test_images"].reshape(len(arrs["test_images"]), -1).astype(np.float32) / 255.0
     ytr, yte = arrs["train_labels"].astype(np.int64), arrs["test_labels"].astype(np.int64)
-    if len(xtr) != len(ytr) or len(xte) != len(yte):
-        raise DatasetCorruptError(f"{folder}: image and label counts differ")
+    for split in ("train", "test"):
+        n_img, n_lab = len(arrs[f"{split}_images"]), len(arrs[f"{split}_labels"])
+        if n_img != n_lab:
+            raise DatasetCorruptError(f"{paths[split + '_images']} holds {n_img} images but "
+                                      f"{paths[split + '_labels']} {n_lab} labels (a file truncated or mixed up?)")
     return Dataset("mnist", xtr, ytr, xte, yte, source=str(paths["train_images"].parent))
 
 

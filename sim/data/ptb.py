@@ -138,9 +138,10 @@ def load_ptb_char(data_dir=None, verify: bool = True) -> CharCorpus:
                 raise DatasetCorruptError(f"{p}: SHA-256 {digest[:16]}… does not match the published {stem} "
                                           "(truncated, corrupt or a different file)")
         texts[s] = _symbols(_decode(raw, p), p)
+    for s in SPLITS:
+        if not len(texts[s][1]):
+            raise DatasetCorruptError(f"{paths[s]}: no lines (empty or truncated file)")
     vocab = sorted(set(texts["train"][0]))
-    if EOS not in vocab:
-        raise DatasetCorruptError(f"{paths['train']}: no lines")
     table = np.full(256, -1, dtype=np.int64)
     for i, ch in enumerate(vocab):
         table[ord(ch)] = i
