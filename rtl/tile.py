@@ -519,3 +519,54 @@ class TileUnit(wiring.Component):
         m.d.comb += [st.busy.eq(busy), st.pending.eq(pending)]
         m.d.comb += [getattr(st, k).eq(c) for k, c in cnt.items()]
         return m
+
+
+class TileSerialWrapper(wiring.Component):
+    """Synthesis wrapper of :class:`TileUnit`: every input payload (x, d, chi_wr, chi_rd_addr,
+    scale, seed) comes from one shift register loaded ``io_bits`` at a time (``si`` /
+    ``shift_in``); the handshake and strobe pins are registered; every output (events,
+    chi_rd, the ready signals, status) is captured into an output shift register (``capture``)
+    and shifted out on ``so`` (``shift_out``). So every pin is registered and nothing of the
+    unit can be optimised away: the reported Fmax is the unit's."""
+
+    CTL = ("x_valid", "d_valid", "chi_wr_valid", "chi_rd_addr_valid", "events_ready",
+           "chi_rd_ready", "seed_load", "clear")
+
+    def __init__(self, spec: TileSpec | None = None, io_bits: int = 8):
+        self.unit = TileUnit(spec)
+        if not isinstance(io_bits, int) or not 1 <= io_bits <= 32:
+            raise ValueError(f"io_bits must be an integer in [1, 32], got {io_bits!r}")
+        self.io_bits = io_bits
+        super().__init__({"si": In(io_bits), "shift_in": In(1), "ctl": In(len(self.CTL)),
+                          "capture": In(1), "shift_out": In(1), "so": Out(io_bits)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.unit = u = self.unit
+        w = self.io_bits
+        ins = [u.x.payload.as_value(), u.d.payload.as_value(), u.chi_wr.payload.as_value(),
+               u.chi_rd_addr.payload, u.scale, u.seed]
+        in_w = sum(len(v) for v in ins)
+        in_sr = Signal(in_w + (-in_w) % w)
+        si, sin, ctl, cap, sout = (Signal.like(x) for x in (self.si, self.shift_in, self.ctl,
+                                                             self.capture, self.shift_out))
+        m.d.sync += [si.eq(self.si), sin.eq(self.shift_in), ctl.eq(self.ctl), cap.eq(self.capture),
+                     sout.eq(self.shift_out)]
+        with m.If(sin):
+            m.d.sync += in_sr.eq(Cat(in_sr[w:], si))
+        m.d.comb += Cat(*ins).eq(in_sr[:in_w])
+        c = dict(zip(self.CTL, ctl))
+        m.d.comb += [u.x.valid.eq(c["x_valid"]), u.d.valid.eq(c["d_valid"]),
+                     u.chi_wr.valid.eq(c["chi_wr_valid"]), u.chi_rd_addr.valid.eq(c["chi_rd_addr_valid"]),
+                     u.events.ready.eq(c["events_ready"]), u.chi_rd.ready.eq(c["chi_rd_ready"]),
+                     u.seed_load.eq(c["seed_load"]), u.clear.eq(c["clear"])]
+        outs = Cat(u.events.payload.as_value(), u.events.valid, u.chi_rd.payload.as_value(),
+                   u.chi_rd.valid, u.x.ready, u.d.ready, u.chi_wr.ready, u.chi_rd_addr.ready,
+                   u.status.as_value())
+        out_sr = Signal(len(outs) + (-len(outs)) % w)
+        with m.If(cap):
+            m.d.sync += out_sr.eq(outs)
+        with m.Elif(sout):
+            m.d.sync += out_sr.eq(out_sr[w:])
+        m.d.sync += self.so.eq(out_sr[:w])
+        return m
