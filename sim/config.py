@@ -170,7 +170,7 @@ class Config:
     model: ModelSection = field(default_factory=ModelSection)
     synapse: SynapseSection = field(default_factory=SynapseSection)
     sections: dict = field(default_factory=_task_sections)   # every registered task's section by
-                                               # name (cfg.lstm, cfg.gan read them; sim.tasks)
+                                               # name, read as cfg.<name> (sim.tasks)
     tile: dict = field(default_factory=dict)   # overrides of gpu_model.presets.TilePreset fields;
                                                # the PER_LAYER_TILE ones also as one value per weight layer
     dpu: dict = field(default_factory=dict)    # overrides of rtl.spec.DPUSpec fields
@@ -179,7 +179,7 @@ class Config:
                                                # e.g. set_sigma_hist = 0.0. Empty in every committed
                                                # config: device statistics stay as published
 
-    def __getattr__(self, name):               # cfg.<task section>, e.g. cfg.lstm.hidden
+    def __getattr__(self, name):               # cfg.<task section name>.<key>
         sections = self.__dict__.get("sections")
         if sections is not None and name in sections:
             return sections[name]

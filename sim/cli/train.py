@@ -17,19 +17,19 @@ import time
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
-from ..config import ARCHS, SYNAPSE_MODES, ConfigError, load_config, parse_sets
+from ..config import SYNAPSE_MODES, ConfigError, load_config, parse_sets
 from .. import checkpoint as ckpt
 from ..data import DATASETS, DatasetError, load_dataset
-from ..tasks import task_spec
+from ..tasks import archs, task_spec
 from ..train import (CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT, DivergedError, RunError, Trainer,
                      load_checkpoint_file, write_metrics)
 
 
 def add_arguments(p):
-    p.add_argument("arch", choices=list(ARCHS), help="network architecture (model.arch)")
+    p.add_argument("arch", choices=list(archs()), help="network architecture (model.arch; the registered tasks)")
     p.add_argument("--dataset", choices=list(DATASETS),
                    help="dataset (default: the architecture's own: " + ", ".join(
-                       f"{a} {task_spec(a).default_dataset}" for a in ARCHS if task_spec(a).default_dataset)
+                       f"{a} {task_spec(a).default_dataset}" for a in archs() if task_spec(a).default_dataset)
                    + "; digits: the 8x8 set bundled with scikit-learn)")
     p.add_argument("--synapse", choices=list(SYNAPSE_MODES), help="weight store (default: the config's)")
     p.add_argument("--epochs", type=int, help="training epochs (overrides the config)")
