@@ -73,9 +73,9 @@ def test_no_read_noise_bit_identical(tile, shape):
     np.testing.assert_array_equal(fused_read(m, d, transpose=True), m.backward(d))
 
 
-@pytest.mark.parametrize("tile", TILES[:3])
+@pytest.mark.parametrize("tile", TILES[:3] + [TilePreset(noise_sampler="box_muller", max_rows=16)])
 def test_tile_normals_bit_identical(tile):
-    """With the tile's own generator (ziggurat, same stream) the noisy read is the tile's, bit
+    """With the tile's own generator (its sampler, same stream) the noisy read is the tile's, bit
     for bit, forward and backward, and buffers reused across calls change nothing."""
     B, K, N = 17, 45, 21
     m = matrix(N, K, tile)

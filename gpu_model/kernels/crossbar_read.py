@@ -47,6 +47,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..sampling import standard_normal
 from .keyed_rng import _mix_int, key_prefix, normal_nb
 
 FLOAT = np.float32
@@ -88,7 +89,9 @@ _DEFAULT_WORK = ReadWork()
 @njit(cache=True)
 def _dac(x, max_scaling, fixed_scale, quantize, half, square, xn, x2, s):
     """Pass 1: per row b of x (B, K): s[b] (the DAC scale), xn = the quantised x / s[b], and
-    x2 = xn^2 when ``square``. float32 throughout, the reference's operation order."""
+    x2 = xn^2 when ``square``. float32 throughout, the reference's operation order (x / s, then
+    rint(. * h) / h: no reciprocal multiply, which would round differently). One sweep for the
+    row maximum, one for the rest."""
     B, K = x.shape
     one = np.float32(1.0)
     h = np.float32(half)
@@ -96,27 +99,21 @@ def _dac(x, max_scaling, fixed_scale, quantize, half, square, xn, x2, s):
         if max_scaling:
             m = np.float32(0.0)
             for k in range(K):
-                a = abs(x[b, k])
-                if a > m:
-                    m = a
+                m = max(m, abs(x[b, k]))
             if m == 0:
                 m = one                              # an all-zero vector: any scale reads zero
-            s[b] = m
-            for k in range(K):
-                xn[b, k] = x[b, k] / m               # |x| <= s: |x/s| <= 1, no clip needed
         else:
             m = np.float32(fixed_scale)
-            s[b] = m
-            for k in range(K):
-                t = x[b, k] / m
-                xn[b, k] = min(max(t, -one), one)
-        if quantize:
-            for k in range(K):
-                xn[b, k] = np.rint(xn[b, k] * h) / h
-        if square:
-            for k in range(K):
-                xn_k = xn[b, k]
-                x2[b, k] = xn_k * xn_k
+        s[b] = m
+        for k in range(K):
+            t = x[b, k] / m                          # max scaling: |x| <= s, |x/s| <= 1, no clip needed
+            if not max_scaling:
+                t = min(max(t, -one), one)
+            if quantize:
+                t = np.rint(t * h) / h
+            xn[b, k] = t
+            if square:
+                x2[b, k] = t * t
 
 
 @njit(cache=True)
@@ -146,7 +143,8 @@ def _adc(y, v, z, key, block, mode, s, w_max, quantize, r, half):
 
 def fused_mvm(x, w, var, *, transpose: bool, dac_levels: int, dac_scaling: str, dac_fixed_scale: float,
               quantize: bool, adc_levels: int, adc_range: float, w_max: float, read_noise: bool,
-              noise=None, rng=None, key=None, block: int = 0, work: ReadWork | None = None, out=None):
+              noise=None, rng=None, sampler: str = "ziggurat", key=None, block: int = 0,
+              work: ReadWork | None = None, out=None):
     """One tile block's crossbar read, in weight units: (B, K) inputs -> (B, N) outputs.
 
     x: (B, K) float32 input vectors (input units); w, var: the block's weights (weight units) and
@@ -156,9 +154,11 @@ def fused_mvm(x, w, var, *, transpose: bool, dac_levels: int, dac_scaling: str, 
     ``quantize`` (False: no DAC/ADC quantisation or clipping beyond the fixed DAC's), ``adc_range``
     (normalised units; the backward range for ``transpose=True``), ``w_max`` (weight units).
     ``read_noise``: add N(0, (x_n^2) Var^T) per output; its standard normals from exactly one of
-    ``noise`` ((B, N) array), ``rng`` (a NumPy Generator: ziggurat draws, the tile's stream) or
-    ``key`` (uint64 from :func:`read_key`: keyed normals drawn in the kernel, with ``block`` as
-    their device field). ``work``: reused buffers (default: the module's); ``out``: (B, N)
+    ``noise`` ((B, N) array), ``rng`` (a NumPy Generator, drawn by ``sampler`` as the tile's
+    ``TilePreset.noise_sampler``: "ziggurat" into a reused buffer, "box_muller" by
+    :func:`gpu_model.sampling.box_muller`; the tile's stream, bit for bit) or ``key`` (uint64
+    from :func:`read_key`: keyed normals drawn in the kernel, with ``block`` as their device
+    field; no normal array at all). ``work``: reused buffers (default: the module's); ``out``: (B, N)
     float32 array to write (default: a fresh one). Returns the (B, N) outputs.
     """
     if dac_scaling not in DAC_SCALINGS:
@@ -189,9 +189,11 @@ def fused_mvm(x, w, var, *, transpose: bool, dac_levels: int, dac_scaling: str, 
             mode, k = NOISE_KEYED, np.uint64(key)
         else:
             mode = NOISE_ARRAY
-            if rng is not None:
+            if rng is not None and sampler == "ziggurat":
                 z = wk.get("z", (B, N))
                 rng.standard_normal(dtype=FLOAT, out=z)   # the tile's ziggurat stream, no new array
+            elif rng is not None:
+                z = standard_normal(np, rng, (B, N), FLOAT, sampler)   # Box-Muller: vectorised NumPy
             else:
                 z = np.ascontiguousarray(noise, dtype=FLOAT)
                 if z.shape != (B, N):
@@ -202,8 +204,9 @@ def fused_mvm(x, w, var, *, transpose: bool, dac_levels: int, dac_scaling: str, 
 
 
 def tile_kwargs(tile, w_max: float, read_noise: bool, transpose: bool) -> dict:
-    """The converter keywords of :func:`fused_mvm` from a ``TilePreset`` (``AnalogMatrix.tile``)."""
+    """The converter (and normal-sampler) keywords of :func:`fused_mvm` from a ``TilePreset``
+    (``AnalogTile.tile``)."""
     return {"transpose": transpose, "dac_levels": tile.dac_levels, "dac_scaling": tile.dac_scaling,
             "dac_fixed_scale": tile.dac_fixed_scale, "quantize": tile.quantize,
             "adc_levels": tile.adc_levels, "adc_range": tile.backward_range if transpose else tile.adc_range,
-            "w_max": w_max, "read_noise": read_noise}
+            "w_max": w_max, "read_noise": read_noise, "sampler": tile.noise_sampler}
