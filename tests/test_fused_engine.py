@@ -140,6 +140,9 @@ def test_keyed_statistics_and_independence():
     # stateless: the same key, the same numbers
     assert np.array_equal(kr.normal_np(key, s[:100], 0, 0), z[:100])
     assert len(set(kr.KINDS.values())) == len(kr.KINDS)
+    kinds = np.array(sorted(kr.KINDS.values()), np.int64)
+    nb = kr.stream_keys_nb(kr.key_prefix(5, 6), kinds, 2 ** 33 + 1)
+    assert list(nb) == [kr.stream_key(5, 6, k, 2 ** 33 + 1) for k in kinds]
     with pytest.raises(ValueError, match="kind"):
         kr.stream_key(0, 0, 999, 0)
     with pytest.raises(ValueError, match="step"):

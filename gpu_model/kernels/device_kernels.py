@@ -56,7 +56,8 @@ P_IDEAL_STEP = 18    # µS per pulse, PCMPreset.ideal_step
 P_BETA = 19          # weight units per µS (DifferentialSynapses.beta)
 P_CAP = 20           # µS, refresh cap = refresh_threshold * g_max
 P_CM = 21            # µS, common-mode level (0: off)
-N_P = 22
+P_INV_T0 = 22        # 1/s, 1 / PCMPreset.drift_t0
+N_P = 23
 
 # --- M: codes and sizes (int64) --------------------------------------------------------------------
 M_DRIFT = 0          # DRIFT_* code
@@ -89,18 +90,21 @@ G_NORM_FLOOR = 1e-6  # floor of G/g_max before its log / power (as gpu_model/dev
 
 
 # --- one device ------------------------------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def drifted(g_p, tp, nu, t, P, M):
-    """G(t) = G_p ((t - t_p)/t0)^(-nu) for t - t_p > t0, else G_p (µS)."""
+    """G(t) = G_p ((t - t_p)/t0)^(-nu) for t - t_p > t0, else G_p (µS).
+
+    The drift factor in float32 as the reference (PCMArray.drift_factor): only the subtraction of
+    times in float64."""
     if M[M_DRIFT_FREE]:
         return g_p
-    r = (t - tp) / P[P_T0]
-    if r <= 1.0:
+    r = np.float32(t - tp) * np.float32(P[P_INV_T0])
+    if r <= np.float32(1.0):
         return g_p
-    return g_p * math.exp(-nu * math.log(r))
+    return g_p * np.float64(math.exp(-np.float32(nu) * math.log(r)))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def read_sigma(g_now, g_p, tp, t, P, M):
     """Std (µS) of one read of a device at drifted conductance ``g_now`` (programmed ``g_p`` at ``tp``)."""
     m = M[M_READ]
@@ -116,7 +120,7 @@ def read_sigma(g_now, g_p, tp, t, P, M):
     return g_now * qs * math.sqrt(math.log((dt + tr) / (2.0 * tr)))
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def drift_exponent(g_p, z, P, M):
     """nu of a device with drift-distribution place ``z`` programmed to ``g_p`` µS (>= 0)."""
     if M[M_DRIFT] == DRIFT_CONSTANT:
@@ -127,7 +131,7 @@ def drift_exponent(g_p, z, P, M):
     return max(mu + sd * z, 0.0)                                   # nu ~ N(mu_nu, sigma_nu)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def clip_g(g, P):
     return min(max(g, P[P_G_MIN]), P[P_G_MAX])
 
@@ -236,7 +240,7 @@ def write_synapse(s, w, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     return pulses, reads, capped
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def resum_synapse(s, t, dev, P, M, cw, cv):
     """Cache entries of synapse s at t: W = beta sum_k (G+_k - G-_k), Var = beta^2 sum_d sigma_d^2."""
     G, H, NU, MU, Z, TP, NS, NR = dev
@@ -279,7 +283,7 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
 
 
 # --- one pulsed synapse of an update ---------------------------------------------------------------
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
                out_ref, out_pulses, out_reads, out_meas, out_capped):
     """The whole update of pulse-list item i (DifferentialSynapses.apply_pulse_list, one synapse):
@@ -355,83 +359,153 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
 
 
 @njit(cache=True)
-def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                 out_ref, out_pulses, out_reads, out_meas, out_capped):
-    """:func:`update_one` over the pulse list, one thread."""
-    for i in range(idx.shape[0]):
+def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv):
+    """:func:`update_one` over the pulse list, one thread. Returns the per-item outputs
+    (refreshed, refresh programming pulses, refresh verify reads, measured change, capped)."""
+    n = idx.shape[0]
+    out_ref, out_pulses, out_reads = np.empty(n, np.int8), np.empty(n, np.int64), np.empty(n, np.int64)
+    out_meas, out_capped = np.empty(n, np.float32), np.empty(n, np.bool_)
+    for i in range(n):
         update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
                    out_ref, out_pulses, out_reads, out_meas, out_capped)
+    return out_ref, out_pulses, out_reads, out_meas, out_capped
+
+
+@njit(cache=True)
+def update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                    out_ref, out_pulses, out_reads, out_meas, out_capped):
+    """:func:`update_one` as an ordinary call, for the parallel loop: a body inlined at Numba-IR
+    level into a prange loop made Numba share a temporary of the Joshi drift branch between
+    threads (results then depended on the thread count; tests/test_fused_engine.py)."""
+    update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+               out_ref, out_pulses, out_reads, out_meas, out_capped)
 
 
 @njit(cache=True, parallel=True)
-def apply_parallel(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                   out_ref, out_pulses, out_reads, out_meas, out_capped):
-    """:func:`update_one` over the pulse list on Numba's threads. Deterministic: each item touches
-    only its own synapse (idx unique) and draws keyed numbers; counters are per-item outputs."""
-    for i in prange(idx.shape[0]):
-        update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                   out_ref, out_pulses, out_reads, out_meas, out_capped)
+def apply_parallel(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv):
+    """:func:`apply_serial` on Numba's threads. Deterministic: each item touches only its own
+    synapse (idx unique) and draws keyed numbers; counters are per-item outputs summed after."""
+    n = idx.shape[0]
+    out_ref, out_pulses, out_reads = np.empty(n, np.int8), np.empty(n, np.int64), np.empty(n, np.int64)
+    out_meas, out_capped = np.empty(n, np.float32), np.empty(n, np.bool_)
+    for i in prange(n):
+        update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                        out_ref, out_pulses, out_reads, out_meas, out_capped)
+    return out_ref, out_pulses, out_reads, out_meas, out_capped
+
+
+LIST_OK, LIST_RANGE, LIST_ORDER, LIST_COUNT = 0, 1, 2, 3   # scan_list's verdicts
+
+
+@njit(cache=True)
+def scan_list(idx, counts, n_syn, max_count):
+    """One pass over a pulse list: (verdict, SET pulses, zero counts). Verdict LIST_RANGE: an index
+    outside [0, n_syn); LIST_ORDER: not strictly ascending; LIST_COUNT: |count| >= max_count."""
+    total = 0
+    zeros = 0
+    prev = -1
+    for i in range(idx.shape[0]):
+        s = idx[i]
+        if s < 0 or s >= n_syn:
+            return LIST_RANGE, total, zeros
+        if s <= prev:
+            return LIST_ORDER, total, zeros
+        prev = s
+        c = counts[i]
+        a = c if c >= 0 else -c
+        if a >= max_count:
+            return LIST_COUNT, total, zeros
+        total += a
+        zeros += a == 0
+    return LIST_OK, total, zeros
 
 
 # --- whole-array passes ----------------------------------------------------------------------------
+# Every prange body below is one ordinary call of a per-item function (never a function inlined at
+# Numba-IR level into the parallel loop: see update_one_call).
+@njit(cache=True)
+def resum_synapse_call(s, t, dev, P, M, cw, cv):
+    resum_synapse(s, t, dev, P, M, cw, cv)
+
+
 @njit(cache=True, parallel=True)
 def recompute_all(t, dev, P, M, cw, cv):
     """Every synapse's cache entries at t (:func:`resum_synapse`)."""
     for s in prange(cw.shape[0]):
-        resum_synapse(s, t, dev, P, M, cw, cv)
+        resum_synapse_call(s, t, dev, P, M, cw, cv)
+
+
+@njit(cache=True)
+def program_one(s, w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv):
+    """RESET the 2N devices of synapse s, write w, re-sum its cache entries; (pulses, reads)."""
+    for d in range(2 * M[M_N]):
+        reset_device(s, d, t, keys[K_RESET], dev, P, M)
+    p, r, capped = write_synapse(s, w, tol, t, keys[K_ATT], keys[K_VER], dev, P, M, traj_g, traj_p)
+    resum_synapse(s, t, dev, P, M, cw, cv)
+    return p, r
 
 
 @njit(cache=True, parallel=True)
 def program_all(w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv, out_pulses, out_reads):
-    """Initial programming: RESET all 2N devices of every synapse, write w[s], re-sum the cache."""
-    n = M[M_N]
+    """Initial programming of every synapse (:func:`program_one`); per-synapse counts out."""
     for s in prange(w.shape[0]):
-        for d in range(2 * n):
-            reset_device(s, d, t, keys[K_RESET], dev, P, M)
-        p, r, capped = write_synapse(s, np.float64(w[s]), tol, t, keys[K_ATT], keys[K_VER], dev, P, M,
-                                     traj_g, traj_p)
+        p, r = program_one(s, np.float64(w[s]), tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv)
         out_pulses[s] = p
         out_reads[s] = r
-        resum_synapse(s, t, dev, P, M, cw, cv)
+
+
+@njit(cache=True)
+def fabricate_one(s, t, k_reset, k_znu, k_mult, dev, P, M):
+    G, H, NU, MU, Z, TP, NS, NR = dev
+    for d in range(G.shape[1]):
+        Z[s, d] = normal_nb(k_znu, s, d, 0)
+        MU[s, d] = max(1.0 + P[P_D2D] * normal_nb(k_mult, s, d, 0), 0.0)   # m = max(1 + std z, 0)
+        reset_device(s, d, t, k_reset, dev, P, M)
+        NR[s, d] = 0                          # the fabrication state is not a counted pulse
+        NS[s, d] = 0
+        NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
 
 
 @njit(cache=True, parallel=True)
 def fabricate(t, k_reset, k_znu, k_mult, dev, P, M):
     """Construction: z_nu ~ N(0, 1), step_mult = max(1 + d2d z, 0), a RESET (not counted), nu."""
+    for s in prange(dev[0].shape[0]):
+        fabricate_one(s, t, k_reset, k_znu, k_mult, dev, P, M)
+
+
+@njit(cache=True)
+def drifted_one(s, t, dev, P, M, out):
     G, H, NU, MU, Z, TP, NS, NR = dev
-    for s in prange(G.shape[0]):
-        for d in range(G.shape[1]):
-            Z[s, d] = normal_nb(k_znu, s, d, 0)
-            MU[s, d] = max(1.0 + P[P_D2D] * normal_nb(k_mult, s, d, 0), 0.0)
-            reset_device(s, d, t, k_reset, dev, P, M)
-            NR[s, d] = 0                          # the fabrication state is not a counted pulse
-            NS[s, d] = 0
-            NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
+    for d in range(G.shape[1]):
+        out[s, d] = drifted(np.float64(G[s, d]), TP[s, d], np.float64(NU[s, d]), t, P, M)
 
 
 @njit(cache=True, parallel=True)
 def drifted_all(t, dev, P, M, out):
     """Drifted conductance G(t) (µS) of every device into ``out`` ([synapse, device])."""
+    for s in prange(dev[0].shape[0]):
+        drifted_one(s, t, dev, P, M, out)
+
+
+@njit(cache=True)
+def read_one(s, t, key, dev, P, M, out):
     G, H, NU, MU, Z, TP, NS, NR = dev
-    for s in prange(G.shape[0]):
-        for d in range(G.shape[1]):
-            out[s, d] = drifted(np.float64(G[s, d]), TP[s, d], np.float64(NU[s, d]), t, P, M)
+    n = M[M_N]
+    w = 0.0
+    for d in range(2 * n):
+        gp = np.float64(G[s, d])
+        tp = TP[s, d]
+        g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
+        r = g + read_sigma(g, gp, tp, t, P, M) * normal_nb(key, s, d, 0)   # read = G(t) + sigma z
+        w += r if d < n else -r
+    out[s] = P[P_BETA] * w
 
 
 @njit(cache=True, parallel=True)
 def read_all(t, key, dev, P, M, out):
     """One noisy read of every synapse: W = beta sum_d sign_d (G_d(t) + sigma_d z_d) into ``out``."""
-    G, H, NU, MU, Z, TP, NS, NR = dev
-    n = M[M_N]
-    for s in prange(G.shape[0]):
-        w = 0.0
-        for d in range(2 * n):
-            gp = np.float64(G[s, d])
-            tp = TP[s, d]
-            g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
-            r = g + read_sigma(g, gp, tp, t, P, M) * normal_nb(key, s, d, 0)
-            w += r if d < n else -r
-        out[s] = P[P_BETA] * w
+    for s in prange(dev[0].shape[0]):
+        read_one(s, t, key, dev, P, M, out)
 
 
 @njit(cache=True)

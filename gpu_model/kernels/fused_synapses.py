@@ -57,6 +57,22 @@ UNDRIFTED_MARGIN = 1e-6             # relative margin of the "no device past t0"
                                     # gpu_model/devices.py, PCMArray.undrifted)
 TRAJ_PULSES = 64                    # pulses of the mean SET trajectory (PCMPreset.mean_set_trajectory)
 TRAJ_RISE = 1e-6                    # µS: the trajectory's increasing prefix (as PCMArray._trajectory)
+
+
+def _kinds(slots: dict) -> np.ndarray:
+    a = np.zeros(K.N_K, np.int64)
+    for slot, kind in slots.items():
+        a[slot] = kind
+    return a
+
+
+# the keyed-RNG kind of each key slot of device_kernels (K_*), for an update and for program()
+UPDATE_KINDS = _kinds({K.K_SET: R.KIND_SET_STEP, K.K_VB: R.KIND_VERIFY_BEFORE, K.K_VA: R.KIND_VERIFY_AFTER,
+                       K.K_VR: R.KIND_VERIFY_REFRESHED, K.K_REF_READ: R.KIND_REFRESH_READ,
+                       K.K_RESET: R.KIND_RESET, K.K_ATT: R.KIND_PROG_ATTEMPT, K.K_VER: R.KIND_PROG_VERIFY})
+PROGRAM_KINDS = _kinds({K.K_SET: R.KIND_SET_STEP, K.K_VB: R.KIND_VERIFY_BEFORE, K.K_VA: R.KIND_VERIFY_AFTER,
+                        K.K_VR: R.KIND_VERIFY_REFRESHED, K.K_REF_READ: R.KIND_REFRESH_READ,
+                        K.K_RESET: R.KIND_INIT_RESET, K.K_ATT: R.KIND_INIT_ATTEMPT, K.K_VER: R.KIND_INIT_VERIFY})
 CUPY_MESSAGE = "the fused engine runs on NumPy (Numba); on CuPy use tile engine 'reference'"
 
 
@@ -155,6 +171,7 @@ class FusedSynapses:
         self._cache_t = None             # time of the last full cache recompute (None: never)
         self._nu_max = None              # cache of nu.max(); None: recompute
         self._tp_floor = float(t)        # lower bound of t_prog (s)
+        self._prefix = R.key_prefix(self.seed, self.stream)
         keys = [R.stream_key(self.seed, self.stream, k, 0)
                 for k in (R.KIND_FAB_RESET, R.KIND_Z_NU, R.KIND_STEP_MULT)]
         K.fabricate(self.t, *keys, self._dev, self._P, self._M)
@@ -170,6 +187,7 @@ class FusedSynapses:
         P[K.P_SG_A], P[K.P_SG_B], P[K.P_SG_C] = p.set_sigma_slope, p.set_sigma_offset, p.set_sigma_hist
         P[K.P_D2D] = p.step_d2d_std
         P[K.P_T0], P[K.P_NU_MEAN], P[K.P_NU_STD] = p.drift_t0, p.nu_mean, p.nu_std
+        P[K.P_INV_T0] = 1.0 / p.drift_t0
         P[K.P_RD_A], P[K.P_RD_B], P[K.P_T_READ] = p.read_sigma_slope, p.read_sigma_offset, p.t_read
         P[K.P_IDEAL_STEP] = p.ideal_step
         P[K.P_BETA] = self.beta
@@ -218,10 +236,8 @@ class FusedSynapses:
         self._var2d = st.cache_var.reshape(self.shape)
 
     def _keys(self, step, kinds):
-        keys = np.zeros(K.N_K, np.uint64)
-        for slot, kind in kinds.items():
-            keys[slot] = R.stream_key(self.seed, self.stream, kind, step)
-        return keys
+        """The keyed-RNG keys of one call: slot -> kind (``kinds``: int64 array of N_K kinds)."""
+        return R.stream_keys_nb(self._prefix, kinds, step)
 
     # --- clock, drift and the cache ---------------------------------------------------------------
     def _drift_free(self) -> bool:
@@ -259,6 +275,9 @@ class FusedSynapses:
         if self._cache_t == self.t or self._drift_free() and not onef:
             return
         dt = self.t - self._cache_t
+        if dt < 0:                       # the clock was set back: recompute
+            self._recompute()
+            return
         nu_max = self.nu_max()
         if nu_max == 0 and not onef:
             return
@@ -327,8 +346,7 @@ class FusedSynapses:
         if not np.all(np.isfinite(w)):
             raise ValueError("target weights must be finite")
         tol = self.preset.prog_residual_std if tolerance_uS is None else float(tolerance_uS)
-        keys = self._keys(self.program_calls, {K.K_RESET: R.KIND_INIT_RESET, K.K_ATT: R.KIND_INIT_ATTEMPT,
-                                               K.K_VER: R.KIND_INIT_VERIFY})
+        keys = self._keys(self.program_calls, PROGRAM_KINDS)
         pulses = np.zeros(self.n_syn, np.int64)
         reads = np.zeros(self.n_syn, np.int64)
         K.program_all(w, tol, self.t, keys, self._dev, self._P, self._M, self._traj_g, self._traj_p,
@@ -341,30 +359,38 @@ class FusedSynapses:
 
     # --- training updates ------------------------------------------------------------------------
     def _check_list(self, pulses: PulseList):
+        """(idx int64, counts int64, SET pulses) of a PulseList, checked; zero counts dropped."""
         if not isinstance(pulses, PulseList):
             raise TypeError(f"apply takes a gpu_model.pulses.PulseList, got {type(pulses).__name__}")
-        for name in ("idx", "counts"):
-            a = getattr(pulses, name)
+        idx, counts = pulses.idx, pulses.counts
+        for name, a in (("idx", idx), ("counts", counts)):
             if not isinstance(a, np.ndarray):
                 raise TypeError(f"PulseList.{name} must be a NumPy array for the fused engine "
                                 f"(got {type(a).__module__}.{type(a).__name__}); {CUPY_MESSAGE}")
             if a.ndim != 1:
                 raise ValueError(f"PulseList.{name} must be 1-D, got shape {a.shape}")
-        if pulses.idx.shape != pulses.counts.shape:
-            raise ValueError(f"PulseList idx has shape {pulses.idx.shape}, counts {pulses.counts.shape}")
-        if pulses.idx.dtype.kind not in "iu":
-            raise TypeError(f"PulseList.idx must be an integer array, got dtype {pulses.idx.dtype}")
-        pl = pulses.nonzero(np)
-        idx = pl.idx.astype(np.int64, copy=False)
-        counts = pl.counts.astype(np.int64, copy=False)
-        if idx.shape[0]:
-            if idx[0] < 0 or idx[-1] >= self.n_syn:
-                raise ValueError(f"synapse indices must lie in [0, {self.n_syn}), got {idx.min()}..{idx.max()}")
-            if idx.shape[0] > 1 and not bool(np.all(idx[1:] > idx[:-1])):
-                raise ValueError("PulseList.idx must be unique and ascending")
-            if int(np.abs(counts).max()) >= R.MAX_DRAW:
-                raise ValueError(f"pulse counts must be < {R.MAX_DRAW} in magnitude")
-        return idx, counts
+        if idx.shape != counts.shape:
+            raise ValueError(f"PulseList idx has shape {idx.shape}, counts {counts.shape}")
+        if idx.dtype.kind not in "iu":
+            raise TypeError(f"PulseList.idx must be an integer array, got dtype {idx.dtype}")
+        if counts.dtype.kind == "f":
+            if not bool(np.all(counts == np.rint(counts))):
+                raise ValueError("pulse counts must be integers (got non-integer floats)")
+        elif counts.dtype.kind not in "iu":
+            raise TypeError(f"pulse counts must be an integer array, got dtype {counts.dtype}")
+        idx = idx.astype(np.int64, copy=False)
+        counts = counts.astype(np.int64, copy=False)
+        verdict, total, zeros = K.scan_list(idx, counts, self.n_syn, R.MAX_DRAW)
+        if verdict == K.LIST_RANGE:
+            raise ValueError(f"synapse indices must lie in [0, {self.n_syn}), got {idx.min()}..{idx.max()}")
+        if verdict == K.LIST_ORDER:
+            raise ValueError("PulseList.idx must be unique and ascending")
+        if verdict == K.LIST_COUNT:
+            raise ValueError(f"pulse counts must be < {R.MAX_DRAW} in magnitude")
+        if zeros:
+            keep = counts != 0
+            idx, counts = idx[keep], counts[keep]
+        return idx, counts, int(total)
 
     def apply(self, pulses: PulseList, step: int, verify: bool = False,
               verify_read_noise: bool = True) -> UpdateReport:
@@ -378,28 +404,20 @@ class FusedSynapses:
         An empty list returns zero counts (and an empty VerifyReadout when ``verify``).
         """
         step = _check_int("step", step)
-        idx, counts = self._check_list(pulses)
+        idx, counts, set_pulses = self._check_list(pulses)
         n = int(idx.shape[0])
         if n == 0:
             empty = VerifyReadout(idx, counts, np.zeros(0, FLOAT), np.zeros(0, bool)) if verify else None
             return UpdateReport(0, 0, empty)
         self.sync()
-        keys = self._keys(step, {K.K_SET: R.KIND_SET_STEP, K.K_VB: R.KIND_VERIFY_BEFORE,
-                                 K.K_VA: R.KIND_VERIFY_AFTER, K.K_VR: R.KIND_VERIFY_REFRESHED,
-                                 K.K_REF_READ: R.KIND_REFRESH_READ, K.K_RESET: R.KIND_RESET,
-                                 K.K_ATT: R.KIND_PROG_ATTEMPT, K.K_VER: R.KIND_PROG_VERIFY})
+        keys = self._keys(step, UPDATE_KINDS)
         tol = self.preset.prog_residual_std if self.refresh_tolerance_uS is None else float(self.refresh_tolerance_uS)
-        out_ref = np.empty(n, np.int8)
-        out_pulses = np.empty(n, np.int64)
-        out_reads = np.empty(n, np.int64)
-        out_meas = np.empty(n, np.float32)
-        out_capped = np.empty(n, np.bool_)
         kern = K.apply_parallel if n >= PARALLEL_MIN_ITEMS and numba.get_num_threads() > 1 else K.apply_serial
-        kern(idx, counts, self.t, tol, bool(verify), bool(verify_read_noise), keys, self._dev,
-             self.state.arbiter, self._P, self._M, self._traj_g, self._traj_p, self.state.cache_w,
-             self.state.cache_var, out_ref, out_pulses, out_reads, out_meas, out_capped)
+        out_ref, out_pulses, out_reads, out_meas, out_capped = kern(
+            idx, counts, self.t, tol, bool(verify), bool(verify_read_noise), keys, self._dev,
+            self.state.arbiter, self._P, self._M, self._traj_g, self._traj_p, self.state.cache_w,
+            self.state.cache_var)
         self._programmed_at(self.t)
-        set_pulses = int(np.abs(counts).sum())
         n_ref = int(out_ref.sum(dtype=np.int64))
         c = self.counters
         c.set_pulses += set_pulses
@@ -440,6 +458,7 @@ class FusedSynapses:
         self._tp_floor = float(st["tp_floor"])
         self.program_calls = int(st["program_calls"])
         self.seed, self.stream = int(st["seed"]), int(st["stream"])
+        self._prefix = R.key_prefix(self.seed, self.stream)
         self.counters = SynapseCounters(**{k.split(".", 1)[1]: int(v) for k, v in st.items()
                                            if k.startswith("counters.")})
         self._nu_max = None

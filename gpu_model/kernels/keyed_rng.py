@@ -21,13 +21,15 @@ Uniform: ``u = ((h >> 11) + 0.5) * 2**-53``: a float64 in the open interval (0, 
 of h, centred in their cell, so neither 0 nor 1 occurs). The NumPy and the Numba versions give
 identical bits (tests/test_fused_engine.py).
 
-Standard normal: Box & Muller (1958) on the uniforms of draws ``2*draw`` and ``2*draw + 1`` of the
-same key: ``z = sqrt(-2 ln u1) cos(2 pi u2)`` (only the cosine branch: a draw stays a function of
-its own key). Computed in float64; NumPy's and Numba's (LLVM/libm) ``log``/``cos`` may differ in
-the last float64 bit, so the normals are *not guaranteed* bit-identical in float64; rounded to
-float32 they agree to within one float32 ulp (in practice identical: a 1-ulp float64 difference
-flips a float32 rounding with probability ~2**-29 per draw; the test checks both). |z| <= sqrt(-2
-ln 2**-54) = 8.65: the tail is cut far beyond anything a device statistic can see.
+Standard normal: Box & Muller (1958) on the two 32-bit halves of the same word h:
+``u1 = ((h >> 32) + 0.5) * 2**-32``, ``u2 = ((h & (2**32 - 1)) + 0.5) * 2**-32`` (both in (0, 1)),
+``z = sqrt(-2 ln u1) cos(2 pi u2)`` (only the cosine branch: a draw stays a function of its own
+key; one hash per normal). Computed in float64; NumPy's and Numba's (LLVM/libm) ``log``/``cos``
+may differ in the last float64 bit, so the normals are *not guaranteed* bit-identical in float64;
+rounded to float32 they agree to within one float32 ulp (in practice identical: a 1-ulp float64
+difference flips a float32 rounding with probability ~2**-29 per draw; the test checks both).
+|z| <= sqrt(-2 ln 2**-33) = 6.76: the tail beyond 6.76 sigma (probability 1.4e-11 per draw) is
+cut, which no device statistic can see.
 
 Kinds (the ``kind`` field: which physical event a number belongs to)
 ---------------------------------------------------------------------
@@ -94,6 +96,9 @@ MAX_DEVICE = 1 << 16                # devices per synapse the key can address (2
 MAX_DRAW = 1 << 32                  # draws per (key, synapse, device)
 UNIFORM_BITS = 53                   # float64 mantissa: top 53 bits of the hash make the uniform
 _U_SCALE = 2.0 ** -UNIFORM_BITS
+HALF_BITS = 32                      # a normal's two uniforms: the high and the low half of one word
+_H_SCALE = 2.0 ** -HALF_BITS
+_LOW_MASK = (1 << HALF_BITS) - 1
 TWO_PI = 2.0 * math.pi
 
 
@@ -121,6 +126,11 @@ def stream_key(seed: int, stream: int, kind: int, step: int) -> np.uint64:
     return np.uint64(k)
 
 
+def key_prefix(seed: int, stream: int) -> np.uint64:
+    """``mix(mix(seed) ^ stream)``: the part of :func:`stream_key` fixed for one device array."""
+    return np.uint64(_mix_int(_mix_int(int(seed) & _M64) ^ (int(stream) & _M64)))
+
+
 # --- vectorised NumPy --------------------------------------------------------------------------------
 def _mix_np(z):
     """SplitMix64 of a uint64 array (new array; wraps modulo 2**64)."""
@@ -146,10 +156,10 @@ def uniform_np(key, synapse, device, draw):
 
 
 def normal_np(key, synapse, device, draw, dtype=np.float64):
-    """Standard normal per key (Box-Muller on the uniforms of draws 2*draw and 2*draw + 1)."""
-    draw = np.asarray(draw).astype(np.uint64)
-    u1 = uniform_np(key, synapse, device, draw * np.uint64(2))
-    u2 = uniform_np(key, synapse, device, draw * np.uint64(2) + np.uint64(1))
+    """Standard normal per key (Box-Muller on the two 32-bit halves of the key's word)."""
+    h = hash_np(key, synapse, device, draw)
+    u1 = ((h >> np.uint64(HALF_BITS)).astype(np.float64) + 0.5) * _H_SCALE
+    u2 = ((h & np.uint64(_LOW_MASK)).astype(np.float64) + 0.5) * _H_SCALE
     z = np.sqrt(-2.0 * np.log(u1)) * np.cos(TWO_PI * u2)     # z = sqrt(-2 ln u1) cos(2 pi u2)
     return z.astype(dtype, copy=False)
 
@@ -163,8 +173,8 @@ _U64_27 = np.uint64(27)
 _U64_31 = np.uint64(31)
 _U64_SHIFT = np.uint64(DEVICE_SHIFT)
 _U64_USHIFT = np.uint64(64 - UNIFORM_BITS)
-_U64_1 = np.uint64(1)
-_U64_2 = np.uint64(2)
+_U64_HALF = np.uint64(HALF_BITS)
+_U64_LOW = np.uint64(_LOW_MASK)
 
 
 @njit(cache=True, inline="always")
@@ -193,9 +203,9 @@ def uniform_nb(key, synapse, device, draw):
 @njit(cache=True, inline="always")
 def normal_nb(key, synapse, device, draw):
     """Standard normal float64 of one key (compiled); :func:`normal_np` to float32 rounding."""
-    d2 = np.uint64(draw) * _U64_2
-    u1 = uniform_nb(key, synapse, device, d2)
-    u2 = uniform_nb(key, synapse, device, d2 + _U64_1)
+    h = hash_nb(key, synapse, device, draw)
+    u1 = (np.float64(h >> _U64_HALF) + 0.5) * _H_SCALE
+    u2 = (np.float64(h & _U64_LOW) + 0.5) * _H_SCALE
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(TWO_PI * u2)   # z = sqrt(-2 ln u1) cos(2 pi u2)
 
 
@@ -216,4 +226,14 @@ def normal_nb_array(key, synapse, device, draw):
     out = np.empty(n, np.float64)
     for i in range(n):
         out[i] = normal_nb(key, synapse[i], device[i], draw[i])
+    return out
+
+
+@njit(cache=True)
+def stream_keys_nb(prefix, kinds, step):
+    """:func:`stream_key` of each kind in ``kinds`` (int64 array) at ``step``, from the
+    :func:`key_prefix` of (seed, stream): ``mix(mix(prefix ^ kind) ^ step)`` (uint64 array)."""
+    out = np.empty(kinds.shape[0], np.uint64)
+    for i in range(kinds.shape[0]):
+        out[i] = mix_nb(mix_nb(prefix ^ np.uint64(kinds[i])) ^ np.uint64(step))
     return out
