@@ -82,14 +82,15 @@ class TileDPU:
         """Clock cycles of the last batch (``rtl`` only: from its first beat to idle)."""
         return self._v.last_batch_cycles if self.kind == "rtl" else None
 
-    def update_from_batch(self, chi, x_codes, delta_codes, m: int):
+    def update_from_batch(self, chi, x_codes, delta_codes, m: int, return_chi: bool = True):
+        """One mini-batch; ``return_chi=False`` skips the chi dump (returns ``None`` for it)."""
         import numpy as np
         if self.kind == "golden":
             if chi is not None:
                 self._g.load_chi(chi)
             ev = self._g.batch(x_codes, delta_codes, m)
-            return self._g.chi.copy(), ev
+            return (self._g.chi.copy() if return_chi else None), ev
         if chi is not None:
             self._v.load_chi(np.asarray(chi))
         ev = self._v.batch(x_codes, delta_codes, m)
-        return self._v.dump_chi(), ev
+        return (self._v.dump_chi() if return_chi else None), ev
