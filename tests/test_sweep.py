@@ -223,7 +223,7 @@ def test_local_sweep_results(local_sweep, capsys):
         assert float(row["final_test_accuracy"]) == s["test_accuracy"] == metrics(run)[-1]["test_accuracy"]
         assert int(row["total_pulses"]) == s["total_pulses"] > 0
         assert float(row["energy_cm_nJ_per_image"]) > 0
-        for f in ("config.toml", "checkpoint.pkl", "accuracy.png"):
+        for f in ("config.toml", "checkpoint.npz", "accuracy.png"):
             assert (run / f).is_file()
         # the summary's command is the plain `mcasim train` command of the run
         assert "--resume" not in s["command"] and f"--seed {s['seed']}" in s["command"]

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..checkpoint import write_text_atomic
 from .engines import RayStartError
 from .spec import SpecError, load_spec
 from .trial import read_state
@@ -120,7 +121,7 @@ def run(args) -> int:
         status, rc = {}, 130
     info["wall_s"] = time.perf_counter() - t0
     info["status"] = status
-    (out / "sweep.json").write_text(json.dumps(info, indent=1))
+    write_text_atomic(out / "sweep.json", json.dumps(info, indent=1))
     from .results import write_all
     rows = write_all(spec, trials, out, info)
     failed = [r for r in rows if r["status"] == "failed"]

@@ -5,10 +5,12 @@ error bars over seeds). Everything is read back from the trials' run folders.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
 from pathlib import Path
 
+from ..checkpoint import write_text_atomic
 from .trial import read_metrics, read_state, read_summary
 
 PCT = ("test_accuracy", "train_accuracy")
@@ -88,11 +90,12 @@ FIXED = ("trial", "point", "status", "seed", "epochs", "error", "folder", "comma
 
 def write_csv(rows, spec, path: Path) -> None:
     cols = _columns(rows, spec)
-    with open(path, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=[_csv_name(c) for c in cols], extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({_csv_name(k): v for k, v in r.items()})
+    f = io.StringIO(newline="")
+    w = csv.DictWriter(f, fieldnames=[_csv_name(c) for c in cols], extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({_csv_name(k): v for k, v in r.items()})
+    write_text_atomic(path, f.getvalue())    # a driver killed here leaves the old table or the new one
 
 
 def _fmt_metric(m, v):
@@ -238,7 +241,7 @@ def _isnum(s) -> bool:
 def write_all(spec, trials, out: Path, info: dict | None = None) -> list[dict]:
     rows = collect(spec, trials, out)
     write_csv(rows, spec, out / "results.csv")
-    (out / "results.md").write_text(markdown(rows, spec, info))
+    write_text_atomic(out / "results.md", markdown(rows, spec, info))
     try:
         plot(rows, spec, out / "results.png")
     except Exception as exc:  # a plot must never lose the tables

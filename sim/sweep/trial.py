@@ -8,7 +8,10 @@ re-run with ``--resume`` from its last per-epoch checkpoint (bit-exact, so a ret
 exactly where an uninterrupted one does), up to ``retries`` times.
 
 State lives in the run folder, in ``sweep_trial.json`` (status, attempts, errors), so a sweep that
-is started again skips finished trials and resumes the others from their checkpoints.
+is started again skips finished trials and resumes the others from their checkpoints. Every file
+the runner writes is replaced atomically; a trial whose child finished (its ``summary.json``, which
+``mcasim train`` writes last, is complete) but whose driver died before recording it is recorded
+as done without running again, so no trial runs twice to completion.
 
 Fault injection (tests): ``MCASIM_SWEEP_FAULT="TRIAL_ID:EPOCH"`` makes the runner SIGKILL that
 trial's child on its first attempt as soon as epoch EPOCH is in ``metrics.jsonl`` (the child is
@@ -24,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from ..checkpoint import write_text_atomic
 from ..cli.train import EPOCH_GATE_ENV
+from ..train import has_checkpoint
 
 STATE = "sweep_trial.json"
 LOG = "sweep_train.log"
@@ -49,9 +54,7 @@ def read_state(run: Path) -> dict:
 
 def write_state(run: Path, st: dict) -> None:
     run.mkdir(parents=True, exist_ok=True)
-    tmp = run / (STATE + ".part")
-    tmp.write_text(json.dumps(st, indent=1))
-    tmp.replace(run / STATE)
+    write_text_atomic(run / STATE, json.dumps(st, indent=1))
 
 
 def read_metrics(run: Path) -> list[dict]:
@@ -169,7 +172,7 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
           "epochs": trial.epochs, "command": "mcasim " + _join(display), "argv": argv,
           "knobs": trial.knobs, "seed": trial.seed}
     run.mkdir(parents=True, exist_ok=True)
-    if (run / "checkpoint.pkl").is_file():
+    if has_checkpoint(run):
         emit_new(hold_last=True)   # epochs done in an earlier session
     env = child_env(cpus)
     if lockstep:
@@ -179,37 +182,41 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
     tries = 0
     while True:
         tries += 1
-        st["attempts"] += 1
-        resume = (run / "checkpoint.pkl").is_file() and (run / "config.toml").is_file()
+        resume = has_checkpoint(run) and (run / "config.toml").is_file()
         cmd = [sys.executable, "-c", CHILD] + argv + (["--resume"] if resume else ["--overwrite"])
-        st["status"] = "running"
-        write_state(run, st)
-        if on_event:
-            on_event("start", trial, {"attempt": st["attempts"], "resume": resume})
-        kill_at = fault_t[1] if fault_t and fault_t[0] == trial.id and tries == 1 else None
         killed_after = None
-        with open(run / LOG, "a") as log:
-            log.write(f"\n# attempt {st['attempts']}: {' '.join(cmd[3:])}\n")
-            log.flush()
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                                    preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None)
-            try:
-                while proc.poll() is None:
-                    time.sleep(0.02 if kill_at else poll)
-                    emit_new(hold_last=True)
-                    if kill_at is not None and reported >= kill_at and killed_after is None:
+        summary = read_summary(run)
+        if tries == 1 and summary is not None and summary.get("epochs") == trial.epochs:
+            rc = 0   # the child of an earlier session finished; its driver died before recording it
+        else:
+            st["attempts"] += 1
+            st["status"] = "running"
+            write_state(run, st)
+            if on_event:
+                on_event("start", trial, {"attempt": st["attempts"], "resume": resume})
+            kill_at = fault_t[1] if fault_t and fault_t[0] == trial.id and tries == 1 else None
+            with open(run / LOG, "a") as log:
+                log.write(f"\n# attempt {st['attempts']}: {' '.join(cmd[3:])}\n")
+                log.flush()
+                proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                                        preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None)
+                try:
+                    while proc.poll() is None:
+                        time.sleep(0.02 if kill_at else poll)
+                        emit_new(hold_last=True)
+                        if kill_at is not None and reported >= kill_at and killed_after is None:
+                            proc.kill()
+                            killed_after = reported
+                    rc = proc.wait()
+                finally:
+                    if proc.poll() is None:   # interrupted (Ctrl-C, Tune stopping the trial): no orphans
                         proc.kill()
-                        killed_after = reported
-                rc = proc.wait()
-            finally:
-                if proc.poll() is None:   # interrupted (Ctrl-C, Tune stopping the trial): no orphans
-                    proc.kill()
-                    proc.wait()
+                        proc.wait()
         summary = read_summary(run)
         if rc == 0 and summary is not None and summary.get("epochs") == trial.epochs:
             # the summary's command: the plain, uninterrupted command that reproduces this run
             summary["command"] = "mcasim " + _join(display)
-            (run / "summary.json").write_text(json.dumps(summary, indent=2))
+            write_text_atomic(run / "summary.json", json.dumps(summary, indent=2))
             st["status"] = "done"
             st["epochs_done"] = summary["epochs"]
             write_state(run, st)
@@ -238,7 +245,7 @@ def finalize_stopped(trial, run: Path, *, data_dir: str | None = None, cwd: str 
     run = Path(run).resolve()
     st = read_state(run)
     done = len(read_metrics(run))
-    if not (run / "checkpoint.pkl").is_file() or done == 0:
+    if not has_checkpoint(run) or done == 0:
         return st
     argv = trial.argv(run, data_dir, epochs=done) + ["--resume"]
     with open(run / LOG, "a") as log:
@@ -253,7 +260,7 @@ def finalize_stopped(trial, run: Path, *, data_dir: str | None = None, cwd: str 
     elif s:
         s["command"] = "mcasim " + _join(trial.argv(run, data_dir, display=True, epochs=s.get("epochs", done)))
         s["stopped_early"] = True
-        (run / "summary.json").write_text(json.dumps(s, indent=2))
+        write_text_atomic(run / "summary.json", json.dumps(s, indent=2))
     write_state(run, st)
     return st
 
