@@ -187,8 +187,75 @@ def run(threads: int | None = 1) -> dict:
     return res
 
 
-def crossbar() -> list[dict] | None:
-    return None
+# --- crossbar read ---------------------------------------------------------------------------------------
+# (name, batch vectors, in_features, out_features): every weight layer of the CNN at batch 64 (the
+# conv layers' patch matrices: 64 images x H*W positions), the MLP 784-250-10 at batch 10, the LSTM
+# gate matrix (4H x (V + H)) at B = 32 streams
+CROSSBAR_SHAPES = [
+    ("cnn conv1", 64 * 32 * 32, 27, 32), ("cnn conv2", 64 * 16 * 16, 288, 64),
+    ("cnn conv3", 64 * 8 * 8, 576, 128), ("cnn fc1", 64, 2048, 256), ("cnn fc2", 64, 256, 10),
+    ("mlp fc1", 10, 784, 250), ("mlp fc2", 10, 250, 10), ("lstm gates", 32, 50 + 256, 4 * 256),
+]
+CROSSBAR_REPEATS = 7       # best of (each timed call is a few ms at most)
+
+
+def _best_ms(fn, repeats: int = CROSSBAR_REPEATS) -> float:
+    fn()
+    t = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        t = min(t, time.perf_counter() - t0)
+    return 1e3 * t
+
+
+def crossbar() -> list[dict]:
+    """Per matrix: a plain float32 matmul (x W^T forward, d W backward); :func:`fused_mvm` over the
+    tile blocks with JAP-2018 PCM read noise and the PCM configs' converters (8-bit DAC, 9-bit ADC,
+    512 x 512 blocks, Box-Muller normals from the tile's generator: ``fused``), with the keyed
+    normals drawn in the kernel (``keyed``), and without read noise (``ideal``: no variance
+    matmul); and the tile's present read (AnalogMatrix.forward / backward, same preset); each as
+    the ratio to the plain matmul of the same direction."""
+    from gpu_model import JAP2018, AnalogMatrix, TilePreset
+    from gpu_model.backend import make_backend
+    from gpu_model.kernels.crossbar_read import ReadWork, fused_mvm, read_key, tile_kwargs
+    rng = np.random.default_rng(0)
+    out = []
+    for name, B, K, N in CROSSBAR_SHAPES:
+        m = AnalogMatrix(N, K, JAP2018, TilePreset(noise_sampler="box_muller"), make_backend("numpy", 0), w_max=1.0)
+        m.program(rng.uniform(-0.5, 0.5, (N, K)).astype(np.float32))
+        m.count_events = False
+        w, var = m.devices.weights(), m.devices.read_variance()
+        x = np.maximum(rng.normal(size=(B, K)), 0).astype(np.float32)     # ReLU-like inputs
+        d = rng.normal(0, 0.1, (B, N)).astype(np.float32)
+        work, step = ReadWork(), [0]
+
+        def fused(transpose, noise):
+            blocks = m.col_blocks if transpose else m.row_blocks
+            kw = tile_kwargs(m.tile, m.w_max, noise != "ideal", transpose)
+            step[0] += 1
+            src = {"keyed": {"key": read_key(0, m.stream, step[0])}, "rng": {"rng": m.rng}, "ideal": {}}[noise]
+            res = None
+            for i, (a, b) in enumerate(blocks):
+                if transpose:
+                    part = fused_mvm(d[:, a:b], w[a:b, :], var[a:b, :], block=i, work=work, **src, **kw)
+                else:
+                    part = fused_mvm(x[:, a:b], w[:, a:b], var[:, a:b], block=i, work=work, **src, **kw)
+                res = part if res is None else res + part
+            return res
+
+        mm = {"fwd": _best_ms(lambda: x @ w.T), "bwd": _best_ms(lambda: d @ w)}
+        row = {"name": name, "batch": B, "n_in": K, "n_out": N, "tile_blocks": m.n_tiles,
+               "matmul_ms": mm["fwd"], "matmul_bwd_ms": mm["bwd"]}
+        for dr, tr in (("fwd", False), ("bwd", True)):
+            t = {"fused": _best_ms(lambda: fused(tr, "rng")), "keyed": _best_ms(lambda: fused(tr, "keyed")),
+                 "ideal": _best_ms(lambda: fused(tr, "ideal")),
+                 "tile": _best_ms(lambda: m.backward(d) if tr else m.forward(x))}
+            for k, v in t.items():
+                row[f"{k}_{dr}_ms"] = v
+                row[f"{k}_{dr}_x"] = v / mm[dr]
+        out.append(row)
+    return out
 
 
 def table(res: dict) -> str:
@@ -207,11 +274,14 @@ def table(res: dict) -> str:
             lines.append("    torch ops ms/step: " + ", ".join(f"{o['op']} {o['ms_per_step']:.1f}" for o in r["torch_ops"][:8]))
     cb = res.get("crossbar")
     if cb:
-        lines.append("  crossbar read vs a plain matmul of the same shape (fused_mvm / matmul; tile's read / matmul):")
-        lines.append("    matrix                 batch x in -> out      matmul ms  fused fwd  fused bwd  tile fwd  tile bwd")
+        lines.append("  crossbar read / plain matmul of the same shape (fused: fused_mvm with the tile's Box-Muller "
+                     "normals; keyed: normals in the kernel; ideal: no read noise; tile: AnalogMatrix today):")
+        lines.append("    matrix        batch x  in -> out   matmul ms fwd/bwd   fused f/b     keyed f/b     "
+                     "ideal f/b     tile f/b")
         for c in cb:
-            lines.append(f"    {c['name']:22s} {c['batch']:6d} x {c['n_in']:4d} -> {c['n_out']:4d}  {c['matmul_ms']:8.2f}"
-                         f"  {c['fused_fwd_x']:8.2f}x {c['fused_bwd_x']:8.2f}x {c['tile_fwd_x']:8.2f}x {c['tile_bwd_x']:8.2f}x")
+            cols = "  ".join(f"{c[f'{k}_fwd_x']:5.2f}/{c[f'{k}_bwd_x']:5.2f}x" for k in ("fused", "keyed", "ideal", "tile"))
+            lines.append(f"    {c['name']:12s} {c['batch']:6d} x {c['n_in']:4d} -> {c['n_out']:4d}  "
+                         f"{c['matmul_ms']:7.2f} / {c['matmul_bwd_ms']:6.2f}   {cols}")
     return "\n".join(lines)
 
 
