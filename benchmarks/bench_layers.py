@@ -222,7 +222,8 @@ def crossbar() -> list[dict]:
     rng = np.random.default_rng(0)
     out = []
     for name, B, K, N in CROSSBAR_SHAPES:
-        m = AnalogMatrix(N, K, JAP2018, TilePreset(noise_sampler="box_muller"), make_backend("numpy", 0), w_max=1.0)
+        m = AnalogMatrix(N, K, JAP2018, TilePreset(noise_sampler="box_muller"), make_backend("numpy", 0),
+                         w_max=1.0)
         m.program(rng.uniform(-0.5, 0.5, (N, K)).astype(np.float32))
         m.count_events = False
         w, var = m.devices.weights(), m.devices.read_variance()
@@ -279,7 +280,8 @@ def table(res: dict) -> str:
         lines.append("    matrix        batch x  in -> out   matmul ms fwd/bwd   fused f/b     keyed f/b     "
                      "ideal f/b     tile f/b")
         for c in cb:
-            cols = "  ".join(f"{c[f'{k}_fwd_x']:5.2f}/{c[f'{k}_bwd_x']:5.2f}x" for k in ("fused", "keyed", "ideal", "tile"))
+            cols = "  ".join(f"{c[f'{k}_fwd_x']:5.2f}/{c[f'{k}_bwd_x']:5.2f}x"
+                             for k in ("fused", "keyed", "ideal", "tile"))
             lines.append(f"    {c['name']:12s} {c['batch']:6d} x {c['n_in']:4d} -> {c['n_out']:4d}  "
                          f"{c['matmul_ms']:7.2f} / {c['matmul_bwd_ms']:6.2f}   {cols}")
     return "\n".join(lines)

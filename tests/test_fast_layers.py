@@ -1,7 +1,7 @@
 """The "fast" layer engine against the "reference" engine (sim/nn/fast.py, sim/nn/layers.py):
-bit-identical where the kernels keep the reference's operation order (im2col, col2im, max pooling,
-average-pooling backward, BatchNorm, the LSTM steps), float32-equal where they cannot (the
-average-pooling forward: another summation order); the layer library's gradient checks on both
+bit-identical where the kernels keep the reference's operation order (im2col, col2im, max
+pooling, average-pooling backward, ReLU backward, BatchNorm, the LSTM steps), float32-equal where
+they cannot (the average-pooling forward: another summation order); the layer library's gradient checks on both
 engines; an fp32 CNN and an fp32 LSTM train to the same losses on both engines."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import tests.test_cnn as tcnn
 import tests.test_lstm as tlstm
 import tests.test_nn as tnn
 from gpu_model.backend import make_backend
-from sim.nn import LSTM, AvgPool2d, BatchNorm, MaxPool2d, col2im, im2col
+from sim.nn import LSTM, AvgPool2d, BatchNorm, MaxPool2d, ReLU, col2im, im2col
 from sim.nn.layers import LAYER_ENGINES, LayerError, get_layer_engine, layer_engine, set_layer_engine
 from sim.nn.stores import FP32Weights
 from sim.train import Trainer
@@ -96,6 +96,22 @@ def test_pooling_fast_vs_reference(shape):
     assert_identical(gr, gf, "avgpool backward")
 
 
+def test_relu_backward_bit_identical():
+    rng = np.random.default_rng(12)
+    z = rng.normal(size=(4, 5, 5, 3)).astype(np.float32)
+    z[0, 0, 0, :] = 0.0                                   # at the kink: no gradient
+    d = rng.normal(size=z.shape).astype(np.float32)
+
+    def run():
+        L = ReLU("act", XP)
+        return L.forward(dev(z)), L.backward(dev(d))
+
+    (yr, gr), (yf, gf) = both(run)
+    assert_identical(yr, yf, "relu forward")
+    assert_identical(gr, gf, "relu backward")
+    assert np.array_equal(np.signbit(to_host(gr)), np.signbit(to_host(gf)))   # signed zeros too
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape", [(6, 5), (7, 3), (3, 4, 4, 5), (16, 8, 8, 32), (1, 3, 3, 2)])
 def test_batchnorm_bit_identical(shape, dtype):
@@ -172,6 +188,7 @@ def test_layer_gradient_checks_on_both_engines(engine):
     with layer_engine(engine):
         for cls in (MaxPool2d, AvgPool2d):
             tnn.test_pool_gradients(cls)
+        tnn.test_activation_gradients(ReLU)
         for shape in [(6, 5), (3, 4, 4, 5)]:
             tnn.test_batchnorm_gradients_and_eval_mode(shape)
         tnn.test_conv_matches_direct_convolution()

@@ -167,7 +167,8 @@ def fused_mvm(x, w, var, *, transpose: bool, dac_levels: int, dac_scaling: str, 
     B, K = x.shape
     wt = w if transpose else w.T                     # (K, N) views: BLAS reads either layout
     if wt.shape[0] != K:
-        raise ValueError(f"input has {K} columns, the weight block {tuple(w.shape)} (transpose={transpose}) needs {wt.shape[0]}")
+        raise ValueError(f"input has {K} columns, the weight block {tuple(w.shape)} "
+                         f"(transpose={transpose}) needs {wt.shape[0]}")
     N = int(wt.shape[1])
     wk = work or _DEFAULT_WORK
     xn = wk.get("xn", (B, K))

@@ -10,11 +10,12 @@ What is bit-identical to the reference and what is only float-equal (tests/test_
 kernel                      vs reference      why
 ==========================  ================  ===============================================
 im2col_view (strided view)  bit-identical     copies only
-col2im_nhwc                 bit-identical     same (kh, kw) order of the sums onto each pixel
+col2im_nb (scatter-add)     bit-identical     same (kh, kw) order of the sums onto each pixel
 maxpool_fwd / maxpool_bwd   bit-identical     max is exact; d / ties rounded once, as NumPy
 avgpool_fwd                 float-equal       sum of the k*k window in another order
 avgpool_bwd                 bit-identical     d / (k*k), broadcast
-batchnorm_fwd / _bwd        bit-identical     sequential row sums (NumPy's order on axis 0),
+relu_bwd                    bit-identical     d * [a > 0], one pass
+batchnorm_stats/apply/bwd   bit-identical     sequential row sums (NumPy's order on axis 0),
                                               two-pass variance, same operation order
 lstm_cell_fwd               bit-identical     compiled arithmetic, NumPy's exp/tanh
 lstm_cell_bwd               bit-identical     same float32 operations in the same order
@@ -178,6 +179,17 @@ def avgpool_bwd(d, k, g):
                     for j in range(k):
                         for c in range(C):
                             g[b, ho * k + i, wo * k + j, c] = d[b, ho, wo, c] / n
+
+
+# --- activations ----------------------------------------------------------------------------------
+@njit(cache=True)
+def relu_bwd(d, a, g):
+    """g = d * [a > 0] over flat arrays, one pass (the reference's d * (a > 0).astype: a product
+    with 1 or 0, so signed zeros and NaNs come out the same)."""
+    one = g.dtype.type(1)
+    zero = g.dtype.type(0)
+    for i in range(g.shape[0]):
+        g[i] = d[i] * (one if a[i] > 0 else zero)
 
 
 # --- BatchNorm ------------------------------------------------------------------------------------

@@ -29,16 +29,16 @@ Dropout       any                   same                  - (its own seeded rand
 ============  ====================  ====================  =========================================
 
 Layer engines (``LAYER_ENGINES``): ``"reference"`` is the array-module code in this file (the
-definition); ``"fast"`` (the default) runs im2col/col2im, pooling, BatchNorm and the LSTM cell as
-compiled one-pass kernels (:mod:`sim.nn.fast`, Numba, NumPy arrays only; CuPy keeps the
-array-module code except im2col, which is one copy of a strided view on both). The engine is ONE
-process-wide switch, read at every forward/backward call: :func:`set_layer_engine` /
-:func:`layer_engine` (a context manager); a layer's backward may run under another engine than its
-forward (both keep the same state). Bit-identical to the reference: im2col, col2im, max pooling,
-average-pooling backward, BatchNorm forward and backward, the LSTM forward and backward steps;
-float-equal (float32 rounding of the window sums, tests/test_fast_layers.py): the average-pooling
-forward. Mixed dtypes (e.g. float64 inputs with float32 parameters)
-always take the reference code.
+definition); ``"fast"`` (the default) runs im2col/col2im, pooling, BatchNorm, the ReLU backward
+and the LSTM cell as compiled one-pass kernels (:mod:`sim.nn.fast`, Numba, NumPy arrays only;
+CuPy keeps the array-module code except im2col, which is one copy of a strided view on both).
+The engine is ONE process-wide switch, read at every forward/backward call:
+:func:`set_layer_engine` / :func:`layer_engine` (a context manager); a layer's backward may run
+under another engine than its forward (both keep the same state). Bit-identical to the
+reference: im2col, col2im, max pooling, the average-pooling backward, the ReLU backward,
+BatchNorm forward and backward, the LSTM forward and backward steps. Float-equal only (float32
+rounding of the window sums, tests/test_fast_layers.py): the average-pooling forward. Mixed
+dtypes (e.g. float64 inputs with float32 parameters) always take the reference code.
 """
 from __future__ import annotations
 
@@ -461,6 +461,15 @@ class Tanh(_Activation):
 class ReLU(_Activation):
     def fn(self, z):
         return self.xp.maximum(z, 0)
+
+    def backward(self, d, need_dx: bool = True):
+        if need_dx and use_numba(self.xp, d, self.a) and d.shape == self.a.shape:
+            self._count(activations=self.a.size)
+            g = np.empty(d.shape, dtype=d.dtype)
+            _fast.relu_bwd(np.ascontiguousarray(d).reshape(-1), np.ascontiguousarray(self.a).reshape(-1),
+                           g.reshape(-1))                  # one pass (bit-identical)
+            return g
+        return super().backward(d, need_dx)
 
     def grad(self, a):
         return (a > 0).astype(a.dtype)             # da/dz = [a > 0]
