@@ -272,7 +272,8 @@ def table(res: dict) -> str:
             top = ", ".join(f"{k} {v:.1f}" for k, v in list(p["layers_ms"].items())[:8])
             lines.append(f"    native {eng} step {p['step_ms']:.0f} ms: {top}")
         if "torch_ops" in r:
-            lines.append("    torch ops ms/step: " + ", ".join(f"{o['op']} {o['ms_per_step']:.1f}" for o in r["torch_ops"][:8]))
+            ops = ", ".join(f"{o['op']} {o['ms_per_step']:.1f}" for o in r["torch_ops"][:8])
+            lines.append(f"    torch ops ms/step: {ops}")
     cb = res.get("crossbar")
     if cb:
         lines.append("  crossbar read / plain matmul of the same shape (fused: fused_mvm with the tile's Box-Muller "
