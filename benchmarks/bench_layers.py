@@ -218,7 +218,7 @@ def crossbar() -> list[dict]:
     the ratio to the plain matmul of the same direction."""
     from gpu_model import JAP2018, AnalogMatrix, TilePreset
     from gpu_model.backend import make_backend
-    from gpu_model.kernels.crossbar_read import ReadWork, fused_mvm, read_key, tile_kwargs
+    from gpu_model.kernels.crossbar_read import ReadWork, read_key, tile_read
     rng = np.random.default_rng(0)
     out = []
     for name, B, K, N in CROSSBAR_SHAPES:
@@ -232,18 +232,13 @@ def crossbar() -> list[dict]:
         work, step = ReadWork(), [0]
 
         def fused(transpose, noise):
-            blocks = m.col_blocks if transpose else m.row_blocks
-            kw = tile_kwargs(m.tile, m.w_max, noise != "ideal", transpose)
             step[0] += 1
-            src = {"keyed": {"key": read_key(0, m.stream, step[0])}, "rng": {"rng": m.rng}, "ideal": {}}[noise]
-            res = None
-            for i, (a, b) in enumerate(blocks):
-                if transpose:
-                    part = fused_mvm(d[:, a:b], w[a:b, :], var[a:b, :], block=i, work=work, **src, **kw)
-                else:
-                    part = fused_mvm(x[:, a:b], w[:, a:b], var[:, a:b], block=i, work=work, **src, **kw)
-                res = part if res is None else res + part
-            return res
+            key = read_key(0, m.stream, step[0]) if noise == "keyed" else None
+            m.read_noise = noise != "ideal"
+            try:
+                return tile_read(m, d if transpose else x, transpose, key=key, work=work)
+            finally:
+                m.read_noise = True
 
         mm = {"fwd": _best_ms(lambda: x @ w.T), "bwd": _best_ms(lambda: d @ w)}
         row = {"name": name, "batch": B, "n_in": K, "n_out": N, "tile_blocks": m.n_tiles,

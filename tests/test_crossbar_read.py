@@ -11,7 +11,7 @@ import pytest
 
 from gpu_model import IDEAL, JAP2018, AnalogMatrix, TilePreset
 from gpu_model.backend import make_backend
-from gpu_model.kernels.crossbar_read import ReadWork, fused_mvm, read_key, tile_kwargs
+from gpu_model.kernels.crossbar_read import ReadWork, fused_mvm, read_key, tile_kwargs, tile_read
 
 pytestmark = pytest.mark.numpy_only("the fused read is a NumPy/Numba kernel")
 
@@ -25,22 +25,10 @@ def matrix(out_f, in_f, tile, seed=0, preset=JAP2018, read_noise=True):
     return m
 
 
-def fused_read(m, x, transpose=False, rng="tile", key_step=None, work=None):
-    """The tile's forward (or backward) with fused_mvm per tile block, as AnalogTile does it."""
-    w, var = m.devices.weights(), m.devices.read_variance()
-    kw = tile_kwargs(m.tile, m.w_max, m.read_noise, transpose)
-    blocks = m.col_blocks if transpose else m.row_blocks
-    out = None
-    for i, (a, b) in enumerate(blocks):
-        src = {}
-        if m.read_noise:
-            src = {"rng": m.rng} if key_step is None else {"key": read_key(7, m.stream, key_step), "block": i}
-        if transpose:
-            part = fused_mvm(x[:, a:b], w[a:b, :], var[a:b, :], work=work, **src, **kw)
-        else:
-            part = fused_mvm(x[:, a:b], w[:, a:b], var[:, a:b], work=work, **src, **kw)
-        out = part if out is None else out + part
-    return out
+def fused_read(m, x, transpose=False, key_step=None, work=None):
+    """The tile's forward (or backward) through fused_mvm per tile block (tile_read)."""
+    key = None if key_step is None else read_key(7, m.stream, key_step)
+    return tile_read(m, x, transpose, key=key, work=work)
 
 
 def clone_rng(rng):

@@ -211,3 +211,23 @@ def tile_kwargs(tile, w_max: float, read_noise: bool, transpose: bool) -> dict:
             "dac_fixed_scale": tile.dac_fixed_scale, "quantize": tile.quantize,
             "adc_levels": tile.adc_levels, "adc_range": tile.backward_range if transpose else tile.adc_range,
             "w_max": w_max, "read_noise": read_noise, "sampler": tile.noise_sampler}
+
+
+def tile_read(tile, x, transpose: bool = False, *, key=None, work: ReadWork | None = None):
+    """``AnalogTile.forward(x)`` (``transpose=False``; x (B, in_features)) or ``.backward(x)``
+    (x (B, out_features)) through :func:`fused_mvm`, tile block by tile block and summed as the
+    tile sums them; returns (B, out_features) or (B, in_features). Without ``key`` the normals
+    come from the tile's generator and sampler: the tile's read, bit for bit. With ``key`` (from
+    :func:`read_key`) they are keyed normals drawn in the kernel (device field = block index).
+    Event counts stay the tile's business (``AnalogTile._count``)."""
+    w, var = tile.devices.weights(), tile.devices.read_variance()
+    kw = tile_kwargs(tile.tile, tile.w_max, tile.read_noise, transpose)
+    src = {} if not tile.read_noise else ({"rng": tile.rng} if key is None else {"key": key})
+    out = None
+    for i, (a, b) in enumerate(tile.col_blocks if transpose else tile.row_blocks):
+        if transpose:
+            part = fused_mvm(x[:, a:b], w[a:b, :], var[a:b, :], block=i, work=work, **src, **kw)
+        else:
+            part = fused_mvm(x[:, a:b], w[:, a:b], var[:, a:b], block=i, work=work, **src, **kw)
+        out = part if out is None else out + part
+    return out
