@@ -47,7 +47,7 @@ def _data(n: int = 2048) -> Dataset:
 
 def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None, from_run=None) -> dict:
     ds = _data()
-    trainers = {m: _trainer(m, ds, backend, pcm_overrides) for m in ("fp32",) + (() if from_run else ("pcm",))}
+    trainers = {m: _trainer(m, ds, backend, pcm_overrides) for m in ("fp32",) + (() if from_run else ("pcm", "pcm_fused"))}
     if from_run:
         trainers["pcm"] = run_trainer(from_run, ds, backend, ARCH)
     batch = trainers["fp32"].cfg.train.batch_size
@@ -56,6 +56,7 @@ def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None, from_
     per_epoch = {m: best[m] / (BATCHES * batch) * EPOCH_IMAGES for m in trainers}
     return {"backend": backend, "dataset": ds.name, "batch_size": batch, "seconds_per_epoch": per_epoch,
             "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"],
+            **({"pcm_fused_over_fp32": per_epoch["pcm_fused"] / per_epoch["fp32"]} if "pcm_fused" in per_epoch else {}),
             "pcm_from": {"run": str(from_run), "epoch": trainers["pcm"].epoch} if from_run else "configs/cnn_cifar10_pcm.toml"}
 
 
@@ -110,7 +111,9 @@ def table(res: dict) -> str:
     e = res["epoch"]
     lines = [f"  CNN epoch (50,000 images, batch {e['batch_size']}, {e['dataset']}, backend {e['backend']}):",
              f"    fp32 {e['seconds_per_epoch']['fp32']:.0f} s   pcm {e['seconds_per_epoch']['pcm']:.0f} s   "
-             f"pcm / fp32 = {e['pcm_over_fp32']:.2f}x"]
+             f"pcm / fp32 = {e['pcm_over_fp32']:.2f}x (reference engine)"]
+    if "pcm_fused_over_fp32" in e:
+        lines.append(f"    fused engine: pcm {e['seconds_per_epoch']['pcm_fused']:.0f} s = {e['pcm_fused_over_fp32']:.2f}x fp32")
     if isinstance(e.get("pcm_from"), dict):
         lines.append(f"    pcm: {e['pcm_from']['run']} at its checkpoint of epoch {e['pcm_from']['epoch']}")
     if "conv" not in res:

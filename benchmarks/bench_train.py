@@ -31,8 +31,9 @@ def _data() -> Dataset:
         return Dataset("random-mnist-shape", x, y, x[:1000], y[:1000], source="random")
 
 
-def _trainer(mode: str, dpu: str, ds: Dataset, batch: int, backend: str):
-    cfg = config_from_dict({"train": {"batch_size": batch, "lr": 0.1}, "synapse": {"mode": mode, "dpu": dpu}})
+def _trainer(mode: str, dpu: str, ds: Dataset, batch: int, backend: str, engine: str = "reference"):
+    cfg = config_from_dict({"train": {"batch_size": batch, "lr": 0.1}, "synapse": {"mode": mode, "dpu": dpu},
+                            "tile": {"engine": engine}})
     be = make_backend(backend, 0)
     return Trainer(cfg, ds, be, out_dir=".", progress=False)
 
@@ -72,8 +73,9 @@ def table(res: dict) -> str:
     for key in ("batch_10", "batch_100"):
         r = res[key]
         for mode, sec in r["seconds_per_epoch"].items():
-            lines.append(f"  {r['batch_size']:5d}  {mode:12s}  {sec:8.1f}")
-        lines.append(f"  {r['batch_size']:5d}  pcm / fp32 = {r['pcm_over_fp32']:.2f}x"
+            lines.append(f"  {r['batch_size']:5d}  {mode:18s}  {sec:8.1f}")
+        lines.append(f"  {r['batch_size']:5d}  pcm / fp32 = {r['pcm_over_fp32']:.2f}x (reference), "
+                     f"{r['pcm_fused_over_fp32']:.2f}x (fused)"
                      + (f";  pcm rtl / golden = {r['pcm_rtl_over_golden']:.2f}x" if "pcm_rtl_over_golden" in r else ""))
     lines.append(f"  (backend {res['batch_10']['backend']}, data {res['batch_10']['dataset']})")
     return "\n".join(lines)
@@ -81,24 +83,25 @@ def table(res: dict) -> str:
 
 def run_batch(backend: str = "numpy", batch: int = 10, batches: int = BATCHES, with_rtl: bool = True) -> dict:
     ds = _data()
-    modes = [("fp32", "golden"), ("pcm", "golden")]
+    modes = [("fp32", "golden"), ("pcm", "golden"), ("pcm", "golden", "fused")]
     if with_rtl:
         try:
             _trainer("pcm", "rtl", ds, batch, backend)
             modes.append(("pcm", "rtl"))
         except Exception as exc:  # verilator missing: report, do not fail the whole bench
             print(f"bench_train: RTL DPU unavailable ({exc})")
-    trainers = {m: _trainer(m[0], m[1], ds, batch, backend) for m in modes}
+    trainers = {m: _trainer(m[0], m[1], ds, batch, backend, *m[2:]) for m in modes}
     for m, tr in trainers.items():       # warm-up (allocations, first Verilator call)
         _time(tr, 20, batch)
     best = {m: float("inf") for m in modes}
     for _ in range(REPEATS):
         for m, tr in trainers.items():
             best[m] = min(best[m], _time(tr, batches, batch))
-    per_epoch = {f"{m[0]}/{m[1]}": best[m] / (batches * batch) * EPOCH_IMAGES for m in modes}
+    per_epoch = {"/".join(m): best[m] / (batches * batch) * EPOCH_IMAGES for m in modes}
     out = {"backend": backend, "batch_size": batch, "dataset": ds.name, "batches_timed": batches,
            "seconds_per_epoch": per_epoch,
-           "pcm_over_fp32": per_epoch["pcm/golden"] / per_epoch["fp32/golden"]}
+           "pcm_over_fp32": per_epoch["pcm/golden"] / per_epoch["fp32/golden"],
+           "pcm_fused_over_fp32": per_epoch["pcm/golden/fused"] / per_epoch["fp32/golden"]}
     if ("pcm", "rtl") in best:
         out["pcm_rtl_over_golden"] = per_epoch["pcm/rtl"] / per_epoch["pcm/golden"]
     return out

@@ -25,6 +25,8 @@ def config_trainer(config: str, ds, backend: str, overrides: dict | None = None)
 
 
 ZIGGURAT = {"tile": {"noise_sampler": "ziggurat"}}   # the PCM config with the ziggurat read noise
+FUSED = {"tile": {"engine": "fused"}}                # the PCM config on the fused engine (gpu_model/engines.py)
+PCM_MODES = ("pcm", "pcm_fused")                     # the PCM config on each engine, timed side by side
 
 
 def run_config(run_dir):
@@ -62,9 +64,13 @@ def merge_overrides(a: dict | None, b: dict | None) -> dict:
 
 def mode_trainer(prefix: str, mode: str, ds, backend: str, pcm_overrides: dict | None = None) -> Trainer:
     """A trainer for ``configs/<prefix>_<mode>.toml``. ``pcm_overrides`` apply to the PCM config;
-    mode ``"pcm_ziggurat"`` is the PCM config with them and the ziggurat read noise."""
+    mode ``"pcm_ziggurat"`` is the PCM config with them and the ziggurat read noise, ``"pcm_fused"``
+    the PCM config with them on the fused engine (``tile.engine = "fused"``; "pcm" is the engine
+    the config names, the reference one in every committed config)."""
     if mode == "pcm_ziggurat":
         return config_trainer(f"{prefix}_pcm", ds, backend, merge_overrides(pcm_overrides, ZIGGURAT))
+    if mode == "pcm_fused":
+        return config_trainer(f"{prefix}_pcm", ds, backend, merge_overrides(pcm_overrides, FUSED))
     return config_trainer(f"{prefix}_{mode}", ds, backend, pcm_overrides if mode == "pcm" else None)
 
 
