@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .backend import Backend
-from .presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS, PCMPreset
+from .presets import PCMPreset
 
 FLOAT = "float32"   # conductances: float32 is ample against µS-scale noise, and halves GPU traffic
 VERIFY_BLOCK_ELEMENTS = 4_000_000   # engineering choice: attempts per program-and-verify block on a GPU
@@ -123,19 +123,11 @@ class PCMArray:
         construction, later calls are no-ops.
         """
         p, xp = self.preset, self.xp
-        if p.drift_model == "constant" and getattr(self, "_nu_fixed", False):
+        drift = p.drift                                     # gpu_model/device_models.py
+        if not drift.nu_depends_on_g and getattr(self, "_nu_fixed", False):
             return
         z = self.z_nu[idx]
-        if p.drift_model == "constant":
-            nu = p.nu_mean + p.nu_std * z
-        else:  # Joshi 2020: nu ~ N(mu_nu(g), sigma_nu(g)), g = G / g_max
-            g = xp.maximum(self.g_prog[idx] / p.g_max, 1e-6)
-            lg = xp.log(g)
-            a, b, lo, hi = JOSHI_NU_MU
-            mu = xp.clip(a * lg + b, lo, hi)
-            a, b, lo, hi = JOSHI_NU_SIGMA
-            sd = xp.clip(a * lg + b, lo, hi)
-            nu = mu + sd * z
+        nu = drift.nu(p, z, None if not drift.nu_depends_on_g else self.g_prog[idx], xp)
         self.nu[idx] = xp.maximum(nu, 0.0).astype(FLOAT)
         self.nu_changed()
 
@@ -275,29 +267,20 @@ class PCMArray:
     def conductance_at(self, t: float, idx=None):
         """Noise-free conductance (µS) at time ``t`` including drift."""
         g = self.g_prog if idx is None else self.g_prog[idx]
-        if self.preset.ideal or (self.preset.drift_model == "constant" and self.preset.nu_mean == 0
-                                 and self.preset.nu_std == 0) or self.undrifted(t):
+        if self.preset.drift_free or self.undrifted(t):
             # undrifted: g * 1 = g exactly; a gather (integer or bool index array) is a fresh array
             return g if getattr(idx, "ndim", 0) >= 1 else g.copy()
         return g * self.drift_factor(t, idx)
 
     def read_sigma(self, g_now, t: float, idx=None):
         """Std (µS) of one read of devices whose drifted conductance is ``g_now``."""
-        p, xp = self.preset, self.xp
-        if p.read_noise_model == "none":
-            return xp.zeros_like(g_now)
-        if p.read_noise_model == "affine":
-            return p.read_sigma_slope * g_now + p.read_sigma_offset
-        # Joshi 2020 1/f: sigma = G_drift * Q_s(G_prog/g_max) * sqrt(ln((t + t_read)/(2 t_read))),
-        # t = time since programming
-        # Q_s depends on the programmed (target) conductance, as in Joshi 2020 / aihwkit
-        tp = self.t_prog if idx is None else self.t_prog[idx]
-        g_p = self.g_prog if idx is None else self.g_prog[idx]
-        dt = xp.maximum(t - tp, p.t_read).astype(FLOAT)
-        g = xp.maximum(g_p / p.g_max, 1e-6)
-        c, e, qmax = JOSHI_QS
-        qs = xp.minimum(c / g ** e, qmax)
-        return g_now * qs * xp.sqrt(xp.log((dt + p.t_read) / (2 * p.t_read)))
+        p = self.preset
+        model = p.read_noise                                # gpu_model/device_models.py
+        tp = gp = None
+        if model.time_dependent:                            # the 1/f model reads the programming state
+            tp = self.t_prog if idx is None else self.t_prog[idx]
+            gp = self.g_prog if idx is None else self.g_prog[idx]
+        return model.sigma(p, g_now, t, tp, gp, self.xp)
 
     def read(self, t: float, idx=None):
         """One noisy read (µS) at time ``t``: drift plus fresh read noise."""
@@ -322,16 +305,15 @@ class PCMArray:
         if n == 0:
             return stats
         target = xp.clip(target.astype(FLOAT), p.g_min, p.g_max)
-        if p.prog_noise_model == "none":
+        prog = p.programming                                # gpu_model/device_models.py
+        if prog.exact:
             self.g_prog[idx] = target
             if p.ideal:
                 stats.pulses = int(xp.ceil((target - p.g_min) / p.ideal_step).sum())
             else:
                 stats.pulses = n
-        elif p.prog_noise_model == "joshi":
-            g = target / p.g_max
-            c2, c1, c0 = JOSHI_PROG
-            sd = xp.maximum(c2 * g * g + c1 * g + c0, 0.0)
+        elif not prog.verified:                            # one attempt of a post-verify spread (Joshi 2020)
+            sd = prog.sigma(p, target, xp)
             self.g_prog[idx] = xp.clip(target + sd * self.rng.standard_normal(n, dtype=FLOAT), p.g_min, p.g_max)
             stats.pulses, stats.verify_reads = n, n
         elif self.blocked_verify:
@@ -363,7 +345,7 @@ class PCMArray:
         # History term left by the SET pulses that reached the target: the mean SET trajectory from
         # RESET tells how many pulses k that took (k = first pulse whose mean G reaches the target;
         # all pulses of the trajectory when the target lies above its saturation), P = P_k.
-        if p.ideal or p.prog_noise_model == "none":
+        if p.ideal or not prog.leaves_history:
             self.hist[idx] = 0.0
         else:
             traj_g, traj_p = self._trajectory

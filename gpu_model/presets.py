@@ -14,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .device_models import (DRIFT_MODELS, JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG,  # noqa: F401 (re-exported)
+                            JOSHI_QS, PROGRAMMING_MODELS, READ_NOISE_MODELS)
 from .sampling import NOISE_SAMPLERS
 
 
@@ -100,6 +102,27 @@ class PCMPreset:
             ps.append(p)
         return gs, ps
 
+    # --- the model objects (gpu_model/device_models.py) behind the names ---------------------------
+    @property
+    def drift(self):
+        """The drift model object named by ``drift_model``."""
+        return DRIFT_MODELS[self.drift_model]
+
+    @property
+    def read_noise(self):
+        """The read-noise model object named by ``read_noise_model``."""
+        return READ_NOISE_MODELS[self.read_noise_model]
+
+    @property
+    def programming(self):
+        """The programming (program-and-verify) model object named by ``prog_noise_model``."""
+        return PROGRAMMING_MODELS[self.prog_noise_model]
+
+    @property
+    def drift_free(self) -> bool:
+        """True when no device of this model can drift (ideal devices, or every nu is 0)."""
+        return self.ideal or self.drift.drift_free(self)
+
     def with_overrides(self, **kw: Any) -> "PCMPreset":
         unknown = set(kw) - {f.name for f in fields(self)}
         if unknown:
@@ -117,14 +140,14 @@ def validate_pcm_preset(p: PCMPreset) -> None:
     need(p.reset_std >= 0, f"reset_std must be >= 0, got {p.reset_std}")
     need(p.history_tau_pulses > 0, f"history_tau_pulses must be > 0, got {p.history_tau_pulses}")
     need(p.step_d2d_std >= 0, f"step_d2d_std must be >= 0, got {p.step_d2d_std}")
-    need(p.drift_model in ("constant", "joshi"), f"drift_model must be 'constant' or 'joshi', got {p.drift_model!r}")
+    need(p.drift_model in DRIFT_MODELS, f"drift_model must be one of {', '.join(DRIFT_MODELS)}, got {p.drift_model!r}")
     need(p.drift_t0 > 0, f"drift_t0 must be > 0 s, got {p.drift_t0}")
     need(p.nu_std >= 0, f"nu_std must be >= 0, got {p.nu_std}")
-    need(p.read_noise_model in ("affine", "joshi_1f", "none"),
-         f"read_noise_model must be 'affine', 'joshi_1f' or 'none', got {p.read_noise_model!r}")
+    need(p.read_noise_model in READ_NOISE_MODELS,
+         f"read_noise_model must be one of {', '.join(READ_NOISE_MODELS)}, got {p.read_noise_model!r}")
     need(p.t_read > 0, f"t_read must be > 0 s, got {p.t_read}")
-    need(p.prog_noise_model in ("jap", "joshi", "none"),
-         f"prog_noise_model must be 'jap', 'joshi' or 'none', got {p.prog_noise_model!r}")
+    need(p.prog_noise_model in PROGRAMMING_MODELS,
+         f"prog_noise_model must be one of {', '.join(PROGRAMMING_MODELS)}, got {p.prog_noise_model!r}")
     need(p.prog_residual_std >= 0, f"prog_residual_std must be >= 0, got {p.prog_residual_std}")
     need(p.prog_verify_max_pulses >= 1, f"prog_verify_max_pulses must be >= 1, got {p.prog_verify_max_pulses}")
     if p.ideal:
@@ -221,11 +244,6 @@ IDEAL = PCMPreset(
     ideal_step=0.75,           # µS per pulse; engineering choice (RESEARCH_NOTES eps 0.75 µS)
 )
 
-# Joshi 2020 polynomial / clip constants (Methods), used by the "joshi" models in devices.py.
-JOSHI_NU_MU = (-0.0155, 0.0244, 0.049, 0.1)       # mu_nu = clip(-0.0155 ln g + 0.0244, 0.049, 0.1)
-JOSHI_NU_SIGMA = (-0.0125, -0.0059, 0.008, 0.045) # sigma_nu = clip(-0.0125 ln g - 0.0059, 0.008, 0.045)
-JOSHI_QS = (0.0088, 0.65, 0.2)                    # Q_s = min(0.0088 / g^0.65, 0.2)
-JOSHI_PROG = (-1.1731, 1.9650, 0.2635)            # sigma_prog = max(c2 g^2 + c1 g + c0, 0) µS
 
 PCM_PRESETS: dict[str, PCMPreset] = {p.name: p for p in (JAP2018, JOSHI2020, IDEAL)}
 

@@ -111,7 +111,7 @@ class DifferentialSynapses:
     # --- cache of drifted weights and read-noise variance ---------------------------------------
     def _drift_free(self) -> bool:
         p = self.preset
-        return p.ideal or (p.drift_model == "constant" and p.nu_mean == 0 and p.nu_std == 0)
+        return p.drift_free
 
     def _recompute(self, idx=None):
         """Recompute cached W and Var[W read] (weight units) for flat ``idx`` (None: all)."""
@@ -177,15 +177,15 @@ class DifferentialSynapses:
         if self._w is None or force:
             self._recompute()
             return
-        if self._cache_t == self.t or self._drift_free() and self.preset.read_noise_model != "joshi_1f":
+        if self._cache_t == self.t or self._drift_free() and not self.preset.read_noise.time_dependent:
             return
         dt = self.t - self._cache_t
         nu_max = max(self.gp.nu_max(), self.gm.nu_max())
-        if nu_max == 0 and self.preset.read_noise_model != "joshi_1f":
+        if nu_max == 0 and not self.preset.read_noise.time_dependent:
             return
         change = (1.0 + dt / self.preset.drift_t0) ** nu_max - 1.0
-        if change > self.drift_cache_rtol or self.preset.read_noise_model == "joshi_1f" and change > 0:
-            if self.preset.read_noise_model != "joshi_1f" and self.gp.undrifted(self.t) and self.gm.undrifted(self.t):
+        if change > self.drift_cache_rtol or self.preset.read_noise.time_dependent and change > 0:
+            if not self.preset.read_noise.time_dependent and self.gp.undrifted(self.t) and self.gm.undrifted(self.t):
                 # no device past t0 yet: every drift factor is still exactly 1, so a recompute would
                 # give back the cached values; only its time stamp moves (same schedule as recomputing)
                 self._cache_t = self.t

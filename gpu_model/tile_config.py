@@ -95,7 +95,7 @@ class TileConfig:
     @property
     def read_noise(self) -> bool:
         """Read noise is drawn only where the switch is on and the device model has any."""
-        return self.synapse.read_noise and self.device.read_noise_model != "none"
+        return self.synapse.read_noise and not self.device.read_noise.silent
 
     def with_synapse(self, **kw) -> "TileConfig":
         """This config with some synapse fields replaced (validated again)."""
