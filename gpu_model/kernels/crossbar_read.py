@@ -163,7 +163,8 @@ def fused_mvm(x, w, var, *, transpose: bool, dac_levels: int, dac_scaling: str, 
     """
     if dac_scaling not in DAC_SCALINGS:
         raise ValueError(f"dac_scaling must be one of {DAC_SCALINGS}, got {dac_scaling!r}")
-    x = np.ascontiguousarray(x, dtype=FLOAT)
+    if not (isinstance(x, np.ndarray) and x.dtype == FLOAT):
+        x = np.asarray(x, dtype=FLOAT)               # a column slice (a tile block) stays a view
     B, K = x.shape
     wt = w if transpose else w.T                     # (K, N) views: BLAS reads either layout
     if wt.shape[0] != K:
