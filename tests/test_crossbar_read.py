@@ -31,6 +31,12 @@ def fused_read(m, x, transpose=False, key_step=None, work=None):
     return tile_read(m, x, transpose, key=key, work=work)
 
 
+def assert_identical(a, b):
+    """Same bits (signed zeros included)."""
+    np.testing.assert_array_equal(a, b)
+    assert a.dtype == b.dtype and np.array_equal(np.signbit(a), np.signbit(b))
+
+
 def clone_rng(rng):
     g = np.random.Generator(type(rng.bit_generator)())
     g.bit_generator.state = rng.bit_generator.state
@@ -57,8 +63,8 @@ def test_no_read_noise_bit_identical(tile, shape):
     x = rng.normal(0, 1.5, (B, K)).astype(np.float32)
     x[0, :] = 0.0                                                   # an all-zero vector (scale 1)
     d = rng.normal(0, 0.3, (B, N)).astype(np.float32)
-    np.testing.assert_array_equal(fused_read(m, x), m.forward(x))
-    np.testing.assert_array_equal(fused_read(m, d, transpose=True), m.backward(d))
+    assert_identical(fused_read(m, x), m.forward(x))
+    assert_identical(fused_read(m, d, transpose=True), m.backward(d))
 
 
 @pytest.mark.parametrize("tile", TILES[:3] + [TilePreset(noise_sampler="box_muller", max_rows=16)])
@@ -73,8 +79,8 @@ def test_tile_normals_bit_identical(tile):
     ref_f, ref_b = m.forward(x), m.backward(d)
     m.rng = saved
     work = ReadWork()
-    np.testing.assert_array_equal(fused_read(m, x, work=work), ref_f)
-    np.testing.assert_array_equal(fused_read(m, d, transpose=True, work=work), ref_b)
+    assert_identical(fused_read(m, x, work=work), ref_f)
+    assert_identical(fused_read(m, d, transpose=True, work=work), ref_b)
 
 
 def test_noise_argument_bit_identical_and_errors():
@@ -90,7 +96,7 @@ def test_noise_argument_bit_identical_and_errors():
             return z.copy()
 
     m.rng = Fixed()
-    np.testing.assert_array_equal(fused_mvm(x, w, var, noise=z, **kw), m.forward(x))
+    assert_identical(fused_mvm(x, w, var, noise=z, **kw), m.forward(x))
     with pytest.raises(ValueError, match="exactly one"):
         fused_mvm(x, w, var, **kw)
     with pytest.raises(ValueError, match="exactly one"):

@@ -38,9 +38,11 @@ def both(fn):
 
 
 def assert_identical(a, b, what=""):
+    """Same dtype, shape and bits (signed zeros included)."""
     a, b = to_host(a), to_host(b)
     assert a.dtype == b.dtype and a.shape == b.shape, what
     np.testing.assert_array_equal(a, b, err_msg=what)
+    assert np.array_equal(np.signbit(a), np.signbit(b)), f"{what}: signed zeros differ"
 
 
 CONV_SHAPES = [  # (B, H, W, C, k, stride, pad): odd sizes, strides, paddings, 1x1 and 5x5 kernels
@@ -109,7 +111,6 @@ def test_relu_backward_bit_identical():
     (yr, gr), (yf, gf) = both(run)
     assert_identical(yr, yf, "relu forward")
     assert_identical(gr, gf, "relu backward")
-    assert np.array_equal(np.signbit(to_host(gr)), np.signbit(to_host(gf)))   # signed zeros too
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

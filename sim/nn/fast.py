@@ -145,8 +145,8 @@ def maxpool_bwd(x, y, d, k, g):
                         for c in range(C):
                             if x[b, ho * k + i, wo * k + j, c] == y[b, ho, wo, c]:
                                 g[b, ho * k + i, wo * k + j, c] = share[c]
-                            else:
-                                g[b, ho * k + i, wo * k + j, c] = zero
+                            else:                 # 0 * share: the reference's mask * share, signed zero
+                                g[b, ho * k + i, wo * k + j, c] = zero * share[c]
 
 
 @njit(cache=True)
