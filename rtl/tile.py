@@ -25,11 +25,15 @@ Blocks (R x C tile, batch B, L lanes, P taps):
   forwarding logic. The host port (``chi_wr``, ``chi_rd_addr`` -> ``chi_rd``) is served only
   while the engine is idle (ready low otherwise), and a pending host request holds off the start
   of a batch.
+* **Timing choices**: the engine's issue credit is registered (computed a cycle early with a
+  margin of one entry), and the x / delta memories read every cycle (no enable fan-out).
 * **Lanes**: the :class:`~rtl.unit.DPUUnit` with ``rand`` from ``rand_gens`` on-chip xorshift32
   generators (stepped once per beat entering the lanes).
 * **Event serialiser**: of every beat leaving the lanes, the synapses with a non-zero pulse count
   leave on ``events`` as (row, col, count, neg), lowest column first (raster order overall),
-  one per clock with back-pressure; a beat without events takes no cycle there.
+  one per clock with back-pressure; a beat without events takes no cycle there. Beats with
+  events wait in a ``EVQ_DEPTH``-deep FIFO first, whose registered ``w_rdy`` is the lanes'
+  ``o.ready`` (the lanes' stall does not depend combinationally on ``events.ready``).
 
 Engine pipeline (one group's last read issued in cycle 0):
 
@@ -45,7 +49,7 @@ Engine pipeline (one group's last read issued in cycle 0):
 ====  ======================================================================================
 
 Latency from a group's last read (E0) to its first event: ``FRONT_LATENCY`` (7) + 1 (FIFO) +
-``rtl.unit.LATENCY`` (5) + 1 (serialiser) = 14 cycles (:data:`EVENT_LATENCY`).
+``rtl.unit.LATENCY`` (5) + 1 (event FIFO) + 1 (serialiser) = 15 cycles (:data:`EVENT_LATENCY`).
 Throughput: one group (L synapse-updates) every ``B/P`` cycles, i.e. ``L*P/B`` synapse-updates
 per clock (8 with the shipped spec), while the event stream keeps up (a beat with k events
 occupies the serialiser k cycles; back-pressure on ``events`` stalls the lanes, then the engine
@@ -70,7 +74,8 @@ from .unit import LATENCY as LANE_LATENCY
 from .unit import DPUUnit
 
 FRONT_LATENCY = 7                        # stages E1..E7
-EVENT_LATENCY = FRONT_LATENCY + 1 + LANE_LATENCY + 1
+EVQ_DEPTH = 4                            # engineering choice: beats with events queued before the serialiser
+EVENT_LATENCY = FRONT_LATENCY + 1 + LANE_LATENCY + 1 + 1   # + FIFO, lanes, event FIFO, serialiser
 DRAIN = EVENT_LATENCY + 2                # cycles from the last read to idle (no back-pressure)
 
 
@@ -143,7 +148,7 @@ class TileUnit(wiring.Component):
     * ``scale``: ``In(scale_bits)``; ``seed``: ``In(32)``; ``seed_load``, ``clear``: ``In(1)``
     * ``status``: ``Out(STATUS_LAYOUT)``; ``info``: ``Out(TILE_INFO_LAYOUT)`` (constant)
 
-    Latency: :data:`EVENT_LATENCY` = 14 cycles from a group's last read to its first event.
+    Latency: :data:`EVENT_LATENCY` = 15 cycles from a group's last read to its first event.
     Throughput: ``L*P/B`` synapse-updates per clock (8 with the shipped spec) plus :data:`DRAIN`
     cycles per mini-batch, while ``events`` keeps up.
     """
@@ -270,7 +275,10 @@ class TileUnit(wiring.Component):
         xbase, dbase = Signal(ubits(XHALF)), Signal(ubits(DHALF))
         waddr = Signal(aw)
         inflight = Signal(range(ts.fifo_depth + 1))
-        credit_ok = (inflight + q.w_level) < ts.fifo_depth
+        # registered credit (timing): inflight + level grows by at most 1 per cycle (one issue),
+        # so "room for one more" computed a cycle early with a margin of 1 is still true now
+        credit_ok = Signal()
+        m.d.sync += credit_ok.eq((inflight + q.w_level + 1) < ts.fifo_depth)
         issue = Signal()
         push = Signal()
         host_active = Signal()
@@ -317,8 +325,8 @@ class TileUnit(wiring.Component):
         xaddr = Mux(rb, XHALF, 0) + xbase + g
         daddr = Mux(rb, DHALF, 0) + dbase + r_hi
         for k in range(P):
-            m.d.comb += [xr[k].addr.eq(xaddr), dr[k].addr.eq(daddr), xr[k].en.eq(issue),
-                         dr[k].en.eq(issue)]
+            # read every cycle (data used only when valid): no enable fan-out from `issue`
+            m.d.comb += [xr[k].addr.eq(xaddr), dr[k].addr.eq(daddr)]
 
         def stage(name, shape=1, reset_less=True):
             return Signal(shape, name=name, reset_less=reset_less)
@@ -431,9 +439,24 @@ class TileUnit(wiring.Component):
 
         # ---------------------------------------------------------------- write-back + events
         lo = lanes.o
+        # beats with events wait in a small FIFO (its w_rdy is a registered compare, so the lanes'
+        # stall does not hang on the event port's ready); the serialiser emits one event a clock
+        pbits = ch.pulse_bits
+        evq = fifo.SyncFIFO(width=L * (pbits + 1) + rbits + gbits, depth=EVQ_DEPTH)
+        m.submodules.evq = evq
+        t_addr, t_r, t_g = tagq.r_data[:aw], tagq.r_data[aw:aw + rbits], tagq.r_data[aw + rbits:]
+        nz = Cat(*[lo.payload[n].pulses != 0 for n in range(L)])
+        m.d.comb += lo.ready.eq(evq.w_rdy)
+        out_accept = lo.valid & lo.ready
+        m.d.comb += [
+            tagq.r_en.eq(out_accept),
+            evq.w_en.eq(out_accept & nz.any()),
+            evq.w_data.eq(Cat(*[lo.payload[n].pulses for n in range(L)],
+                              *[lo.payload[n].neg for n in range(L)], t_r, t_g)),
+        ]
         hold = Signal()
         h_mask = Signal(L)
-        h_p = [Signal(ch.pulse_bits, name=f"h_p{n}", reset_less=True) for n in range(L)]
+        h_p = Signal(L * pbits, reset_less=True)
         h_neg = Signal(L, reset_less=True)
         h_r = Signal(rbits, reset_less=True)
         h_g = Signal(gbits, reset_less=True)
@@ -449,22 +472,22 @@ class TileUnit(wiring.Component):
             ev.valid.eq(hold),
             ev.payload.row.eq(h_r),
             ev.payload.col.eq(h_g * L + sel),
-            ev.payload.count.eq(Cat(*h_p).word_select(sel, ch.pulse_bits)),
+            ev.payload.count.eq(h_p.word_select(sel, pbits)),
             ev.payload.neg.eq(h_neg.bit_select(sel, 1)),
         ]
-        m.d.comb += lo.ready.eq(~hold | (ev.ready & single))
-        out_accept = lo.valid & lo.ready
-        t_addr, t_r, t_g = tagq.r_data[:aw], tagq.r_data[aw:aw + rbits], tagq.r_data[aw + rbits:]
-        m.d.comb += tagq.r_en.eq(out_accept)
-        nz = Cat(*[lo.payload[n].pulses != 0 for n in range(L)])
+        load = evq.r_rdy & (~hold | (ev.ready & single))
+        m.d.comb += evq.r_en.eq(load)
+        q_p = evq.r_data[:L * pbits]
+        q_neg = evq.r_data[L * pbits:L * (pbits + 1)]
+        q_r = evq.r_data[L * (pbits + 1):L * (pbits + 1) + rbits]
+        q_g = evq.r_data[L * (pbits + 1) + rbits:]
         with m.If(ev.valid & ev.ready):
             m.d.sync += h_mask.eq(h_mask & ~(Const(1, L) << sel))
             with m.If(single):
                 m.d.sync += hold.eq(0)
-        with m.If(out_accept):
-            m.d.sync += [h_mask.eq(nz), hold.eq(nz.any()), h_r.eq(t_r), h_g.eq(t_g),
-                         h_neg.eq(Cat(*[lo.payload[n].neg for n in range(L)]))]
-            m.d.sync += [h_p[n].eq(lo.payload[n].pulses) for n in range(L)]
+        with m.If(load):
+            m.d.sync += [h_mask.eq(Cat(*[q_p[n * pbits:(n + 1) * pbits] != 0 for n in range(L)])),
+                         hold.eq(1), h_p.eq(q_p), h_neg.eq(q_neg), h_r.eq(q_r), h_g.eq(q_g)]
 
         # chi write port: engine write-back while busy, else the host
         chi_out = Cat(*[lo.payload[n].chi for n in range(L)])
@@ -490,7 +513,7 @@ class TileUnit(wiring.Component):
             m.d.sync += rd_pending.eq(0)
 
         # drained: nothing of this batch left anywhere
-        m.d.comb += drained.eq((inflight == 0) & ~q.r_rdy & ~tagq.r_rdy & ~hold & ~v[1]
+        m.d.comb += drained.eq((inflight == 0) & ~q.r_rdy & ~tagq.r_rdy & ~evq.r_rdy & ~hold & ~v[1]
                                & ~v[5] & ~v[6] & ~v[7] & ~issue)
 
         # ---------------------------------------------------------------- counters / status
