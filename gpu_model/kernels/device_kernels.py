@@ -24,6 +24,7 @@ from numba import njit, prange
 
 from ..presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS
 from .keyed_rng import normal_nb
+from .intrinsics import prefetch1, prefetch2, unmanaged
 
 # --- model codes (M[M_DRIFT], M[M_READ], M[M_PROG]) ------------------------------------------------
 DRIFT_CODES = {"constant": 0, "joshi": 1}
@@ -87,6 +88,13 @@ NU_SD_A, NU_SD_B, NU_SD_LO, NU_SD_HI = JOSHI_NU_SIGMA
 QS_C, QS_E, QS_MAX = JOSHI_QS
 PROG_C2, PROG_C1, PROG_C0 = JOSHI_PROG
 G_NORM_FLOOR = 1e-6  # floor of G/g_max before its log / power (as gpu_model/devices.py)
+
+
+@njit(cache=True, inline="always")
+def unmanaged_dev(dev):
+    """The device-field tuple as unmanaged views (intrinsics.unmanaged: no reference counting)."""
+    return (unmanaged(dev[0]), unmanaged(dev[1]), unmanaged(dev[2]), unmanaged(dev[3]), unmanaged(dev[4]),
+            unmanaged(dev[5]), unmanaged(dev[6]), unmanaged(dev[7]))
 
 
 # --- one device ------------------------------------------------------------------------------------
@@ -358,16 +366,46 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
     out_meas[i] = meas
 
 
+@njit(cache=True, inline="always")
+def prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv):
+    """Prefetch what item i + lookahead will touch: its cache entries and arbiter (N > 1), and the
+    record of its pulsed device (N > 1: the arbiter's pick, prefetched one lookahead earlier, is
+    read here) or its pair (N = 1)."""
+    n = idx.shape[0]
+    j = i + lookahead
+    if j < n:
+        s = idx[j]
+        prefetch1(cw, s)
+        prefetch1(cv, s)
+        n_dev = M[M_N]
+        if n_dev == 1:
+            prefetch2(dev[0], s, 0)
+            prefetch2(dev[0], s, 1)
+        else:
+            k = arb[s]
+            prefetch2(dev[0], s, k if counts[j] > 0 else n_dev + k)
+    j2 = j + lookahead
+    if M[M_N] > 1 and j2 < n:
+        prefetch1(arb, idx[j2])
+
+
 @njit(cache=True)
-def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv):
+def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv, lookahead):
     """:func:`update_one` over the pulse list, one thread. Returns the per-item outputs
     (refreshed, refresh programming pulses, refresh verify reads, measured change, capped)."""
     n = idx.shape[0]
     out_ref, out_pulses, out_reads = np.empty(n, np.int8), np.empty(n, np.int64), np.empty(n, np.int64)
     out_meas, out_capped = np.empty(n, np.float32), np.empty(n, np.bool_)
+    u_ref, u_pulses, u_reads, u_meas, u_capped = (unmanaged(out_ref), unmanaged(out_pulses), unmanaged(out_reads),
+                                                  unmanaged(out_meas), unmanaged(out_capped))
+    idx, counts, keys, arb, P, M = unmanaged(idx), unmanaged(counts), unmanaged(keys), unmanaged(arb), unmanaged(P), unmanaged(M)
+    traj_g, traj_p, cw, cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
+    dev = unmanaged_dev(dev)
     for i in range(n):
+        if lookahead > 0:
+            prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv)
         update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                   out_ref, out_pulses, out_reads, out_meas, out_capped)
+                   u_ref, u_pulses, u_reads, u_meas, u_capped)
     return out_ref, out_pulses, out_reads, out_meas, out_capped
 
 
@@ -382,15 +420,23 @@ def update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M
 
 
 @njit(cache=True, parallel=True)
-def apply_parallel(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv):
+def apply_parallel(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv, lookahead):
     """:func:`apply_serial` on Numba's threads. Deterministic: each item touches only its own
     synapse (idx unique) and draws keyed numbers; counters are per-item outputs summed after."""
     n = idx.shape[0]
     out_ref, out_pulses, out_reads = np.empty(n, np.int8), np.empty(n, np.int64), np.empty(n, np.int64)
     out_meas, out_capped = np.empty(n, np.float32), np.empty(n, np.bool_)
+    u_ref, u_pulses, u_reads, u_meas, u_capped = (unmanaged(out_ref), unmanaged(out_pulses), unmanaged(out_reads),
+                                                  unmanaged(out_meas), unmanaged(out_capped))
+    u_idx, u_counts, u_keys, u_arb, u_P, u_M = (unmanaged(idx), unmanaged(counts), unmanaged(keys), unmanaged(arb),
+                                                unmanaged(P), unmanaged(M))
+    u_tg, u_tp, u_cw, u_cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
+    u_dev = unmanaged_dev(dev)
     for i in prange(n):
-        update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                        out_ref, out_pulses, out_reads, out_meas, out_capped)
+        if lookahead > 0:
+            prefetch_item(i, lookahead, u_idx, u_counts, u_dev, u_arb, u_M, u_cw, u_cv)
+        update_one_call(i, u_idx, u_counts, t, tol, verify, vnoise, u_keys, u_dev, u_arb, u_P, u_M, u_tg, u_tp,
+                        u_cw, u_cv, u_ref, u_pulses, u_reads, u_meas, u_capped)
     return out_ref, out_pulses, out_reads, out_meas, out_capped
 
 
@@ -431,8 +477,9 @@ def resum_synapse_call(s, t, dev, P, M, cw, cv):
 @njit(cache=True, parallel=True)
 def recompute_all(t, dev, P, M, cw, cv):
     """Every synapse's cache entries at t (:func:`resum_synapse`)."""
+    u_dev, u_P, u_M, u_cw, u_cv = unmanaged_dev(dev), unmanaged(P), unmanaged(M), unmanaged(cw), unmanaged(cv)
     for s in prange(cw.shape[0]):
-        resum_synapse_call(s, t, dev, P, M, cw, cv)
+        resum_synapse_call(s, t, u_dev, u_P, u_M, u_cw, u_cv)
 
 
 @njit(cache=True)
@@ -448,8 +495,10 @@ def program_one(s, w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv):
 @njit(cache=True, parallel=True)
 def program_all(w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv, out_pulses, out_reads):
     """Initial programming of every synapse (:func:`program_one`); per-synapse counts out."""
+    u_dev, u_keys, u_P, u_M = unmanaged_dev(dev), unmanaged(keys), unmanaged(P), unmanaged(M)
+    u_tg, u_tp, u_cw, u_cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
     for s in prange(w.shape[0]):
-        p, r = program_one(s, np.float64(w[s]), tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv)
+        p, r = program_one(s, np.float64(w[s]), tol, t, u_keys, u_dev, u_P, u_M, u_tg, u_tp, u_cw, u_cv)
         out_pulses[s] = p
         out_reads[s] = r
 
@@ -469,8 +518,9 @@ def fabricate_one(s, t, k_reset, k_znu, k_mult, dev, P, M):
 @njit(cache=True, parallel=True)
 def fabricate(t, k_reset, k_znu, k_mult, dev, P, M):
     """Construction: z_nu ~ N(0, 1), step_mult = max(1 + d2d z, 0), a RESET (not counted), nu."""
+    u_dev, u_P, u_M = unmanaged_dev(dev), unmanaged(P), unmanaged(M)
     for s in prange(dev[0].shape[0]):
-        fabricate_one(s, t, k_reset, k_znu, k_mult, dev, P, M)
+        fabricate_one(s, t, k_reset, k_znu, k_mult, u_dev, u_P, u_M)
 
 
 @njit(cache=True)
@@ -483,8 +533,9 @@ def drifted_one(s, t, dev, P, M, out):
 @njit(cache=True, parallel=True)
 def drifted_all(t, dev, P, M, out):
     """Drifted conductance G(t) (µS) of every device into ``out`` ([synapse, device])."""
+    u_dev, u_P, u_M, u_out = unmanaged_dev(dev), unmanaged(P), unmanaged(M), unmanaged(out)
     for s in prange(dev[0].shape[0]):
-        drifted_one(s, t, dev, P, M, out)
+        drifted_one(s, t, u_dev, u_P, u_M, u_out)
 
 
 @njit(cache=True)
@@ -504,8 +555,9 @@ def read_one(s, t, key, dev, P, M, out):
 @njit(cache=True, parallel=True)
 def read_all(t, key, dev, P, M, out):
     """One noisy read of every synapse: W = beta sum_d sign_d (G_d(t) + sigma_d z_d) into ``out``."""
+    u_dev, u_P, u_M, u_out = unmanaged_dev(dev), unmanaged(P), unmanaged(M), unmanaged(out)
     for s in prange(dev[0].shape[0]):
-        read_one(s, t, key, dev, P, M, out)
+        read_one(s, t, key, u_dev, u_P, u_M, u_out)
 
 
 @njit(cache=True)

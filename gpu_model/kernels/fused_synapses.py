@@ -53,6 +53,7 @@ DEVICE_RECORD = np.dtype([          # one device; 40 bytes (t_prog 8-byte aligne
 DEVICE_FIELDS = ("g_prog", "hist", "nu", "step_mult", "z_nu", "t_prog", "n_set", "n_reset")  # kernel order
 PARALLEL_MIN_ITEMS = 8192           # engineering choice: pulse lists shorter than this run on one
                                     # thread (a parallel launch costs ~10 µs per call)
+LOOKAHEAD = 8                       # engineering choice: pulse-list items prefetched ahead (0: off)
 UNDRIFTED_MARGIN = 1e-6             # relative margin of the "no device past t0" shortcut (as
                                     # gpu_model/devices.py, PCMArray.undrifted)
 TRAJ_PULSES = 64                    # pulses of the mean SET trajectory (PCMPreset.mean_set_trajectory)
@@ -416,7 +417,7 @@ class FusedSynapses:
         out_ref, out_pulses, out_reads, out_meas, out_capped = kern(
             idx, counts, self.t, tol, bool(verify), bool(verify_read_noise), keys, self._dev,
             self.state.arbiter, self._P, self._M, self._traj_g, self._traj_p, self.state.cache_w,
-            self.state.cache_var)
+            self.state.cache_var, LOOKAHEAD)
         self._programmed_at(self.t)
         n_ref = int(out_ref.sum(dtype=np.int64))
         c = self.counters
