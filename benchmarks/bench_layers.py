@@ -199,14 +199,19 @@ CROSSBAR_SHAPES = [
 CROSSBAR_REPEATS = 7       # best of (each timed call is a few ms at most)
 
 
-def _best_ms(fn, repeats: int = CROSSBAR_REPEATS) -> float:
-    fn()
-    t = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def _interleaved_ms(fns: dict, repeats: int = CROSSBAR_REPEATS) -> dict:
+    """Best milliseconds per entry of ``fns`` ({name: fn()}): after one warm-up call each,
+    ``repeats`` rounds call every fn once in turn (so that machine noise hits a variant and its
+    plain-matmul baseline alike)."""
+    for fn in fns.values():
         fn()
-        t = min(t, time.perf_counter() - t0)
-    return 1e3 * t
+    best = {n: float("inf") for n in fns}
+    for _ in range(repeats):
+        for n, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            best[n] = min(best[n], time.perf_counter() - t0)
+    return {n: 1e3 * t for n, t in best.items()}
 
 
 def crossbar() -> list[dict]:
@@ -240,16 +245,18 @@ def crossbar() -> list[dict]:
             finally:
                 m.read_noise = True
 
-        mm = {"fwd": _best_ms(lambda: x @ w.T), "bwd": _best_ms(lambda: d @ w)}
-        row = {"name": name, "batch": B, "n_in": K, "n_out": N, "tile_blocks": m.n_tiles,
-               "matmul_ms": mm["fwd"], "matmul_bwd_ms": mm["bwd"]}
+        fns = {"matmul_fwd": lambda: x @ w.T, "matmul_bwd": lambda: d @ w}
         for dr, tr in (("fwd", False), ("bwd", True)):
-            t = {"fused": _best_ms(lambda: fused(tr, "rng")), "keyed": _best_ms(lambda: fused(tr, "keyed")),
-                 "ideal": _best_ms(lambda: fused(tr, "ideal")),
-                 "tile": _best_ms(lambda: m.backward(d) if tr else m.forward(x))}
-            for k, v in t.items():
-                row[f"{k}_{dr}_ms"] = v
-                row[f"{k}_{dr}_x"] = v / mm[dr]
+            for noise, name_ in (("rng", "fused"), ("keyed", "keyed"), ("ideal", "ideal")):
+                fns[f"{name_}_{dr}"] = (lambda tr=tr, noise=noise: fused(tr, noise))
+            fns[f"tile_{dr}"] = (lambda tr=tr: m.backward(d) if tr else m.forward(x))
+        t = _interleaved_ms(fns)
+        row = {"name": name, "batch": B, "n_in": K, "n_out": N, "tile_blocks": m.n_tiles,
+               "matmul_ms": t["matmul_fwd"], "matmul_bwd_ms": t["matmul_bwd"]}
+        for k, v in t.items():
+            if not k.startswith("matmul"):
+                row[f"{k}_ms"] = v
+                row[f"{k}_x"] = v / t["matmul_" + k.rsplit("_", 1)[1]]
         out.append(row)
     return out
 
