@@ -5,6 +5,7 @@ import os
 import pickle
 import struct
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -300,3 +301,26 @@ def test_converter_refuses_a_pickle_that_names_code(tmp_path, monkeypatch, capsy
     err = capsys.readouterr().err
     assert "refused posix.system" in err or "refused nt.system" in err
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / CHECKPOINT).exists()
+
+
+def test_a_run_folder_in_use_is_refused(tmp_path, capsys):
+    import subprocess
+    import sys
+    out = tmp_path / "run"
+    assert main(CLI + ["--epochs", "1", "--out", str(out)]) == 0
+    before = (out / CHECKPOINT).read_bytes()
+    holder = subprocess.Popen(      # another process holds the folder, as a running training does
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sim.cli.train import "
+         "lock_run_folder; lock, _ = lock_run_folder(Path(sys.argv[1])); print(lock is not None, flush=True); "
+         "time.sleep(60)", str(out)], stdout=subprocess.PIPE, text=True,
+        cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "True"
+        capsys.readouterr()
+        assert main(CLI + ["--epochs", "2", "--out", str(out), "--resume"]) == 2
+        assert f"run folder {out} is in use by another mcasim train (pid {holder.pid})" in capsys.readouterr().err
+        assert (out / CHECKPOINT).read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(CLI + ["--epochs", "2", "--out", str(out), "--resume"]) == 0

@@ -151,7 +151,45 @@ def _no_config_hint(args) -> str:
     return f" [no committed {args.arch} config for --dataset {args.dataset}; committed: {have}; pass --config]"
 
 
+RUN_LOCK = ".mcasim_train.lock"
+
+
+def lock_run_folder(out: Path):
+    """``(lock, None)``: an exclusive POSIX record lock on the run folder ``out`` for this process,
+    released when ``lock`` is closed or the process ends (SIGKILL included); ``(None, pid)`` where
+    another process holds it. Two processes never train into one folder (e.g. a sweep restarted
+    beside a surviving child); the same process may take it again (in-process ``main`` calls)."""
+    try:
+        import fcntl
+    except ImportError:   # pragma: no cover - not POSIX: no lock
+        return open(os.devnull), None
+    f = open(out / RUN_LOCK, "a+")
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        return None, holder
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f, None
+
+
 def run(args) -> int:
+    try:
+        return _run(args)
+    finally:     # the run folder's lock goes with the command (in-process callers: tests, sweeps)
+        while _HELD_LOCKS:
+            _HELD_LOCKS.pop().close()
+
+
+_HELD_LOCKS: list = []
+
+
+def _run(args) -> int:
     out = Path(args.out)
     try:
         if getattr(args, "config_missing", None):
@@ -185,7 +223,14 @@ def run(args) -> int:
         print(f"mcasim train: error: {exc}", file=sys.stderr)
         return 2
     # bad input is reported above; the run folder is written only from here on
-    if not args.resume and out.exists():
+    out.mkdir(parents=True, exist_ok=True)
+    lock, holder = lock_run_folder(out)
+    if lock is None:
+        print(f"mcasim train: error: run folder {out} is in use by another mcasim train (pid {holder or '?'}); "
+              "wait for it to end", file=sys.stderr)
+        return 2
+    _HELD_LOCKS.append(lock)
+    if not args.resume:
         for name in ("summary.json", "metrics.jsonl", CHECKPOINT, CHECKPOINT_PREV, LEGACY_CHECKPOINT):
             (out / name).unlink(missing_ok=True)      # --overwrite
     out.mkdir(parents=True, exist_ok=True)

@@ -15,7 +15,8 @@ as done without running again, so no trial runs twice to completion.
 
 Fault injection (tests): ``MCASIM_SWEEP_FAULT="TRIAL_ID:EPOCH"`` makes the runner SIGKILL that
 trial's child on its first attempt as soon as epoch EPOCH is in ``metrics.jsonl`` (the child is
-then inside epoch EPOCH+1).
+then inside epoch EPOCH+1). ``MCASIM_CRASH_AT=sweep-child-done[:N]`` (``sim.checkpoint.crash_point``)
+SIGKILLs the driver once the N-th child has exited 0, before it records the trial.
 """
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ import sys
 import time
 from pathlib import Path
 
-from ..checkpoint import write_text_atomic
+from ..checkpoint import CRASH_ENV, crash_point, write_text_atomic
 from ..cli.train import EPOCH_GATE_ENV
 from ..train import has_checkpoint
 
@@ -108,6 +109,7 @@ def child_env(cpus: int) -> dict:
     for v in BLAS_VARS:
         env[v] = str(max(1, int(cpus)))
     env.pop(FAULT_ENV, None)
+    env.pop(CRASH_ENV, None)   # the crash hook is the driver's (tests); children run unhooked
     return env
 
 
@@ -208,6 +210,8 @@ def run_trial(trial, run: Path, *, retries: int = 1, cpus: int = 1, data_dir: st
                             proc.kill()
                             killed_after = reported
                     rc = proc.wait()
+                    if rc == 0:
+                        crash_point("sweep-child-done")   # tests: the driver dies before recording it
                 finally:
                     if proc.poll() is None:   # interrupted (Ctrl-C, Tune stopping the trial): no orphans
                         proc.kill()
