@@ -2,7 +2,8 @@
 bit-identical where the kernels keep the reference's operation order (im2col, col2im, max
 pooling, average-pooling backward, ReLU backward, BatchNorm, the LSTM steps), float32-equal where
 they cannot (the average-pooling forward: another summation order); the layer library's gradient checks on both
-engines; an fp32 CNN and an fp32 LSTM train to the same losses on both engines."""
+engines; an fp32 CNN (and a PCM one) and an fp32 LSTM train to the same losses on both engines
+(bit for bit where every kernel on the path is bit-identical)."""
 from __future__ import annotations
 
 import numpy as np
@@ -209,18 +210,33 @@ def train_losses(tmp_path, cfg, ds, steps: int):
 
 
 @pytest.mark.numpy_only("the fast kernels run on NumPy arrays")
-def test_fp32_cnn_same_losses_on_both_engines(tmp_path):
-    steps = 6
-    (lr, tr_r), (lf, tr_f) = both(lambda: train_losses(tmp_path, tcnn.cnn_cfg("fp32"), tcnn.image_dataset(), steps))
+@pytest.mark.parametrize("mode, pool, exact", [("fp32", "max", True), ("fp32", "avg", False), ("pcm", "max", True)])
+def test_cnn_same_losses_on_both_engines(tmp_path, mode, pool, exact):
+    """A CNN trains to the same losses and weights on both engines: bit for bit with max pooling
+    (every kernel on its path is bit-identical; PCM crossbars included: the same reads, pulses
+    and device states), to float32 tolerance with average pooling."""
+    steps = 6 if mode == "fp32" else 3
+    cfg = tcnn.cnn_cfg(mode, model={"pool": pool})
+    (lr, tr_r), (lf, tr_f) = both(lambda: train_losses(tmp_path, cfg, tcnn.image_dataset(), steps))
     assert len(lr) == steps and lr[-1] != lr[0]
-    np.testing.assert_allclose(lf, lr, rtol=LOSS_RTOL)
     for a, b in zip(tr_r.task.store_layers(), tr_f.task.store_layers()):
-        np.testing.assert_allclose(to_host(b.store.weights()), to_host(a.store.weights()), rtol=1e-4, atol=1e-5)
+        wa, wb = to_host(a.store.weights()), to_host(b.store.weights())
+        if exact:
+            np.testing.assert_array_equal(wb, wa)
+        else:
+            np.testing.assert_allclose(wb, wa, rtol=1e-4, atol=1e-5)
+    if exact:
+        assert lf == lr
+    else:
+        np.testing.assert_allclose(lf, lr, rtol=LOSS_RTOL)
 
 
 @pytest.mark.numpy_only("the fast kernels run on NumPy arrays")
 def test_fp32_lstm_same_losses_on_both_engines(tmp_path):
+    """The char LSTM trains to the same losses, bit for bit, on both engines."""
     steps = 6
-    (lr, _), (lf, _) = both(lambda: train_losses(tmp_path, tlstm.lstm_cfg("fp32"), tlstm.tiny_corpus(), steps))
+    (lr, tr_r), (lf, tr_f) = both(lambda: train_losses(tmp_path, tlstm.lstm_cfg("fp32"), tlstm.tiny_corpus(), steps))
     assert len(lr) == steps and lr[-1] != lr[0]
-    np.testing.assert_allclose(lf, lr, rtol=LOSS_RTOL)
+    assert lf == lr
+    for a, b in zip(tr_r.task.store_layers(), tr_f.task.store_layers()):
+        np.testing.assert_array_equal(to_host(b.store.weights()), to_host(a.store.weights()))
