@@ -2,8 +2,8 @@
 the two BLAS matmuls: the fast twin of ``AnalogMatrix._dac`` / ``_mvm`` / ``_adc``
 (:mod:`gpu_model.tile`), which stay the reference.
 
-Per call, for a batch x (B, K) of input vectors (float32; weight units) and a block W of the
-weight matrix:
+Per call, for a batch x (B, K) of input vectors (float32; input units) and a block W of the
+weight matrix (weight units):
 
     pass 1 (compiled, one sweep per row)  DAC: s_b = max_k |x_bk| ("max"; 0 -> 1) or the fixed scale,
                                           x_n = x / s (clipped to [-1, 1] when fixed), quantised to
@@ -19,16 +19,26 @@ weight matrix:
 (x_n^2) @ Var with W, Var of shape (K, N); ``adc_range`` is then the tile's backward range.)
 
 Same float32 operations in the same order as the reference, so with the same standard normals
-(``noise=`` an array, or ``rng=`` the tile's NumPy generator: the ziggurat draws of the same
-stream, into a reused buffer) the output is bit-identical to ``AnalogMatrix._mvm``; with the read
-noise off it is bit-identical whatever the noise source (tests/test_crossbar_read.py).
+(``noise=`` an array, or ``rng=`` the tile's NumPy generator with its ``noise_sampler``: the
+ziggurat draws of the same stream into a reused buffer, or gpu_model.sampling.box_muller) the
+output is bit-identical to ``AnalogTile._mvm`` (signed zeros included); with the read noise off
+it is bit-identical whatever the noise source (tests/test_crossbar_read.py). :func:`tile_read`
+does a whole tile's forward/backward this way, block by block.
 
 Noise inside the kernel (``key=``): one standard normal per output from the counter-based
 generator of :mod:`gpu_model.kernels.keyed_rng` (``normal_nb``; no normal array is materialised,
 nothing is carried between calls): synapse field = the flat output index b*N + n, device field =
 ``block`` (the caller's tile-block index, so that the blocks of one matrix draw apart), draw = 0,
 and the per-call key from :func:`read_key` (seed, stream, step). The same in distribution as the
-reference (N(0, 1) per output), not the same stream.
+reference (N(0, 1) per output), not the same stream. Cost on CPU: ``normal_nb`` is float64
+log/sqrt/cos per draw, ~60 ns a normal on this machine against ~7 ns for NumPy's vectorised
+Box-Muller (bench_layers.py): the keyed source pays where a read has many outputs per MAC
+(conv1, every transposed conv read); it is the stateless choice (any order, any thread, GPU).
+
+Cost floor: with read noise, two equal matmuls plus one normal per output; the ratio to one plain
+matmul is >= 2 + (normal cost) / (K MACs per output), so small-K reads (conv1: K = 27) and the
+transposed conv reads (K = C_out MACs per output) stay well above 2.5x on CPU whatever the
+elementwise passes cost.
 
 What the physics lets us share: the variance matmul is skipped when read noise is off (ideal
 devices, ``read_noise = False``): y is then exact. With read noise it stays one matmul per call:
