@@ -366,6 +366,16 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
     out_meas[i] = meas
 
 
+@njit(cache=True)
+def update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                    out_ref, out_pulses, out_reads, out_meas, out_capped):
+    """:func:`update_one` as an ordinary call, for the parallel loop: a body inlined at Numba-IR
+    level into a prange loop made Numba share a temporary of the Joshi drift branch between
+    threads (results then depended on the thread count; tests/test_fused_engine.py)."""
+    update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+               out_ref, out_pulses, out_reads, out_meas, out_capped)
+
+
 @njit(cache=True, inline="always")
 def prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv):
     """Prefetch what item i + lookahead will touch: its cache entries and arbiter (N > 1), and the
@@ -407,16 +417,6 @@ def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj
         update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
                    u_ref, u_pulses, u_reads, u_meas, u_capped)
     return out_ref, out_pulses, out_reads, out_meas, out_capped
-
-
-@njit(cache=True)
-def update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                    out_ref, out_pulses, out_reads, out_meas, out_capped):
-    """:func:`update_one` as an ordinary call, for the parallel loop: a body inlined at Numba-IR
-    level into a prange loop made Numba share a temporary of the Joshi drift branch between
-    threads (results then depended on the thread count; tests/test_fused_engine.py)."""
-    update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-               out_ref, out_pulses, out_reads, out_meas, out_capped)
 
 
 @njit(cache=True, parallel=True)
@@ -492,12 +492,12 @@ def program_one(s, w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv):
     return p, r
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def program_all(w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv, out_pulses, out_reads):
     """Initial programming of every synapse (:func:`program_one`); per-synapse counts out."""
     u_dev, u_keys, u_P, u_M = unmanaged_dev(dev), unmanaged(keys), unmanaged(P), unmanaged(M)
     u_tg, u_tp, u_cw, u_cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
-    for s in prange(w.shape[0]):
+    for s in range(w.shape[0]):
         p, r = program_one(s, np.float64(w[s]), tol, t, u_keys, u_dev, u_P, u_M, u_tg, u_tp, u_cw, u_cv)
         out_pulses[s] = p
         out_reads[s] = r
@@ -515,11 +515,11 @@ def fabricate_one(s, t, k_reset, k_znu, k_mult, dev, P, M):
         NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def fabricate(t, k_reset, k_znu, k_mult, dev, P, M):
     """Construction: z_nu ~ N(0, 1), step_mult = max(1 + d2d z, 0), a RESET (not counted), nu."""
     u_dev, u_P, u_M = unmanaged_dev(dev), unmanaged(P), unmanaged(M)
-    for s in prange(dev[0].shape[0]):
+    for s in range(dev[0].shape[0]):
         fabricate_one(s, t, k_reset, k_znu, k_mult, u_dev, u_P, u_M)
 
 
@@ -530,11 +530,11 @@ def drifted_one(s, t, dev, P, M, out):
         out[s, d] = drifted(np.float64(G[s, d]), TP[s, d], np.float64(NU[s, d]), t, P, M)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def drifted_all(t, dev, P, M, out):
     """Drifted conductance G(t) (µS) of every device into ``out`` ([synapse, device])."""
     u_dev, u_P, u_M, u_out = unmanaged_dev(dev), unmanaged(P), unmanaged(M), unmanaged(out)
-    for s in prange(dev[0].shape[0]):
+    for s in range(dev[0].shape[0]):
         drifted_one(s, t, u_dev, u_P, u_M, u_out)
 
 
@@ -552,11 +552,11 @@ def read_one(s, t, key, dev, P, M, out):
     out[s] = P[P_BETA] * w
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def read_all(t, key, dev, P, M, out):
     """One noisy read of every synapse: W = beta sum_d sign_d (G_d(t) + sigma_d z_d) into ``out``."""
     u_dev, u_P, u_M, u_out = unmanaged_dev(dev), unmanaged(P), unmanaged(M), unmanaged(out)
-    for s in prange(dev[0].shape[0]):
+    for s in range(dev[0].shape[0]):
         read_one(s, t, key, u_dev, u_P, u_M, u_out)
 
 
