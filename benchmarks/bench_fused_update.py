@@ -16,6 +16,7 @@ updates (no cache recompute in the timing).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import time
 
@@ -103,11 +104,76 @@ def run(reps: int, devices=DEVICES, engines=("reference", "fused", "fused/soa"))
     return rows
 
 
+# --- fingerprint: the fused engine's outcomes, hashed (an optimisation must leave them bit for bit) ---
+FP_SHAPE = (40, 50)            # small tile: every config in seconds
+FP_BIG_SHAPE = (120, 120)      # 14,400 synapses, ~70 % pulsed: lists above PARALLEL_MIN_ITEMS
+FP_STEPS = 24                  # updates per config
+FP_DT = 7.0                    # s between updates (drift, cache syncs)
+FP_REFRESH = 0.5               # refresh threshold (fraction of g_max): refreshes every few updates
+
+
+def _fp_presets():
+    from gpu_model import IDEAL, JOSHI2020
+    return {"jap2018": JAP2018, "joshi2020": JOSHI2020, "ideal": IDEAL}
+
+
+def fingerprint_one(preset, n, verify, noise, shape=FP_SHAPE, frac=0.3, cm=0.0, seed=0):
+    """sha256 (first 16 hex digits) of everything a FusedSynapses run produces: program(), FP_STEPS
+    updates (state, cache, counters, reports, verify readouts), read_weights and conductances."""
+    h = hashlib.sha256()
+    s = FusedSynapses(shape, preset, make_backend("numpy", 0), w_max=1.0, refresh_threshold=FP_REFRESH,
+                      devices_per_side=n, seed=seed, stream=5, common_mode_uS=cm)
+    rng = np.random.default_rng(100 + n)
+    s.program(rng.uniform(-0.4, 0.4, shape).astype(np.float32))
+    for step in range(FP_STEPS):
+        idx = np.flatnonzero(rng.random(s.n_syn) < frac).astype(np.int64)
+        mag = np.where(rng.random(idx.size) < 0.6, 1, rng.integers(2, 7, idx.size))
+        c = (mag * np.where(rng.random(idx.size) < 0.7, 1, -1)).astype(np.int64)
+        r = s.apply(PulseList(idx, c), step, verify=verify, verify_read_noise=noise)
+        h.update(np.int64([r.set_pulses, r.refreshes]).tobytes())
+        if r.verify is not None:
+            h.update(np.ascontiguousarray(r.verify.measured).tobytes())
+            h.update(np.ascontiguousarray(r.verify.capped).tobytes())
+        s.advance(FP_DT)
+        h.update(np.ascontiguousarray(s.weights()).tobytes())
+        h.update(np.ascontiguousarray(s.read_variance()).tobytes())
+    for k, v in sorted(s.state_dict().items()):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(np.asarray(v)).tobytes())
+    h.update(s.read_weights(3).tobytes())
+    for g in s.conductances():
+        h.update(g.tobytes())
+    return h.hexdigest()[:16], s.counters.refreshes
+
+
+def fingerprint():
+    """Print one line per config: preset, N, verify, hash, refreshes (diff two outputs to compare)."""
+    import numba
+    print(f"# fused-engine fingerprint; numba threads {numba.get_num_threads()}")
+    for pname, preset in _fp_presets().items():
+        for n in (1, 2, 8, 48):
+            for verify, noise in ((False, True), (True, True), (True, False)):
+                fp, nref = fingerprint_one(preset, n, verify, noise)
+                print(f"{pname:>10} N={n:<3} verify={int(verify)} noise={int(noise)}  {fp}  refreshes={nref}",
+                      flush=True)
+    for pname in ("jap2018", "joshi2020"):
+        for n in (1, 3):
+            fp, nref = fingerprint_one(_fp_presets()[pname], n, True, True, cm=2.0)
+            print(f"{pname:>10} N={n:<3} common-mode 2 uS   {fp}  refreshes={nref}", flush=True)
+            fp, nref = fingerprint_one(_fp_presets()[pname], n, True, True, shape=FP_BIG_SHAPE, frac=0.7)
+            print(f"{pname:>10} N={n:<3} big list (parallel kernel)   {fp}  refreshes={nref}", flush=True)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=20, help="timed updates per engine and setting")
     ap.add_argument("--devices", type=int, nargs="*", default=list(DEVICES), help="devices per side N")
+    ap.add_argument("--fingerprint", action="store_true",
+                    help="print hashes of the fused engine's outcomes instead (bit-exactness check)")
     a = ap.parse_args(argv)
+    if a.fingerprint:
+        fingerprint()
+        return
     run(a.reps, tuple(a.devices))
 
 
