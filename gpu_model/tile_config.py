@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 
-from rtl.dpu import DPU_KINDS
+from rtl.dpu import DPU_KINDS, WHOLE_UNIT_KINDS
 from rtl.spec import DPUSpec
 
 from .presets import PCMPreset, PresetError, TilePreset
@@ -73,14 +73,16 @@ class TileConfig:
     synapse: SynapseConfig              # range, granularity, devices per side, refresh, verify
     converters: TilePreset = field(default_factory=TilePreset)   # DAC/ADC and tile size
     dpu: DPUSpec = field(default_factory=DPUSpec)                # the digital unit's fixed-point spec
-    dpu_kind: str = "golden"            # which implementation runs the spec: golden | rtl (rtl/dpu.py)
+    dpu_kind: str = "golden"            # which implementation runs the spec: golden | rtl (rtl/dpu.py),
+                                        # or the whole unit: tile-golden | tile-rtl (WholeUnitDigital)
     engine: str = "reference"           # device-update engine: reference | fused (ENGINES)
 
     def __post_init__(self):
         if not isinstance(self.device, PCMPreset):
             raise PresetError(f"tile: device must be a PCMPreset, got {type(self.device).__name__}")
-        if self.dpu_kind not in DPU_KINDS:
-            raise PresetError(f"tile: dpu_kind must be one of {', '.join(DPU_KINDS)}, got {self.dpu_kind!r}")
+        if self.dpu_kind not in DPU_KINDS + WHOLE_UNIT_KINDS:
+            raise PresetError(f"tile: dpu_kind must be one of {', '.join(DPU_KINDS + WHOLE_UNIT_KINDS)}, "
+                              f"got {self.dpu_kind!r}")
         if self.engine not in ENGINES:
             raise PresetError(f"tile: engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         s = self.synapse

@@ -10,6 +10,10 @@ from .golden import golden_step_signed, golden_step_sparse
 from .spec import DPUSpec
 
 DPU_KINDS = ("golden", "rtl")
+#: the whole unit (update engine + chi memory + events, :class:`TileDPU`) as a training tile's
+#: digital unit: ``gpu_model.digital_unit.WholeUnitDigital`` (it needs the mini-batch factors, not
+#: a float update, so it is not a ``make_dpu`` kind)
+WHOLE_UNIT_KINDS = ("tile-golden", "tile-rtl")
 
 
 class GoldenDPU:
@@ -31,6 +35,9 @@ def make_dpu(kind: str, spec: DPUSpec, xp):
     if kind == "rtl":
         from .verilated import VerilatedDPU  # built on first use
         return VerilatedDPU(spec, xp)
+    if kind in WHOLE_UNIT_KINDS:
+        raise ValueError(f"DPU kind {kind!r} is the whole unit: build the tile's digital unit with "
+                         "gpu_model.digital_unit.make_digital_unit (WholeUnitDigital), not make_dpu")
     raise ValueError(f"unknown DPU backend {kind!r}; choose one of {', '.join(DPU_KINDS)}")
 
 
