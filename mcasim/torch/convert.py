@@ -68,7 +68,9 @@ def _candidates(model: nn.Module):
     out = []
 
     def walk(mod, prefix):
-        for name, child in mod.named_children():
+        for name, child in list(mod._modules.items()):     # every name, a shared module too
+            if child is None:
+                continue
             q = f"{prefix}.{name}" if prefix else name
             if isinstance(child, AnalogModule):
                 continue
@@ -102,6 +104,16 @@ def _twin(m: nn.Module, config, backend, i: int, n: int) -> AnalogModule:
     return a
 
 
+def _check_per_layer(cfg: Config, names: list[str], n: int) -> None:
+    """Per-layer config lists must have one value or one per converted layer: say which layers."""
+    lists = [(f"synapse.{k}", getattr(cfg.synapse, k)) for k in ("w_max", "epsilon_uS")]
+    lists += [(f"tile.{k}", v) for k, v in cfg.tile.items()]
+    for key, v in lists:
+        if isinstance(v, (list, tuple)) and len(v) not in (1, n):
+            raise ConvertError(f"{key} has {len(v)} values but {n} layers are converted "
+                               f"({', '.join(names)}): give one value, or one per converted layer in that order")
+
+
 def convert_to_analog(model: nn.Module, config, *, skip=(), unsupported: str = "leave", backend=None,
                       inplace: bool = False) -> nn.Module:
     """``model`` with every supported layer replaced by its analog twin (a copy unless ``inplace``).
@@ -124,7 +136,10 @@ def convert_to_analog(model: nn.Module, config, *, skip=(), unsupported: str = "
     if not inplace:
         model = copy.deepcopy(model)
     cands = _candidates(model)
-    bad = [(q, why) for q, _, why in cands if why is not None]
+    root_why = None if isinstance(model, AnalogModule) else _why_unsupported(model)
+    if isinstance(model, (nn.Linear, nn.Conv2d, nn.LSTM)) or root_why is not None:
+        cands = [("", model, root_why)]          # the model is one layer: its twin is the result
+    bad = [(q or type(m).__name__, why) for q, m, why in cands if why is not None]
     if bad and unsupported == "error":
         raise ConvertError("unsupported layers (pass unsupported='leave' to keep them digital): "
                            + "; ".join(f"{q}: {why}" for q, why in bad))
@@ -143,10 +158,15 @@ def convert_to_analog(model: nn.Module, config, *, skip=(), unsupported: str = "
     todo = [(q, m) for q, m in ok if q not in drop]
     done: dict[int, AnalogModule] = {}
     n = len({id(m) for _, m in todo})          # a module used twice is one layer (one tile)
+    if isinstance(cfg, Config) and cfg.synapse.mode != "fp32":
+        _check_per_layer(cfg, [q or type(m).__name__ for q, m in todo], n)
     for q, m in todo:
         twin = done.get(id(m))
         if twin is None:
             twin = done[id(m)] = _twin(m, cfg, be, len(done), n)
+        if q == "":
+            model = twin
+            continue
         parent = model.get_submodule(q.rsplit(".", 1)[0]) if "." in q else model
         setattr(parent, q.rsplit(".", 1)[-1], twin)
     if bad:

@@ -148,12 +148,16 @@ def _store_for(config, backend, w0, layer_index, n_layers):
 
 
 class _TileMVM(torch.autograd.Function):
-    """y = W x on the tile (B, in) -> (B, out); backward: W^T d on the tile and d^T x digitally."""
+    """y = W x + b on the tile (B, in) -> (B, out); backward: W^T d on the tile, d^T x and the
+    bias gradient (sum of d over the batch) digitally, as the native Dense."""
 
     @staticmethod
-    def forward(ctx, x2, weight, module):
-        xa = as_array(x2, module.xp, f"{module._name()} input")
+    def forward(ctx, x2, weight, bias, module):
+        xp = module.xp
+        xa = as_array(x2, xp, f"{module._name()} input")
         y = module._mvm_out(module.store.forward(xa))
+        if bias is not None:
+            y = y + as_array(bias, xp, f"{module._name()} bias")
         ctx.module, ctx.xa = module, xa
         return as_tensor(y)
 
@@ -161,11 +165,12 @@ class _TileMVM(torch.autograd.Function):
     def backward(ctx, dy):
         m = ctx.module
         d = as_array(dy, m.xp, f"{m._name()} output gradient")
+        gb = as_tensor(d.sum(axis=0)) if ctx.needs_input_grad[2] else None
         gw = d.T @ ctx.xa                          # dL/dW = d^T x: outer products summed over the batch
         m.update_macs += int(d.shape[0]) * int(gw.size)
         dx = as_tensor(m.store.backward(d)) if ctx.needs_input_grad[0] else None   # transposed read
         ctx.xa = None
-        return dx, m._weight_view(as_tensor(gw)), None
+        return dx, m._weight_view(as_tensor(gw)), gb, None
 
 
 class AnalogLinear(AnalogModule):
@@ -194,9 +199,8 @@ class AnalogLinear(AnalogModule):
         self._read_mode()
         self._sync_weight()
         lead = x.shape[:-1]
-        y = _TileMVM.apply(x.reshape(-1, self.in_features), self.weight, self)
-        y = y.reshape(*lead, self.out_features)
-        return y + self.bias if self.bias is not None else y
+        y = _TileMVM.apply(x.reshape(-1, self.in_features), self.weight, self.bias, self)
+        return y.reshape(*lead, self.out_features)
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, " \
@@ -204,10 +208,11 @@ class AnalogLinear(AnalogModule):
 
 
 class _TileConv(torch.autograd.Function):
-    """Convolution by im2col on the tile: x NCHW -> y NCHW (a view of the tile's NHWC output)."""
+    """Convolution by im2col on the tile: x NCHW -> y NCHW (a view of the tile's NHWC output);
+    bias added and its gradient summed digitally, as the native Conv2d."""
 
     @staticmethod
-    def forward(ctx, x, weight, module):
+    def forward(ctx, x, weight, bias, module):
         m, xp = module, module.xp
         xa = as_array(x.permute(0, 2, 3, 1), xp, f"{m._name()} input")        # NHWC
         cols, Ho, Wo = im2col(xp, xa, m.k, m.stride, m.pad, bufs=m._bufs)
@@ -217,6 +222,8 @@ class _TileConv(torch.autograd.Function):
         ctx.module, ctx.xa, ctx.cols, ctx.gen, ctx.hw = m, xa, cols, m._generation, (Ho, Wo)
         m.positions = Ho * Wo
         y = m._mvm_out(m.store.forward(cols))                # one crossbar read per patch
+        if bias is not None:
+            y += as_array(bias, xp, f"{m._name()} bias")
         B = xa.shape[0]
         return as_tensor(y).view(B, Ho, Wo, m.out_channels).permute(0, 3, 1, 2)
 
@@ -228,6 +235,7 @@ class _TileConv(torch.autograd.Function):
         if ctx.gen != m._generation:     # a later forward reused the patch buffers: patches again
             cols = im2col(xp, ctx.xa, m.k, m.stride, m.pad)[0]
         d2 = as_array(dy.permute(0, 2, 3, 1), xp, f"{m._name()} output gradient").reshape(-1, m.out_channels)
+        gb = as_tensor(d2.sum(axis=0)) if ctx.needs_input_grad[2] else None
         gw = d2.T @ cols                         # (C_out, k*k*C_in), summed over batch and positions
         m.update_macs += int(d2.shape[0]) * int(gw.size)
         dx = None
@@ -235,7 +243,7 @@ class _TileConv(torch.autograd.Function):
             g = m.store.backward(d2)             # transposed read per position
             dx = as_tensor(col2im(xp, g, ctx.xa.shape, m.k, m.stride, m.pad, Ho, Wo)).permute(0, 3, 1, 2)
         ctx.cols = ctx.xa = None
-        return dx, m._weight_view(as_tensor(gw)), None
+        return dx, m._weight_view(as_tensor(gw)), gb, None
 
 
 class AnalogConv2d(AnalogModule):
@@ -276,8 +284,7 @@ class AnalogConv2d(AnalogModule):
             raise ValueError(f"{self._name()}: input must be (batch, {self.in_channels}, H, W), got {tuple(x.shape)}")
         self._read_mode()
         self._sync_weight()
-        y = _TileConv.apply(x, self.weight, self)
-        return y + self.bias.view(1, -1, 1, 1) if self.bias is not None else y
+        return _TileConv.apply(x, self.weight, self.bias, self)
 
     def extra_repr(self):
         return f"{self.in_channels}, {self.out_channels}, kernel_size={self.k}, stride={self.stride}, " \

@@ -14,7 +14,9 @@ place of ``sim.nn.optim.Optimizer``):
 3. the tiles' clocks advance by ``seconds_per_step`` (default: the config's
    ``train.seconds_per_batch``), as the native trainer's clock.
 
-With a zero base the step is exact: 0 + step = step, bit for bit the torch rule's own arithmetic.
+With a zero base the step is exact: 0 + step = step, bit for bit the torch rule's own arithmetic;
+digital parameters get the same treatment (step on a zero buffer, then ``p += step``, as the native
+``p.value += delta``), so SGD and momentum match the native trainer bit for bit.
 Stochastic rounding bits: the reference engine draws them from ``child_rng(1_000_000 + epoch)``
 of the layers' backend (the native trainer's stream; call :meth:`AnalogOptimizer.set_epoch` at the
 start of every epoch to follow it); the fused engine keys them by the update step.
@@ -112,6 +114,7 @@ class AnalogOptimizer:
         live = [(p, m) for p, m in self._analog if p.grad is not None]
         digital = [p for g in self.optimizer.param_groups for p in g["params"]
                    if p.grad is not None and getattr(p, "_mcasim_module", None) is None]
+        saved = []                       # digital parameters on a zero base: (param, its own data)
         try:
             for p, m in live:
                 m._sync_weight()
@@ -121,7 +124,16 @@ class AnalogOptimizer:
                 else:
                     buf.copy_(as_tensor(m._w_array))
                 p.data = m._weight_view(buf)
+            if zero:                     # w += step, as the native trainer (no fused w + lr * v)
+                for p in digital:
+                    buf = self._work.get(id(p))
+                    if buf is None or buf.shape != p.shape:
+                        buf = self._work[id(p)] = torch.zeros_like(p)
+                    saved.append((p, p.data))
+                    p.data = buf.zero_()
             self.optimizer.step()
+            for p, data in saved:
+                data.add_(p.data)
             pulses = refreshes = 0
             rng = self._rng()
             for p, m in live:
@@ -132,6 +144,8 @@ class AnalogOptimizer:
                 pulses += rep.set_pulses
                 refreshes += rep.refreshes
         finally:
+            for p, data in saved:
+                p.data = data
             for p, m in live:
                 m._w_array = None
                 m._sync_weight()
