@@ -59,3 +59,17 @@ def test_tile_dpu_interface_errors():
 @pytest.mark.slow
 def test_tile_dpu_rtl_shipped_spec():
     _compare(TileSpec(), 40, 9)
+
+
+FUZZ_UPDATES = 1_000_000          # issue 27: >= 1 M synapse-updates fuzzed with 0 mismatches
+
+
+@pytest.mark.slow
+def test_tile_dpu_rtl_fuzz_1m():
+    """>= 1e6 synapse-updates of the shipped 64 x 64 spec through the Verilator model's real ports
+    (streams, chi port, status) against the golden model: random and extreme batches (every 5th),
+    chi reloaded at the start and halfway: chi, events and counters bit for bit after every batch."""
+    ts = TileSpec()
+    n = -(-FUZZ_UPDATES // (ts.rows * ts.cols))
+    r = _compare(ts, n, 27)
+    assert n * ts.rows * ts.cols >= FUZZ_UPDATES and r.counters()["batches"] == n
