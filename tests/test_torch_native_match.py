@@ -270,3 +270,42 @@ def test_lstm_with_adam(mode):
     first window's pulses are identical (later ones may differ by a rounding at a chi threshold)."""
     out = _run_lstm(mode, "adam", steps=3 if mode == "fp32" else 1)
     _assert_steps(out, logits_tol=LOGITS_TOL, weights_tol=WEIGHTS_TOL if mode == "fp32" else 0.0)
+
+
+def test_event_counts_and_energy_match_the_native_cnn():
+    """The converted CNN's event counts (crossbar reads, conversions, pulses, the digital unit's
+    MACs, chi updates, optimizer ops) are the native network's, so the energy model gives both the
+    same crossbar and update energy (torch does not count activations and the softmax)."""
+    from sim.events import EventCounts
+    from sim.energy import estimate, load_table
+    cfg, be, native, model = _cnn_pair("pcm", batch_norm=False, pool=False)
+    rng = np.random.default_rng(3)
+    t = cfg.train
+    opt_n = Optimizer(t.optimizer, np, t.momentum)
+    rr = be.child_rng(RAND_STREAM_BASE + 0)
+    aopt = mt.AnalogOptimizer(torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum))
+    ev = EventCounts(chi_bits=aopt.events.chi_bits)
+    steps, B = 2, 8
+    for _ in range(steps):
+        xb, yb = rng.standard_normal((B, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, B)
+        native.train()
+        _, _, d = softmax_cross_entropy(np, native.forward(xb), yb)
+        opt_n.step_begin()
+        native.backward(d)
+        apply_updates(native.update_order(), opt_n, t.lr, rr, ev, B)
+        lt = model(torch.from_numpy(xb).permute(0, 3, 1, 2))
+        lt.backward(torch.from_numpy(softmax_cross_entropy(np, lt.detach().numpy(), yb)[2]))
+        aopt.step()
+        aopt.zero_grad()
+    for L in native.store_layers():
+        ev.add(**{k: v for k, v in L.store.tile.events.as_dict().items() if k in ev.as_dict()})
+    nat, tor = ev.as_dict(), mt.tile_events(model, aopt)
+    assert tor == nat
+    assert tor["cell_reads"] > 0 and tor["set_pulses"] > 0 and tor["update_macs"] > 0
+    table = load_table()
+    layers = mt.layer_summary(model)
+    assert [(e["out"], e["in"]) for e in layers] == [tuple(L.store.shape) for L in native.store_layers()]
+    r_t = mt.energy_report(model, images=steps * B, batch_size=B, optimizer=aopt)
+    r_n = estimate(nat, steps * B, layers, table, batch_size=B, optimizer="momentum",
+                   devices_per_side=cfg.synapse.devices_per_side)
+    assert r_t.cm == r_n.cm and r_t.digital == r_n.digital

@@ -107,15 +107,19 @@ class AnalogModule(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs):
         key, extra = prefix + "weight", prefix + "_extra_state"
+        programmed = False
         if key in state_dict:
             saved = state_dict[key]
             state_dict = dict(state_dict)
             if extra not in state_dict:
                 # a plain torch state dict (no tile state): program its weights onto the devices
                 self.program(saved)
+                programmed = True
             state_dict[key] = self.weight.detach()   # never copied into the mirror itself
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                       unexpected_keys, error_msgs)
+        if programmed and extra in missing_keys:      # the weights were programmed: nothing is missing
+            missing_keys.remove(extra)
 
     def _tile_matrix(self, weight: torch.Tensor) -> np.ndarray:
         """A torch-shaped weight tensor as the store's (out, in) NumPy matrix."""
@@ -360,6 +364,19 @@ class AnalogLSTM(AnalogModule):
 
     def _name(self):
         return f"AnalogLSTM({self.input_size}, {self.hidden_size})"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        ih, hh = prefix + "weight_ih_l0", prefix + "weight_hh_l0"
+        if ih in state_dict and hh in state_dict and prefix + "weight" not in state_dict:
+            # a plain nn.LSTM state dict: one gate matrix [W_ih, W_hh] and one bias b_ih + b_hh
+            state_dict = dict(state_dict)
+            state_dict[prefix + "weight"] = torch.cat([state_dict.pop(ih), state_dict.pop(hh)], dim=1)
+            b = [state_dict.pop(prefix + k, None) for k in ("bias_ih_l0", "bias_hh_l0")]
+            if b[0] is not None:
+                state_dict[prefix + "bias"] = b[0] + (b[1] if b[1] is not None else 0)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
     @property
     def weight_ih_l0(self) -> torch.Tensor:
