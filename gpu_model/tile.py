@@ -54,6 +54,12 @@ class TileEvents:
     init_prog_pulses: int = 0     # program-and-verify attempts of initial programming
     init_verify_reads: int = 0
     inc_saturated: int = 0        # updates clipped to the DPU's increment range
+    # device faults (gpu_model/faults.py; all 0 without faults)
+    faulty_devices: int = 0       # devices not responding now (stuck from fabrication, worn out, failed)
+    worn_out_devices: int = 0     # of them: worn out at the endurance limit
+    excluded_devices: int = 0     # found not responding by the digital unit and excluded (faults.exclude)
+    skipped_pulses: int = 0       # pulses not sent: every device of that side of the synapse excluded
+    fault_check_reads: int = 0    # check reads of the exclusion policy (after refreshes and programming)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -94,6 +100,12 @@ class AnalogTile:
         self.row_blocks = [(s, min(s + tp.max_rows, in_features)) for s in range(0, in_features, tp.max_rows)]
         self.col_blocks = [(s, min(s + tp.max_cols, out_features)) for s in range(0, out_features, tp.max_cols)]
         self._reads = {k: 0 for k in READ_EVENTS}
+        # the fused engine reads through the compiled crossbar read (gpu_model/kernels/crossbar_read.py):
+        # the same float32 operations and the tile's own normals, so the same outputs bit for bit
+        self._fused_read = None
+        if config.engine == "fused" and backend.name == "numpy":
+            from .kernels.crossbar_read import ReadWork, tile_read
+            self._fused_read, self._read_work = tile_read, ReadWork()
         self.count_events = True   # False: MVMs that are not training work (evaluation) go uncounted
         if w0 is not None:
             self.program(w0)
@@ -119,7 +131,18 @@ class AnalogTile:
                           refresh_resets=c.refresh_resets, refresh_prog_pulses=c.refresh_prog_pulses,
                           refresh_verify_reads=c.refresh_verify_reads,
                           update_verify_reads=c.update_verify_reads, init_prog_pulses=c.init_prog_pulses,
-                          init_verify_reads=c.init_verify_reads, inc_saturated=self.digital.inc_saturated)
+                          init_verify_reads=c.init_verify_reads, inc_saturated=self.digital.inc_saturated,
+                          **self._fault_events())
+
+    def _fault_events(self) -> dict:
+        """The device-fault fields of :class:`TileEvents` (engines without faults: none, all 0)."""
+        counts = getattr(self.devices, "fault_counts", None)
+        if counts is None or getattr(self.devices, "faults", None) is None:
+            return {}
+        f, c = counts(), self.devices.counters
+        return {"faulty_devices": f["stuck"], "worn_out_devices": f["worn_out"],
+                "excluded_devices": c.excluded_devices, "skipped_pulses": c.skipped_pulses,
+                "fault_check_reads": c.fault_check_reads}
 
     # --- converters -----------------------------------------------------------------------------
     def _dac(self, x):
@@ -193,6 +216,10 @@ class AnalogTile:
     def forward(self, x):
         """y = W x for a batch ``x`` of shape (B, in_features); returns (B, out_features)."""
         self._check(x, self.in_features, "forward input")
+        if self._fused_read is not None:
+            out = self._fused_read(self, x, False, work=self._read_work)
+            self._count("fwd_vectors", x.shape[0], self.in_features, self.out_features * len(self.row_blocks))
+            return out
         w, var = self.devices.weights(), self.devices.read_variance()
         out = None
         for r0, r1 in self.row_blocks:
@@ -204,6 +231,10 @@ class AnalogTile:
     def backward(self, d):
         """z = W^T d for a batch ``d`` of shape (B, out_features); returns (B, in_features)."""
         self._check(d, self.out_features, "backward input")
+        if self._fused_read is not None:
+            out = self._fused_read(self, d, True, work=self._read_work)
+            self._count("bwd_vectors", d.shape[0], self.out_features, self.in_features * len(self.col_blocks))
+            return out
         w, var = self.devices.weights(), self.devices.read_variance()
         out = None
         for c0, c1 in self.col_blocks:

@@ -1,7 +1,8 @@
 """Validated training configuration (TOML <-> dataclasses).
 
-A config file has the sections ``[train]``, ``[model]``, ``[synapse]``, ``[tile]``, ``[dpu]`` and
-``[device]``, plus one section per registered task that has one (``[lstm]``, ``[gan]``: the task
+A config file has the sections ``[train]``, ``[model]``, ``[synapse]``, ``[tile]``, ``[dpu]``,
+``[device]`` and ``[faults]`` (device faults, gpu_model/faults.py), plus one section per
+registered task that has one (``[lstm]``, ``[gan]``: the task
 registry of :mod:`sim.tasks` owns those sections, their checks and the count of weight layers;
 this module names no task). Every key is optional and defaults to the values below. Unknown
 sections or keys, wrong types, non-finite numbers and out-of-range values raise
@@ -16,6 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from gpu_model.faults import FaultConfig, get_fault_preset
 from gpu_model.presets import IDEAL, PCM_PRESETS, PresetError, TilePreset, get_pcm_preset
 from gpu_model.tile_config import ENGINES
 from rtl.spec import DPUSpec, SpecError
@@ -178,6 +180,11 @@ class Config:
                                                # gpu_model.presets.PCMPreset), for ablation studies:
                                                # e.g. set_sigma_hist = 0.0. Empty in every committed
                                                # config: device statistics stay as published
+    faults: dict = field(default_factory=dict) # [faults]: ``preset`` (gpu_model.faults.FAULT_PRESETS,
+                                               # default "none") and overrides of its FaultConfig
+                                               # fields (rates, endurance, exclusion policy; each
+                                               # field's unit and range: gpu_model/faults.py). Empty:
+                                               # no faults, the tiles run exactly as without it
 
     def __getattr__(self, name):               # cfg.<task section name>.<key>
         sections = self.__dict__.get("sections")
@@ -222,6 +229,11 @@ class Config:
     def dpu_spec(self) -> DPUSpec:
         return DPUSpec(**self.dpu)
 
+    def fault_config(self) -> FaultConfig:
+        """The tiles' device faults: ``faults.preset`` with the other ``[faults]`` keys as overrides
+        (gpu_model/faults.py; validated there, a bad value raises PresetError)."""
+        return fault_config_from(self.faults)
+
     def per_layer(self, name: str, n_layers: int) -> list[float]:
         return [float(x) for x in layer_values(f"synapse.{name}", getattr(self.synapse, name), n_layers)]
 
@@ -235,6 +247,8 @@ class Config:
         d = {name: asdict(getattr(self, name)) for name in BASE_SECTIONS}
         d.update({name: asdict(sec) for name, sec in self.sections.items()})
         d.update({name: dict(getattr(self, name)) for name in OVERRIDE_SECTIONS})
+        if self.faults:                       # written only when set: fault-free configs read as before
+            d[FAULTS_SECTION] = dict(self.faults)
         return d
 
     def to_toml(self) -> str:
@@ -322,6 +336,9 @@ def _overrides(name: str, reference, data, per_layer: tuple = (), extra: dict | 
             raise _unknown(name, k, known)
         if k in per_layer and isinstance(v, list):
             out[k] = _numbers(f"{name}.{k}", v)
+        elif per_layer and isinstance(v, list) and not isinstance(known[k], list):
+            raise ConfigError(f"{name}.{k}: one value expected (per-layer lists only for "
+                              f"{', '.join(per_layer)}), got {short(v)}")
         else:
             out[k] = _coerce(name, k, known[k], v)
     return out
@@ -340,12 +357,42 @@ def _numbers(where: str, v: list) -> list:
     return v
 
 
+FAULTS_SECTION = "faults"
+
+
+def fault_config_from(kw: dict) -> FaultConfig:
+    """``[faults]`` as a :class:`~gpu_model.faults.FaultConfig`: its preset with the other keys."""
+    kw = dict(kw)
+    base = get_fault_preset(kw.pop("preset", "none"))
+    return base.with_overrides(**kw) if kw else base
+
+
+def _faults_section(data) -> dict:
+    """``[faults]``: ``preset`` and FaultConfig fields (not ``name``), each of its field's type;
+    the stuck levels (unset by default) as numbers (µS)."""
+    data = _table(FAULTS_SECTION, data)
+    ref = FaultConfig()
+    known = {f.name: getattr(ref, f.name) for f in fields(ref) if f.name != "name"}
+    known["preset"] = ref.name
+    out = {}
+    for k, v in data.items():
+        if k not in known:
+            raise _unknown(FAULTS_SECTION, k, known)
+        if known[k] is None:
+            if not _is_number(v):
+                raise ConfigError(f"faults.{k} must be a number (µS), got {short(v)}")
+            out[k] = _finite(f"faults.{k}", v)
+        else:
+            out[k] = _coerce(FAULTS_SECTION, k, known[k], v)
+    return out
+
+
 def config_from_dict(d: dict) -> Config:
     from .tasks import registry
     task_secs = {arch: spec.section for arch, spec in registry().items() if spec.section is not None}
     if not isinstance(d, dict):
         raise ConfigError(f"a config is a table of sections, got {short(d)}")
-    known = {*BASE_SECTIONS, *OVERRIDE_SECTIONS, *task_secs}
+    known = {*BASE_SECTIONS, *OVERRIDE_SECTIONS, FAULTS_SECTION, *task_secs}
     unknown = set(d) - known
     if unknown:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(map(str, unknown)))}; "
@@ -360,8 +407,9 @@ def config_from_dict(d: dict) -> Config:
     device = _table("device", d.get("device", {}))
     if device and synapse.mode == "pcm" and synapse.preset in PCM_PRESETS:
         device = _overrides("device", get_pcm_preset(synapse.preset), device)
+    faults = _faults_section(d.get(FAULTS_SECTION, {}))
     cfg = Config(train=train, model=model, synapse=synapse, sections=sections, tile=tile, dpu=dpu,
-                 device=dict(device))
+                 device=dict(device), faults=faults)
     validate(cfg)
     return cfg
 
@@ -473,6 +521,17 @@ def validate(cfg: Config) -> None:
     for i in range(n_layers):      # what cfg.tile_preset(i) builds (lists: PER_LAYER_TILE keys only)
         _build("tile", TilePreset, {k: per_layer[k][i] if k in per_layer else v for k, v in peripherals.items()})
     _build("dpu", DPUSpec, cfg.dpu)
+    fc = _build(FAULTS_SECTION, lambda **kw: fault_config_from(kw), cfg.faults)
+    for k in ("stuck_low_uS", "stuck_high_uS"):
+        v = getattr(fc, k)
+        need(v is None or v <= g_max, f"faults.{k} must be in [0, g_max = {g_max:g}] µS of the device, got {v}")
+    if fc.enabled:
+        need(s.mode != "fp32", f"faults: device faults need analog synapses (synapse.mode = \"pcm\" or "
+                               f"\"ideal\"), mode is {s.mode!r}")
+        need(cfg.tile_engine() == "reference", f"faults: device faults run on the reference engine only; "
+                                               f"set tile.engine = \"reference\" (got {cfg.tile_engine()!r})")
+        need(not fc.exclude or s.common_mode_uS == 0,
+             f"faults.exclude needs synapse.common_mode_uS = 0, got {s.common_mode_uS}")
 
 
 def _build(name: str, make, overrides: dict):

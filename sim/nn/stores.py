@@ -83,6 +83,11 @@ class AnalogWeights:
     def inc_saturated(self) -> int:
         return self.tile.digital.inc_saturated
 
+    @property
+    def chi(self):
+        """The digital unit's chi (integer, units of epsilon / chi_scale; rows x columns)."""
+        return self.tile.digital.chi
+
     def forward(self, x):
         return self.tile.forward(x)
 
