@@ -26,7 +26,10 @@ Blocks (R x C tile, batch B, L lanes, P taps):
   while the engine is idle (ready low otherwise), and a pending host request holds off the start
   of a batch.
 * **Timing choices**: the engine's issue credit is registered (computed a cycle early with a
-  margin of one entry), and the x / delta memories read every cycle (no enable fan-out).
+  margin of one entry), the x / delta memories read every cycle (no enable fan-out), and the
+  scale multiply S * m is split into DSP-sized partial products (:func:`scale_chunks`) whose sum
+  is a stage of its own (one multiplier plus a wide carry chain in one cycle missed 100 MHz on
+  the ECP5: 90.8 MHz, 11.0 ns from ``m_reg`` through the multiplier and adder).
 * **Lanes**: the :class:`~rtl.unit.DPUUnit` with ``rand`` from ``rand_gens`` on-chip xorshift32
   generators (stepped once per beat entering the lanes).
 * **Event serialiser**: of every beat leaving the lanes, the synapses with a non-zero pulse count
@@ -43,13 +46,15 @@ Engine pipeline (one group's last read issued in cycle 0):
  E2   P*L products ``delta * x`` (register: DSP output register)
  E3   adder tree over the P taps (register)
  E4   accumulate over the B/P words of the group (``acc = first ? sum : acc + sum``)
- E5   ``v = S * m`` (register); chi memory read issued
- E6   ``(v + 2^(k-1)) >> k``, saturate to the increment range (register); chi read data
- E7   push {chi, inc, tags} into the FIFO in front of the lanes
+ E5   partial products ``S[chunk] * m``, one per DSP-sized chunk of S (register: DSP output;
+      :func:`scale_chunks`: one 18 x 18 multiplier for the low 17 bits, the sign bits apart)
+ E6   ``v = S * m``: the shifted partial products summed (register); chi memory read issued
+ E7   ``(v + 2^(k-1)) >> k``, saturate to the increment range (register); chi read data
+ E8   push {chi, inc, tags} into the FIFO in front of the lanes
 ====  ======================================================================================
 
-Latency from a group's last read (E0) to its first event: ``FRONT_LATENCY`` (7) + 1 (FIFO) +
-``rtl.unit.LATENCY`` (5) + 1 (event FIFO) + 1 (serialiser) = 15 cycles (:data:`EVENT_LATENCY`).
+Latency from a group's last read (E0) to its first event: ``FRONT_LATENCY`` (8) + 1 (FIFO) +
+``rtl.unit.LATENCY`` (5) + 1 (event FIFO) + 1 (serialiser) = 16 cycles (:data:`EVENT_LATENCY`).
 Throughput: one group (L synapse-updates) every ``B/P`` cycles, i.e. ``L*P/B`` synapse-updates
 per clock (8 with the shipped spec), while the event stream keeps up (a beat with k events
 occupies the serialiser k cycles; back-pressure on ``events`` stalls the lanes, then the engine
@@ -73,7 +78,19 @@ from .spec import (COUNTER_BITS, RAND_SEED_STRIDE, RAND_WORD_BITS, RAND_ZERO_FIX
 from .unit import LATENCY as LANE_LATENCY
 from .unit import DPUUnit
 
-FRONT_LATENCY = 7                        # stages E1..E7
+FRONT_LATENCY = 8                        # stages E1..E8
+DSP_SIGNED_BITS = 18                     # ECP5 MULT18X18D: 18 x 18 signed (Lattice FPGA-TN-02205)
+
+
+def scale_chunks(acc_bits: int) -> list[tuple[int, int]]:
+    """Bit ranges [lo, hi) of S for the partial products of S * m: lower chunks are unsigned
+    fields of DSP_SIGNED_BITS - 1 bits (zero-extended: one signed DSP operand each), the top chunk
+    the signed rest (at most DSP_SIGNED_BITS bits). One chunk when S fits a DSP operand."""
+    out, lo = [], 0
+    while acc_bits - lo > DSP_SIGNED_BITS:
+        out.append((lo, lo + DSP_SIGNED_BITS - 1))
+        lo += DSP_SIGNED_BITS - 1
+    return out + [(lo, acc_bits)]
 EVQ_DEPTH = 4                            # engineering choice: beats with events queued before the serialiser
 EVENT_LATENCY = FRONT_LATENCY + 1 + LANE_LATENCY + 1 + 1   # + FIFO, lanes, event FIFO, serialiser
 DRAIN = EVENT_LATENCY + 2                # cycles from the last read to idle (no back-pressure)
@@ -148,7 +165,7 @@ class TileUnit(wiring.Component):
     * ``scale``: ``In(scale_bits)``; ``seed``: ``In(32)``; ``seed_load``, ``clear``: ``In(1)``
     * ``status``: ``Out(STATUS_LAYOUT)``; ``info``: ``Out(TILE_INFO_LAYOUT)`` (constant)
 
-    Latency: :data:`EVENT_LATENCY` = 15 cycles from a group's last read to its first event.
+    Latency: :data:`EVENT_LATENCY` = 16 cycles from a group's last read to its first event.
     Throughput: ``L*P/B`` synapse-updates per clock (8 with the shipped spec) plus :data:`DRAIN`
     cycles per mini-batch, while ``events`` keeps up.
     """
@@ -332,7 +349,7 @@ class TileUnit(wiring.Component):
             return Signal(shape, name=name, reset_less=reset_less)
 
         # valid bits reset; data registers need none
-        v = [Signal(name=f"e{k}_valid") for k in range(8)]
+        v = [Signal(name=f"e{k}_valid") for k in range(FRONT_LATENCY + 1)]
         first1, last1 = stage("e1_first"), stage("e1_last")
         rlo1 = stage("e1_rlo", ubits(L))
         tag1 = stage("e1_tag", tag_w)
@@ -376,40 +393,57 @@ class TileUnit(wiring.Component):
             with m.If(last4):
                 m.d.sync += tag5.eq(tag4)
 
-        # E5: scale multiply; chi read
-        mul6 = [stage(f"e6_v{n}", signed(ts.scaled_bits)) for n in range(L)]
+        # E5: partial products of S * m, one per DSP-sized chunk of S (register: DSP output)
+        chunks = scale_chunks(ts.acc_bits)
+        part6 = [[stage(f"e6_p{n}_{j}", signed(hi - lo + ts.scale_bits + 1 + (hi != ts.acc_bits)))
+                  for j, (lo, hi) in enumerate(chunks)] for n in range(L)]
         tag6 = stage("e6_tag", tag_w)
         m.d.sync += [v[6].eq(v[5]), tag6.eq(tag5)]
         mval = Cat(m_reg, Const(0, 1)).as_signed()
-        m.d.sync += [mul6[n].eq(acc[n] * mval) for n in range(L)]
+        for n in range(L):
+            for j, (lo, hi) in enumerate(chunks):
+                top = hi == ts.acc_bits
+                # the top chunk carries the sign; a lower chunk is an unsigned field (zero-extended)
+                piece = acc[n][lo:hi].as_signed() if top else Cat(acc[n][lo:hi], Const(0, 1)).as_signed()
+                m.d.sync += part6[n][j].eq(piece * mval)
+
+        # E6: v = sum of the shifted partial products (register); chi read issued
+        mul7 = [stage(f"e7_v{n}", signed(ts.scaled_bits)) for n in range(L)]
+        tag7 = stage("e7_tag", tag_w)
+        m.d.sync += [v[7].eq(v[6]), tag7.eq(tag6)]
+        for n in range(L):
+            total = part6[n][0]
+            for j in range(1, len(chunks)):
+                total = total + (part6[n][j] << chunks[j][0])
+            m.d.sync += mul7[n].eq(total)
         host_rd = Signal()
         m.d.comb += [
-            cr.addr.eq(Mux(busy, tag5[:aw], self.chi_rd_addr.payload)),
-            cr.en.eq(Mux(busy, v[5], host_rd)),
+            cr.addr.eq(Mux(busy, tag6[:aw], self.chi_rd_addr.payload)),
+            cr.en.eq(Mux(busy, v[6], host_rd)),
         ]
 
-        # E6: round half up, saturate; chi data
+        # E7: round half up, saturate; chi data
         K = ts.scale_shift
         ib = ch.inc_bits
-        inc7 = [stage(f"e7_inc{n}", signed(ib)) for n in range(L)]
-        sat7 = stage("e7_sat", L)
-        chi7 = stage("e7_chi", L * cb)
-        tag7 = stage("e7_tag", tag_w)
-        m.d.sync += [v[7].eq(v[6]), tag7.eq(tag6), chi7.eq(cr.data)]
+        inc8 = [stage(f"e8_inc{n}", signed(ib)) for n in range(L)]
+        sat8 = stage("e8_sat", L)
+        chi8 = stage("e8_chi", L * cb)
+        tag8 = stage("e8_tag", tag_w)
+        m.d.sync += [v[8].eq(v[7]), tag8.eq(tag7), chi8.eq(cr.data)]
         for n in range(L):
-            rounded = (mul6[n] + (1 << (K - 1))) >> K if K else mul6[n]
-            rw = Signal(signed(ts.scaled_bits + 1), name=f"e6_r{n}")
+            rounded = (mul7[n] + (1 << (K - 1))) >> K if K else mul7[n]
+            rw = Signal(signed(ts.scaled_bits + 1), name=f"e7_r{n}")
             m.d.comb += rw.eq(rounded)
             upper = rw[ib - 1:]
             in_range = upper.all() | ~upper.any()
             m.d.sync += [
-                inc7[n].eq(Mux(in_range, rw[:ib], Mux(rw[-1], ch.inc_min, ch.inc_max))),
-                sat7[n].eq(~in_range),
+                inc8[n].eq(Mux(in_range, rw[:ib], Mux(rw[-1], ch.inc_min, ch.inc_max))),
+                sat8[n].eq(~in_range),
             ]
 
-        # E7: push into the FIFO in front of the lanes
-        m.d.comb += [push.eq(v[7]), q.w_en.eq(v[7]),
-                     q.w_data.eq(Cat(chi7, *inc7, tag7))]
+        # E8: push into the FIFO in front of the lanes
+        m.d.comb += [push.eq(v[8]), q.w_en.eq(v[8]),
+                     q.w_data.eq(Cat(chi8, *inc8, tag8))]
 
         # ---------------------------------------------------------------- lanes feed
         G = ts.rand_gens
@@ -514,7 +548,7 @@ class TileUnit(wiring.Component):
 
         # drained: nothing of this batch left anywhere
         m.d.comb += drained.eq((inflight == 0) & ~q.r_rdy & ~tagq.r_rdy & ~evq.r_rdy & ~hold & ~v[1]
-                               & ~v[5] & ~v[6] & ~v[7] & ~issue)
+                               & ~v[5] & ~v[6] & ~v[7] & ~v[8] & ~issue)
 
         # ---------------------------------------------------------------- counters / status
         cnt = {k: Signal(COUNTER_BITS, name=f"cnt_{k}") for k in
@@ -534,7 +568,7 @@ class TileUnit(wiring.Component):
                         Cat(*[lo.payload[n].pulses == ch.pmax for n in range(L)]))),
                 ]
             with m.If(push):
-                m.d.sync += cnt["inc_sat"].eq(cnt["inc_sat"] + popcount(sat7))
+                m.d.sync += cnt["inc_sat"].eq(cnt["inc_sat"] + popcount(sat8))
             with m.If(batch_end):
                 m.d.sync += cnt["batches"].eq(cnt["batches"] + 1)
 

@@ -36,7 +36,7 @@ HIDDEN = 32         # study choice: a small MLP on the 64-pixel digits
 BATCH = 8           # = the shipped TileSpec's batch
 LR = 0.1            # study choice: plain SGD rate that trains the float path in a few epochs
 W_MAX = 1.0         # study choice: weight range (weights are initialised within 0.9 w_max)
-VARIANTS = ("float", "unit-d8", "unit-d6", "unit-d4")
+VARIANTS = ("float", "unit-d8", "unit-d6", "unit-d4", "unit-d3", "unit-d2")
 
 
 def _digits():

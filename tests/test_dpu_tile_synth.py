@@ -12,7 +12,7 @@ import pytest
 
 from rtl.spec import TileSpec
 from rtl.synth import TILE_TARGETS, chi_brams, largest_tile
-from rtl.tile import TileSerialWrapper, TileUnit
+from rtl.tile import DSP_SIGNED_BITS, TileSerialWrapper, TileUnit, scale_chunks
 
 
 def test_wrapper_converts_and_pins_are_few():
@@ -34,6 +34,18 @@ def test_chi_bram_arithmetic():
     assert lt["bram"] <= 208 and lt["synapses"] == lt["chi_words"] * 8
     assert chi_brams(lt["chi_words"] * 2, 160) > 208          # the next power of two does not fit
     assert set(TILE_TARGETS) == {"tile-ecp5-85f", "tile-ecp5-25f"}
+
+
+def test_scale_chunks_fit_the_dsp():
+    """S * m is split into partial products whose S operand fits one signed 18 x 18 multiplier."""
+    assert scale_chunks(18) == [(0, 18)] and scale_chunks(19) == [(0, 17), (17, 19)]
+    for bits in range(2, 60):
+        ch = scale_chunks(bits)
+        assert ch[0][0] == 0 and ch[-1][1] == bits
+        assert all(a[1] == b[0] for a, b in zip(ch, ch[1:]))                 # contiguous
+        assert all(hi - lo + 1 <= DSP_SIGNED_BITS for lo, hi in ch[:-1])      # zero-extended
+        assert ch[-1][1] - ch[-1][0] <= DSP_SIGNED_BITS                       # signed top
+    assert len(scale_chunks(TileSpec().acc_bits)) == 2
 
 
 @pytest.mark.slow
