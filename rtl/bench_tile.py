@@ -2,6 +2,9 @@
 golden model's and the Verilator model's synapse-updates per second (wall clock, this machine),
 the RTL's clock cycles per mini-batch (hardware pace), and whether the two agree bit for bit.
 
+``--pace MHZ``: the analytic cycles per mini-batch of the MLP and CNN layers on one unit at that
+clock, against the architecture's pace (``train.seconds_per_batch`` of their configs).
+
 Stimulus: random codes (``--kind random``: many events) or a realistic sparse batch (``sparse``:
 ReLU-like x, 30 % non-zero delta, a scale that gives a few % of synapses an event per batch).
 """
@@ -62,12 +65,50 @@ def run(ts: TileSpec, batches: int, kind: str, seed: int = 0) -> dict:
     return res
 
 
+# --- hardware pace of whole networks (analytic, from the unit's schedule) ------------------------
+#: (name, rows = outputs, cols = inputs, positions per sample): MLP 784-250-10 (configs/mlp_mnist_pcm.toml)
+MLP_LAYERS = (("fc1", 250, 784, 1), ("fc2", 10, 250, 1))
+#: the CIFAR-10 CNN (configs/cnn_cifar10_pcm.toml): 3x3 convs 32, 64, 128 with 2x2 pooling after
+#: each (im2col: cols = 9 * in_channels, one update sample per output position), dense 2048-256-10
+CNN_LAYERS = (("conv1", 32, 27, 32 * 32), ("conv2", 64, 288, 16 * 16), ("conv3", 128, 576, 8 * 8),
+              ("fc1", 256, 2048, 1), ("fc2", 10, 256, 1))
+NETWORKS = {"mlp": (MLP_LAYERS, 10, 1e-3), "cnn": (CNN_LAYERS, 64, 1e-2)}   # layers, batch, seconds_per_batch
+
+
+def pace(ts: TileSpec, layers, batch: int, fmax_mhz: float) -> dict:
+    """Clock cycles one unit (ts.rows x ts.cols blocks, ts.lanes x ts.taps multipliers) needs per
+    mini-batch for every layer, blocks one after another: per block ``groups * ceil(samples / P)``
+    cycles (one group of L synapses per ceil(samples / P) reads) + :data:`rtl.tile.DRAIN`; loading
+    overlaps (double buffer). ``samples`` = batch x positions (a convolution's update sums over
+    every output position). Padding of edge blocks is counted (it costs cycles)."""
+    from .tile import DRAIN
+    out, total = [], 0
+    for name, rows, cols, pos in layers:
+        blocks = -(-rows // ts.rows) * -(-cols // ts.cols)
+        samples = batch * pos
+        cyc = blocks * (ts.groups * -(-samples // ts.taps) + DRAIN)
+        total += cyc
+        out.append({"layer": name, "synapses": rows * cols, "samples": samples, "blocks": blocks,
+                    "cycles": cyc, "ms_at_fmax": round(cyc / (fmax_mhz * 1e3), 4),
+                    "synapse_updates_per_s": round(rows * cols / (cyc / (fmax_mhz * 1e6)))})
+    return {"fmax_mhz": fmax_mhz, "layers": out, "cycles": total,
+            "ms_per_batch": round(total / (fmax_mhz * 1e3), 4)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m rtl.bench_tile", description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, default=50)
     ap.add_argument("--kind", choices=("random", "sparse"), default="sparse")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pace", type=float, default=None, metavar="MHZ",
+                    help="print the analytic pace of the MLP and CNN at this clock instead (no simulation)")
     args = ap.parse_args(argv)
+    if args.pace:
+        for net, (layers, batch, spb) in NETWORKS.items():
+            r = pace(TileSpec(), layers, batch, args.pace)
+            print(json.dumps({"network": net, "batch": batch, "seconds_per_batch": spb,
+                              "unit_time_over_pace": round(r["ms_per_batch"] / (spb * 1e3), 3), **r}))
+        return 0
     res = run(TileSpec(), args.batches, args.kind, args.seed)
     print(json.dumps(res))
     return 0 if res["match"] else 1

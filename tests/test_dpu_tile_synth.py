@@ -60,3 +60,16 @@ def test_tile_synth_flow_reports(tmp_path):
     for k in ("lut", "ff", "dsp", "bram", "fmax_mhz", "target_mhz", "largest_tile_chi_fits"):
         assert k in r
     assert r["dsp"] >= r["spec"]["lanes"] * r["spec"]["taps"] and r["bram"] >= 1
+
+
+def test_pace_counts_blocks_samples_and_drain():
+    from rtl.bench_tile import CNN_LAYERS, MLP_LAYERS, pace
+    from rtl.tile import DRAIN
+    ts = TileSpec()
+    one = pace(ts, [("l", 64, 64, 1)], 8, 100.0)
+    assert one["cycles"] == ts.groups + DRAIN                      # B = P: one group per clock
+    two = pace(ts, [("l", 65, 64, 1)], 9, 100.0)                   # 2 blocks, 2 reads per group
+    assert two["cycles"] == 2 * (2 * ts.groups + DRAIN)
+    conv = pace(ts, CNN_LAYERS[:1], 64, 100.0)["layers"][0]
+    assert conv["samples"] == 64 * 32 * 32 and conv["blocks"] == 1
+    assert pace(ts, MLP_LAYERS, 10, 100.0)["layers"][0]["blocks"] == 4 * 13
