@@ -86,6 +86,7 @@ class PCMArray:
         self.nu = xp.zeros(n, dtype=FLOAT)
         self.n_set = xp.zeros(n, dtype="int64")
         self.n_reset = xp.zeros(n, dtype="int64")
+        self.faults = None        # gpu_model.faults.DeviceFaults when the tile has faults (place_faults)
         # program-and-verify a block of attempts at a time on a GPU (_verify_blocked); NumPy keeps
         # the one-attempt loop (the same distribution, and its random stream as it always was)
         self.blocked_verify = backend.name != "numpy"
@@ -176,6 +177,8 @@ class PCMArray:
         self.hist[idx] = 1.0
         self.n_reset[idx] += 1
         self._update_nu(idx)
+        if self.faults is not None:          # wear, onset and stuck devices (gpu_model/faults.py)
+            self.faults.after_write(self, idx)
 
     def apply_set_pulses(self, idx, counts, t: float) -> int:
         """Apply ``counts[k]`` SET pulses to device ``idx[k]`` at time ``t``; returns pulses applied.
@@ -196,7 +199,10 @@ class PCMArray:
         if p.ideal:
             # ideal linear device: G += n * step exactly (clipped)
             g = self.conductance_at(t, idx)
-            g = xp.clip(g + counts.astype(FLOAT) * p.ideal_step, p.g_min, p.g_max)
+            step = counts.astype(FLOAT) * p.ideal_step
+            if self.faults is not None and self.faults.set_scale is not None:
+                step *= self.faults.set_scale[idx]                           # weak devices
+            g = xp.clip(g + step, p.g_min, p.g_max)
             self.g_prog[idx] = g
         else:
             if max_count > 1:
@@ -220,6 +226,9 @@ class PCMArray:
             g = self.conductance_at(t, idx)      # pulses act on the drifted conductance at t
             hist = self.hist[idx]
             mult = self.step_mult[idx] if p.step_d2d_std > 0 else None
+            if self.faults is not None and self.faults.set_scale is not None:   # weak devices
+                scale = self.faults.set_scale[idx]
+                mult = scale if mult is None else mult * scale
             decay = math.exp(-1.0 / p.history_tau_pulses)
             fused = _set_step_kernel(xp) if self.be.name == "cupy" else None
             if fused is not None:   # the kernel's scalar arguments, once per call
@@ -238,8 +247,8 @@ class PCMArray:
                 mu = p.set_mu_slope * gj + p.set_mu_offset + p.set_mu_hist * hj
                 sigma = xp.maximum(p.set_sigma_slope * gj + p.set_sigma_offset + p.set_sigma_hist * hj, 0.0)
                 dg = mu + sigma * self.rng.standard_normal(m, dtype=FLOAT)   # dG ~ N(mu, sigma)
-                if p.step_d2d_std > 0:
-                    dg *= mult[:m]                                           # device-to-device multiplier
+                if mult is not None:
+                    dg *= mult[:m]                                           # device-to-device multiplier (and weak devices)
                 gj += dg
                 xp.maximum(gj, p.g_min, out=gj)                             # clip (= np.clip,
                 xp.minimum(gj, p.g_max, out=gj)                             # less overhead)
@@ -249,6 +258,8 @@ class PCMArray:
         self._programmed_at(t)
         self.n_set[idx] += counts
         self._update_nu(idx)
+        if self.faults is not None:          # wear, onset and stuck devices (gpu_model/faults.py)
+            self.faults.after_write(self, idx)
         return total
 
     # --- drift and reads ------------------------------------------------------------------------
@@ -352,6 +363,10 @@ class PCMArray:
             k = xp.minimum(xp.searchsorted(traj_g, target), traj_g.shape[0] - 1)
             self.hist[idx] = traj_p[k]
         self._update_nu(idx)
+        if self.faults is not None:          # stuck devices keep their value: failed verifies
+            self.faults.after_write(self, idx)
+            off = self.xp.abs(self.g_prog[idx] - target) > (p.prog_residual_std if tolerance is None else tolerance)
+            stats.failed += int((off & (self.faults.kind[idx] != 0)).sum())
         return stats
 
     def _verify_blocked(self, target, tol: float):

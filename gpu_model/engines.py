@@ -25,11 +25,14 @@ def _reference(config, shape, backend, stream: int, t: float):
         refresh_threshold=s.refresh_threshold, refresh_tolerance_uS=s.refresh_tolerance_uS,
         drift_cache_rtol=s.drift_cache_rtol, common_mode_uS=s.common_mode_uS,
         devices_per_side=s.devices_per_side, stream=stream, t=t,
-        verify_stream=VERIFY_STREAM_OFFSET + stream if s.verified_update else None)
+        verify_stream=VERIFY_STREAM_OFFSET + stream if s.verified_update else None,
+        faults=config.faults if config.faults.enabled else None)    # gpu_model/faults.py
 
 
 def _fused(config, shape, backend, stream: int, t: float):
     from .kernels.fused_synapses import FusedSynapses
+    if config.faults.enabled:      # TileConfig refuses it too; a config built around it lands here
+        raise PresetError("faults: device faults run on the reference engine only; set tile.engine = \"reference\"")
     s = config.synapse
     return FusedSynapses(
         shape, config.device, backend, w_max=s.w_max, epsilon_uS=s.epsilon_uS,

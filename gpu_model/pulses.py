@@ -71,9 +71,14 @@ class UpdateReport:
     """What one :class:`PulseList` did on a device array.
 
     set_pulses: SET pulses applied (int); refreshes: synapses refreshed (int);
-    verify: the measurement of a verified update, else None.
+    verify: the measurement of a verified update, else None;
+    skipped_pulses: pulses not sent because every device of that side of the synapse was excluded
+    (device faults' exclusion policy, gpu_model/faults.py; 0 without it);
+    excluded: devices this update found not responding and excluded (0 without the policy).
     """
 
     set_pulses: int = 0
     refreshes: int = 0
     verify: VerifyReadout | None = None
+    skipped_pulses: int = 0
+    excluded: int = 0

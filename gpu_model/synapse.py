@@ -46,6 +46,9 @@ class SynapseCounters:
     init_verify_reads: int = 0
     update_verify_reads: int = 0 # verified updates: 2 reads per pulsed device, 1 per refreshed synapse
     clipped_pulses: int = 0      # reserved: pulses asked beyond what the devices can take
+    excluded_devices: int = 0    # faults.exclude: devices found not responding and excluded (gpu_model/faults.py)
+    skipped_pulses: int = 0      # faults.exclude: pulses not sent (every device of that side excluded)
+    fault_check_reads: int = 0   # faults.exclude: check reads after refreshes and initial programming
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -64,7 +67,7 @@ class DifferentialSynapses:
                  epsilon_uS: float | None = None, refresh_threshold: float = 0.9,
                  refresh_tolerance_uS: float | None = None, drift_cache_rtol: float = 1e-3,
                  common_mode_uS: float = 0.0, devices_per_side: int = 1,
-                 stream: int = 0, t: float = 0.0, verify_stream: int | None = None):
+                 stream: int = 0, t: float = 0.0, verify_stream: int | None = None, faults=None):
         if not isinstance(devices_per_side, int) or isinstance(devices_per_side, bool) or devices_per_side < 1:
             raise PresetError(f"devices_per_side must be an integer >= 1, got {devices_per_side!r}")
         if w_max <= 0:
@@ -103,6 +106,19 @@ class DifferentialSynapses:
         self.gm = PCMArray(dev_shape, preset, backend, rng=self.rng, t=t)
         self.arbiter = self.xp.zeros(self.n_syn, dtype="int32") if self.n_dev > 1 else None
         self.counters = SynapseCounters()
+        # device faults (gpu_model/faults.py): None, or a FaultConfig placed on both arrays from the
+        # tile's own fault stream (no other stream is touched); None runs exactly the fault-free code
+        self.faults = None
+        self.exclude = False
+        if faults is not None and faults.enabled:
+            from .faults import FAULT_READ_STREAM_OFFSET, place_faults
+            if faults.exclude and common_mode_uS > 0:
+                raise PresetError("faults.exclude needs synapse.common_mode_uS = 0 (the exclusion "
+                                  "policy rewrites weights on single sides)")
+            self.faults = faults
+            self.exclude = bool(faults.exclude)
+            place_faults(faults, preset, backend, stream, (self.gp, self.gm))
+            self.fault_rng = backend.child_rng(FAULT_READ_STREAM_OFFSET + stream)
         self.t = float(t)
         self._cache_t = None
         self._w = None
@@ -255,6 +271,12 @@ class DifferentialSynapses:
             raise ValueError(f"target has {w_target.shape[0]} weights, array holds {self.n_syn}")
         allidx = xp.arange(self.n_syn)
         alldev = xp.arange(self.gp.size)
+        if self.exclude:                  # RESET, write, check; once more where a device was excluded
+            st = self._rewrite(allidx, w_target, tolerance_uS)[:2]
+            self.counters.init_prog_pulses += st[0]
+            self.counters.init_verify_reads += st[1]
+            self._recompute()
+            return
         self.gp.reset(alldev, self.t)
         self.gm.reset(alldev, self.t)
         st = self._write(allidx, w_target, tolerance_uS)
@@ -380,6 +402,11 @@ class DifferentialSynapses:
             if idx.shape[0] == 0:
                 return UpdateReport()
         self.sync()
+        skipped = 0
+        if self.exclude and self.counters.excluded_devices:   # any device excluded so far
+            idx, c, skipped = self._route_excluded(idx, c)   # faults.exclude: skip excluded devices
+            if idx.shape[0] == 0:
+                return UpdateReport(skipped_pulses=skipped)
         dev = idx
         if self.n_dev > 1:                 # the arbiter picks the device of each synapse, then advances
             sel = self.arbiter[idx]
@@ -396,6 +423,8 @@ class DifferentialSynapses:
             rng = verify[0]
             gp, sp, gm, sm = before
             read_p, read_m = self._read(gp, sp, rng), self._read(gm, sm, rng)
+            if self.exclude:              # a pulsed device read above cap + tol: the last refresh
+                flagged = self._flag_unresetted(ip, im, read_p, read_m)   # could not RESET it
         if incremental:
             w0, v0 = self._device_terms(before)
         n = self.gp.apply_set_pulses(ip, cp, self.t) + self.gm.apply_set_pulses(im, cm, self.t)
@@ -426,8 +455,17 @@ class DifferentialSynapses:
             measured[pos] = b * (self._read(gp, sp, rng) - read_p)
             measured[neg] = -b * (self._read(gm, sm, rng) - read_m)
             reads = 2 * int(idx.shape[0])
-        refreshed = self._refresh_passed(ip, im)
+        if self.faults is None:
+            refreshed = self._refresh_passed(ip, im)
+        else:
+            n_excl = self.counters.excluded_devices
+            refreshed = self._refresh_passed(ip, im, flagged if verify and self.exclude else None)
+            n_excl = self.counters.excluded_devices - n_excl
         n_ref = 0 if refreshed is None else int(refreshed[0].shape[0])
+        if self.faults is not None:
+            self.counters.skipped_pulses += skipped
+            if not verify:
+                return UpdateReport(set_pulses=n, refreshes=n_ref, skipped_pulses=skipped, excluded=n_excl)
         if not verify:
             return UpdateReport(set_pulses=n, refreshes=n_ref)
         capped = xp.zeros(idx.shape[0], dtype=bool)
@@ -440,17 +478,29 @@ class DifferentialSynapses:
             was_refreshed[at] = True
             reads += n_ref
         self.counters.update_verify_reads += reads
+        if self.faults is not None:
+            return UpdateReport(set_pulses=n, refreshes=n_ref, skipped_pulses=skipped, excluded=n_excl,
+                                verify=VerifyReadout(idx=idx, counts=c, measured=measured, capped=capped,
+                                                     refreshed=was_refreshed))
         return UpdateReport(set_pulses=n, refreshes=n_ref,
                             verify=VerifyReadout(idx=idx, counts=c, measured=measured, capped=capped,
                                                  refreshed=was_refreshed))
 
-    def _refresh_passed(self, ip, im):
+    def _refresh_passed(self, ip, im, extra=None):
         """Refresh the synapses whose pulsed devices (``ip`` of G+, ``im`` of G-) passed the
         threshold; the check looks only at the touched devices. Returns None (none refreshed) or
-        what :meth:`_refresh` returns."""
+        what :meth:`_refresh` returns. Exclusion policy: excluded devices trigger nothing, and the
+        synapses ``extra`` (whose devices were just excluded) are refreshed as well."""
         xp = self.xp
         thr = self.refresh_threshold * self.preset.g_max
-        hit = xp.concatenate([ip[self.gp.g_prog[ip] >= thr], im[self.gm.g_prog[im] >= thr]])
+        hp, hm = self.gp.g_prog[ip] >= thr, self.gm.g_prog[im] >= thr
+        if self.exclude:
+            hp &= ~self.gp.faults.excluded[ip]
+            hm &= ~self.gm.faults.excluded[im]
+        hit = xp.concatenate([ip[hp], im[hm]])
+        if extra is not None and extra.shape[0]:
+            hit = xp.concatenate([hit % self.n_syn if self.n_dev > 1 else hit, extra])
+            return self._refresh(xp.unique(hit))
         if not hit.shape[0]:
             return None
         hit = xp.unique(hit % self.n_syn if self.n_dev > 1 else hit)
@@ -473,10 +523,14 @@ class DifferentialSynapses:
         t = self.t
         didx = self._devices(idx)
         w = self.beta * self._sum_devices(self.gp.read(t, didx) - self.gm.read(t, didx))
-        self.gp.reset(didx, t)
-        self.gm.reset(didx, t)
-        pulses, reads, capped = self._write(idx, w, self.refresh_tolerance_uS)
         n = int(idx.shape[0])
+        if self.exclude:                  # RESET and write the working devices, check, once more
+            pulses, reads, capped, resets = self._rewrite(idx, w, self.refresh_tolerance_uS)
+            self.counters.refresh_resets += resets - 2 * self.n_dev * n
+        else:
+            self.gp.reset(didx, t)
+            self.gm.reset(didx, t)
+            pulses, reads, capped = self._write(idx, w, self.refresh_tolerance_uS)
         self.counters.refreshes += n
         self.counters.refresh_resets += 2 * self.n_dev * n
         self.counters.refresh_prog_pulses += pulses
@@ -484,6 +538,146 @@ class DifferentialSynapses:
         if self._w is not None:
             self._recompute(idx)
         return idx, w, capped
+
+    # --- device faults: the exclusion policy (gpu_model/faults.py) ------------------------------
+    def _route_excluded(self, idx, c):
+        """Pulse targets around excluded devices: the arbiter's device of each synapse, or the next
+        working device of that side in round-robin order; a synapse whose side has no working device
+        gets no pulses (counted). Returns (idx, counts, skipped pulses) of what is sent."""
+        xp, n = self.xp, self.n_dev
+        pos = c > 0
+        exp_, exm = self.gp.faults.excluded, self.gm.faults.excluded
+        if n == 1:
+            keep = ~xp.where(pos, exp_[idx], exm[idx])
+        else:
+            sel = self.arbiter[idx]
+            k = (sel[:, None] + xp.arange(n, dtype=sel.dtype)[None, :]) % n      # candidates, in order
+            flat = k.astype(idx.dtype) * self.n_syn + idx[:, None]
+            good = ~xp.where(pos[:, None], exp_[flat], exm[flat])
+            keep = good.any(axis=1)
+            first = xp.argmax(good, axis=1)
+            self.arbiter[idx] = xp.take_along_axis(k, first[:, None], axis=1)[:, 0]   # apply advances it
+        skipped = int(xp.abs(c[~keep]).sum())
+        return idx[keep], c[keep], skipped
+
+    def _flag_unresetted(self, ip, im, read_p, read_m):
+        """Verified update, exclusion policy: a pulsed device read (before its pulses) above the
+        refresh cap + ``detect_tol_uS`` is one the last refresh could not RESET: excluded. Returns
+        the synapses of the newly excluded devices (refreshed by this update)."""
+        xp = self.xp
+        lim = self.refresh_threshold * self.preset.g_max + self.faults.detect_tol_uS
+        new = []
+        for arr, d, r in ((self.gp, ip, read_p), (self.gm, im, read_m)):
+            bad = d[(r > lim) & ~arr.faults.excluded[d]]
+            if bad.shape[0]:
+                arr.faults.excluded[bad] = True
+                self.counters.excluded_devices += int(bad.shape[0])
+                new.append(bad % self.n_syn if self.n_dev > 1 else bad)
+        return xp.unique(xp.concatenate(new)) if new else None
+
+    def _rewrite(self, idx, w, tolerance_uS):
+        """Exclusion policy: RESET the working devices of synapses ``idx``, write ``w`` around the
+        excluded ones (:meth:`_write_excluding`), check-read every working device; where that
+        excluded a device, once more. Returns (pulses, reads, capped, RESETs sent)."""
+        xp = self.xp
+        pulses = reads = resets = 0
+        capped = xp.zeros(idx.shape[0], dtype=bool)
+        pos = xp.arange(idx.shape[0])
+        for attempt in range(2):
+            didx = self._devices(idx)
+            for arr in (self.gp, self.gm):
+                d = didx[~arr.faults.excluded[didx]]
+                arr.reset(d, self.t)
+                resets += int(d.shape[0])
+            p_, r_, cap_, tp, tm = self._write_excluding(idx, w, tolerance_uS)
+            pulses, reads = pulses + p_, reads + r_
+            capped[pos] = cap_
+            new = self._check_devices(idx, tp, tm)
+            if attempt == 1 or not bool(new.any()):
+                break
+            idx, w, pos = idx[new], w[new], pos[new]
+        return pulses, reads, capped, resets
+
+    def _write_excluding(self, idx, w, tolerance_uS):
+        """:meth:`_write` for the exclusion policy: the weight ``w`` of each synapse of ``idx`` is
+        written on the working devices of one side, around what the digital unit believes the other
+        devices hold (excluded devices: their conductance, as its check read found it; working ones
+        just RESET: the RESET level of a working device, the preset's mean for a stuck one it has not
+        found yet). The difference D = w / beta - (sum G+ - sum G-) is spread equally over the working
+        devices of the side it needs (each capped at the refresh threshold). Returns (pulses, reads,
+        capped, G+ targets, G- targets): targets per device (device-major), NaN for excluded ones."""
+        xp, n, m = self.xp, self.n_dev, int(idx.shape[0])
+        cap = self.preset.g_max * self.refresh_threshold
+        didx = self._devices(idx)
+        okp, okm = ~self.gp.faults.excluded[didx], ~self.gm.faults.excluded[didx]
+        belief = []
+        for arr, ok in ((self.gp, okp), (self.gm, okm)):
+            g = arr.g_prog[didx]
+            belief.append(xp.where(ok & (arr.faults.kind[didx] != 0), self.preset.reset_mean, g).reshape(n, m))
+        bp, bm = belief
+        okp, okm = okp.reshape(n, m), okm.reshape(n, m)
+        d = w / self.beta - (bp.sum(axis=0) - bm.sum(axis=0))           # µS still to add, signed
+        np_, nm_ = okp.sum(axis=0), okm.sum(axis=0)
+        up = d > 0
+        share_p = xp.where(up & (np_ > 0), d / xp.maximum(np_, 1), 0.0).astype(FLOAT)
+        share_m = xp.where(~up & (nm_ > 0), -d / xp.maximum(nm_, 1), 0.0).astype(FLOAT)
+        capped = (up & (np_ == 0)) | ((d < 0) & (nm_ == 0))              # no working device on that side
+        pulses = reads = 0
+        targets = []
+        for arr, b, ok, share in ((self.gp, bp, okp, share_p), (self.gm, bm, okm, share_m)):
+            tgt = b + share[None, :]
+            wr = ok & (share > 0)[None, :]
+            capped |= (wr & (tgt > cap)).any(axis=0)
+            tgt = xp.minimum(tgt, cap)
+            sel = wr.reshape(-1)
+            st = arr.program_verify(didx[sel], tgt.reshape(-1)[sel], self.t, tolerance_uS)
+            pulses += st.pulses
+            reads += st.verify_reads
+            targets.append(xp.where(ok, tgt, xp.nan).reshape(-1))
+        return pulses, reads, capped, targets[0], targets[1]
+
+    def _check_devices(self, idx, tp, tm):
+        """One check read of every working device of synapses ``idx`` (from the fault stream):
+        a device read further than ``detect_tol_uS`` from its target ``tp`` / ``tm`` does not
+        respond and is excluded. Returns a bool per synapse of ``idx``: a device newly excluded."""
+        xp, t = self.xp, self.t
+        didx = self._devices(idx)
+        new = xp.zeros(idx.shape[0], dtype=bool)
+        for arr, tgt in ((self.gp, tp), (self.gm, tm)):
+            ok = ~xp.isnan(tgt)
+            d = didx[ok]
+            g = arr.conductance_at(t, d)
+            r = self._read(g, arr.read_sigma(g, t, d), self.fault_rng)
+            self.counters.fault_check_reads += int(d.shape[0])
+            bad = xp.abs(r - tgt[ok]) > self.faults.detect_tol_uS
+            if bool(bad.any()):
+                arr.faults.excluded[d[bad]] = True
+                self.counters.excluded_devices += int(bad.sum())
+                hit = xp.zeros(didx.shape[0], dtype=bool)
+                hit[xp.flatnonzero(ok)[bad]] = True
+                new |= hit.reshape(self.n_dev, -1).any(axis=0) if self.n_dev > 1 else hit
+        return new
+
+    def fault_counts(self) -> dict:
+        """Device faults of this array now: stuck (not responding), worn out by endurance, failed by
+        random onset, excluded by the policy (0 everywhere without faults)."""
+        if self.faults is None:
+            return {"stuck": 0, "worn_out": 0, "onset": 0, "excluded": 0}
+        fp, fm = self.gp.faults, self.gm.faults
+        return {"stuck": fp.n_stuck + fm.n_stuck, "worn_out": fp.n_worn + fm.n_worn,
+                "onset": fp.n_onset + fm.n_onset,
+                "excluded": int(fp.excluded.sum()) + int(fm.excluded.sum())}
+
+    def fault_map(self):
+        """(kind, excluded) per device, host arrays of shape (2, devices_per_side, rows, cols) (side 0
+        is G+): kind 0 working, 1 stuck low, 2 stuck high (gpu_model.faults); None without faults."""
+        if self.faults is None:
+            return None
+        import numpy as np
+        be, shape = self.be, (self.n_dev, *self.shape)
+        kind = np.stack([be.asnumpy(a.faults.kind).reshape(shape) for a in (self.gp, self.gm)])
+        excl = np.stack([be.asnumpy(a.faults.excluded).reshape(shape) for a in (self.gp, self.gm)])
+        return kind, excl
 
     # --- state for checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -496,6 +690,10 @@ class DifferentialSynapses:
                 out[f"{name}.{f}"] = be.asnumpy(getattr(arr, f))
         if self.arbiter is not None:
             out["arbiter"] = be.asnumpy(self.arbiter)
+        if self.faults is not None:                  # gpu_model/faults.py: placement, wear, exclusions
+            for name, arr in (("gp", self.gp), ("gm", self.gm)):
+                out.update({f"{name}.faults.{k}": v for k, v in arr.faults.state_dict(be).items()})
+            out["fault_rng"] = rng_state(self.fault_rng)
         if self.n_dev > 1 and self._w is not None:   # the running-sum cache (module docstring)
             out["cache_w"], out["cache_var"] = be.asnumpy(self._w), be.asnumpy(self._var)
             out["cache_t"] = self._cache_t
@@ -516,6 +714,11 @@ class DifferentialSynapses:
             arr.t_prog_changed()
         if self.arbiter is not None:
             self.arbiter[...] = xp.asarray(st["arbiter"])
+        if self.faults is not None:
+            for name, arr in (("gp", self.gp), ("gm", self.gm)):
+                arr.faults.load_state_dict(st, f"{name}.faults.")
+            if st.get("fault_rng") is not None:
+                set_rng_state(self.fault_rng, st["fault_rng"])
         if self.n_dev > 1 and "cache_w" in st:   # resume with the cache the run had (bit-exact)
             self._w = xp.asarray(st["cache_w"], dtype=FLOAT).reshape(self.shape).copy()
             self._var = xp.asarray(st["cache_var"], dtype=FLOAT).reshape(self.shape).copy()

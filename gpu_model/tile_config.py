@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from rtl.dpu import DPU_KINDS, WHOLE_UNIT_KINDS
 from rtl.spec import DPUSpec
 
+from .faults import NO_FAULTS, FaultConfig
 from .presets import PCMPreset, PresetError, TilePreset
 
 ENGINES = ("reference", "fused")
@@ -76,6 +77,8 @@ class TileConfig:
     dpu_kind: str = "golden"            # which implementation runs the spec: golden | rtl (rtl/dpu.py),
                                         # or the whole unit: tile-golden | tile-rtl (WholeUnitDigital)
     engine: str = "reference"           # device-update engine: reference | fused (ENGINES)
+    faults: FaultConfig = NO_FAULTS     # device faults, endurance, exclusion policy (gpu_model/faults.py);
+                                        # default: none (the tile runs exactly as without the field)
 
     def __post_init__(self):
         if not isinstance(self.device, PCMPreset):
@@ -90,6 +93,18 @@ class TileConfig:
         if not s.common_mode_uS < cap:
             raise PresetError(f"synapse: common_mode_uS must be below the refresh threshold "
                               f"({cap:g} µS), got {s.common_mode_uS}")
+        if not isinstance(self.faults, FaultConfig):
+            raise PresetError(f"tile: faults must be a FaultConfig, got {type(self.faults).__name__}")
+        if self.faults.enabled and self.engine != "reference":
+            raise PresetError(f"faults: device faults run on the reference engine only; set tile.engine = "
+                              f"\"reference\" (got tile.engine = {self.engine!r})")
+        for k in ("stuck_low_uS", "stuck_high_uS"):
+            v = getattr(self.faults, k)
+            if v is not None and not v <= self.device.g_max:
+                raise PresetError(f"faults: {k} must be in [0, g_max = {self.device.g_max:g}] µS of the device, got {v}")
+        if self.faults.exclude and s.common_mode_uS > 0:
+            raise PresetError("faults: exclude needs synapse.common_mode_uS = 0 (the exclusion policy "
+                              "writes a weight on one side)")
         if s.epsilon_uS is not None and not s.epsilon_uS < self.device.g_max:
             raise PresetError(f"synapse: epsilon_uS must be below the device's g_max "
                               f"({self.device.g_max:g} µS), got {s.epsilon_uS}")

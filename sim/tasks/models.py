@@ -40,7 +40,7 @@ def tile_config(cfg: Config, i: int, w_max: float, eps: float) -> TileConfig:
         common_mode_uS=s.common_mode_uS, read_noise=s.read_noise, verified_update=s.verified_update,
         verify_gain=s.verify_gain, verify_anti_windup=s.verify_anti_windup)
     return TileConfig(device=preset, synapse=synapse, converters=cfg.tile_preset(i), dpu=cfg.dpu_spec(),
-                      dpu_kind=s.dpu, engine=cfg.tile_engine())
+                      dpu_kind=s.dpu, engine=cfg.tile_engine(), faults=cfg.fault_config())
 
 
 def make_store(cfg: Config, be: Backend, w0: np.ndarray, i: int, w_max: float, eps: float):

@@ -1,0 +1,262 @@
+"""Accuracy against the device-fault rate: faults present during mixed-precision training vs the
+same faults under fp32-trained weights programmed once (docs/faults.md).
+
+    python -m benchmarks.fault_study --out runs/faults [--rates 0,0.1,1,5,10] [--epochs 3]
+        [--train-subset 10000] [--test-subset 2000] [--seed 0] [--data-dir D] [--modes ...]
+
+For each fault rate r (% of all devices, split equally between stuck low and stuck high:
+engineering choice, ``faults.stuck_low_rate = faults.stuck_high_rate = r / 200``) it runs
+
+* ``train``          the MNIST MLP (configs/mlp_mnist_pcm.toml) trained on the faulty tiles;
+* ``train_exclude``  the same with the exclusion policy (``faults.exclude = true``);
+* ``inject``         the fp32 MLP (configs/mlp_mnist_fp32.toml, trained once for the study) programmed
+                     once by program-and-verify onto tiles with the same faults (the same placement:
+                     same seed and streams), read at once (no drift), w_max per layer =
+                     max |W| / synapse.refresh_threshold (engineering choice: the layer's largest
+                     weight at the refresh cap, so that nothing is clipped);
+* ``inject_exclude`` the same with the exclusion policy (programming finds the stuck devices by its
+                     check reads and writes around them).
+
+Endurance of trained networks (issue 28: the most-cycled devices, a histogram, the projected
+epochs until the first device wears out), from the devices' own counters in a run's checkpoint:
+
+    python -m benchmarks.fault_study --endurance RUN [--endurance RUN ...] --out DIR
+        [--limit 1e9] [--counts reset|all]
+
+writes ``DIR/endurance.json``, ``DIR/endurance.md`` and ``DIR/endurance_<run>.png``. A run on a
+subset of the training set is projected per full epoch (epochs = images trained / training-set
+size).
+
+Each row is test accuracy through the noisy crossbar reads (``task.evaluate``) after the last
+epoch. Writes ``OUT/fault_study.json``, ``OUT/fault_study.md`` (the table) and
+``OUT/fault_study.png``; each training keeps its run folder under ``OUT`` (metrics, checkpoint),
+and a finished one (``summary.json``) is reused, so an interrupted study continues where it was.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gpu_model.backend import make_backend
+from gpu_model.faults import PCM_ENDURANCE_CYCLES, endurance_report, plot_endurance_histogram
+from sim.config import load_config
+from sim.data import load_dataset
+from sim.nn.stores import AnalogWeights
+from sim.tasks import make_task
+from sim.train import Trainer
+
+ROOT = Path(__file__).resolve().parent.parent
+PCM_CONFIG = ROOT / "configs" / "mlp_mnist_pcm.toml"
+FP32_CONFIG = ROOT / "configs" / "mlp_mnist_fp32.toml"
+RATES_PERCENT = (0.0, 0.1, 1.0, 5.0, 10.0)       # the issue's sweep (issue 28)
+MODES = ("train", "train_exclude", "inject", "inject_exclude")
+PERCENT = 100.0
+
+
+def fault_overrides(rate_pct: float, exclude: bool) -> dict:
+    """[faults] keys of a study point: r % of the devices stuck, half low, half high."""
+    half = rate_pct / PERCENT / 2
+    kw = {"stuck_low_rate": half, "stuck_high_rate": half}
+    if exclude:
+        kw["exclude"] = True
+    return kw if (half or exclude) else {}
+
+
+def common_overrides(args) -> dict:
+    return {"train": {"epochs": args.epochs, "train_subset": args.train_subset, "test_subset": args.test_subset,
+                      "seed": args.seed}}
+
+
+def run_training(cfg, ds, be, out: Path) -> dict:
+    """Train ``cfg`` into ``out`` (reusing a finished run there); returns its summary."""
+    done = out / "summary.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.toml").write_text(cfg.to_toml())
+    t0 = time.perf_counter()
+    summary = Trainer(cfg, ds, be, out, progress=False).run()
+    summary["wall_seconds"] = time.perf_counter() - t0
+    done.write_text(json.dumps(summary, indent=2, default=float))
+    return summary
+
+
+def inject(fp32_task, args, ds, rate_pct: float, exclude: bool) -> dict:
+    """The fp32 network's weights programmed once onto faulty PCM tiles; test accuracy."""
+    layers = fp32_task.store_layers()
+    weights = [np.asarray(L.store.weights(), dtype=np.float32) for L in layers]
+    thr = load_config(PCM_CONFIG).synapse.refresh_threshold
+    w_max = [float(np.abs(w).max()) / thr for w in weights]
+    ov = common_overrides(args)
+    ov["synapse"] = {"w_max": w_max}
+    f = fault_overrides(rate_pct, exclude)
+    if f:
+        ov["faults"] = f
+    cfg = load_config(PCM_CONFIG, ov)
+    be = make_backend("numpy", cfg.train.seed)
+    task = make_task(cfg, ds, be)
+    for L, L32, w in zip(task.store_layers(), layers, weights):
+        if not isinstance(L.store, AnalogWeights):
+            raise RuntimeError(f"{L.name}: expected an analog store")
+        L.store.tile.program(w)                               # program-and-verify, once
+        for p, p32 in ((L.b, L32.b), (getattr(L, "g", None), getattr(L32, "g", None))):
+            if p is not None and p32 is not None:
+                p.value[...] = p32.value
+    ev = task.evaluate()
+    faults = {}
+    for L in task.store_layers():
+        for k, v in L.store.tile.events.as_dict().items():
+            if k in ("faulty_devices", "excluded_devices", "fault_check_reads"):
+                faults[k] = faults.get(k, 0) + v
+    return {"test_accuracy": float(ev["test_accuracy"]), **faults}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES_PERCENT), help="fault rates, % of devices")
+    ap.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--train-subset", type=int, default=10_000)
+    ap.add_argument("--test-subset", type=int, default=2_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--endurance", action="append", type=Path, default=[], metavar="RUN",
+                    help="report the endurance of these run folders instead of the study")
+    ap.add_argument("--dataset", default=None, help="--endurance: dataset of runs without summary.json")
+    ap.add_argument("--limit", type=float, default=PCM_ENDURANCE_CYCLES, help="endurance limit, cycles")
+    ap.add_argument("--counts", default="reset", choices=("reset", "all"), help="what one cycle is")
+    args = ap.parse_args(argv)
+    if args.endurance:
+        return endurance(args, argv)
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    modes = [m for m in args.modes.split(",") if m]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        print(f"fault_study: unknown mode(s) {', '.join(bad)}; known: {', '.join(MODES)}", file=sys.stderr)
+        return 2
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    ds = load_dataset("mnist", args.data_dir)
+    res_path = out / "fault_study.json"
+    results = json.loads(res_path.read_text()) if res_path.is_file() else {}
+    results["command"] = "python -m benchmarks.fault_study " + " ".join(argv if argv is not None else sys.argv[1:])
+    results.setdefault("points", {})
+
+    fp32_task = None
+    if any(m.startswith("inject") for m in modes):
+        cfg32 = load_config(FP32_CONFIG, common_overrides(args))
+        be32 = make_backend("numpy", cfg32.train.seed)
+        s32 = run_training(cfg32, ds, be32, out / "fp32")
+        results["fp32_test_accuracy"] = s32["test_accuracy"]
+        from sim.train import restore_trainer
+        fp32_task = restore_trainer(out / "fp32", cfg32, be32, ds).task
+
+    for rate in rates:
+        for mode in modes:
+            key = f"{mode}@{rate:g}"
+            if key in results["points"]:
+                continue
+            t0 = time.perf_counter()
+            exclude = mode.endswith("exclude")
+            if mode.startswith("train"):
+                ov = common_overrides(args)
+                f = fault_overrides(rate, exclude)
+                if f:
+                    ov["faults"] = f
+                cfg = load_config(PCM_CONFIG, ov)
+                s = run_training(cfg, ds, make_backend("numpy", cfg.train.seed), out / f"{mode}_{rate:g}")
+                ev = s["events"]
+                point = {"test_accuracy": float(s["test_accuracy"]), "pulses": s["total_pulses"],
+                         "refreshes": s["total_refreshes"],
+                         **{k: ev.get(k, 0) for k in ("faulty_devices", "excluded_devices", "skipped_pulses")}}
+            else:
+                point = inject(fp32_task, args, ds, rate, exclude)
+            point["seconds"] = time.perf_counter() - t0
+            results["points"][key] = point
+            res_path.write_text(json.dumps(results, indent=2, default=float))
+            print(f"{key}: test accuracy {point['test_accuracy']:.4f} ({point['seconds']:.0f} s)", file=sys.stderr)
+
+    write_table(results, rates, modes, out)
+    return 0
+
+
+def endurance(args, argv) -> int:
+    """Endurance reports of trained runs (module docstring)."""
+    from sim.train import load_checkpoint
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    reports, lines = {}, []
+    for run in args.endurance:
+        summ = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+        name = summ.get("dataset") or args.dataset
+        if name is None:
+            print(f"fault_study: {run} has no summary.json; say --dataset", file=sys.stderr)
+            return 2
+        cfg = load_config(run / "config.toml")
+        ds = load_dataset(name, args.data_dir)
+        be = make_backend("numpy", cfg.train.seed)
+        task = make_task(cfg, ds, be)
+        st = load_checkpoint(run)
+        task.load_state_dict(st["task"])
+        images = st.get("images", summ.get("images_trained", 0))
+        epochs = images / len(ds.y_train) if images else st.get("epoch", 0)
+        layers = {L.name: L.store.tile.devices for L in task.store_layers() if isinstance(L.store, AnalogWeights)}
+        rep = endurance_report(layers, epochs=epochs, limit=args.limit, counts=args.counts)
+        rep["run"] = str(run)
+        reports[str(run)] = rep
+        plot_endurance_histogram(rep, out / f"endurance_{run.name}.png")
+        top = rep["top"][0] if rep["top"] else {}
+        lines.append(f"| {run} | {epochs:.3g} | {rep['devices']:,} | {rep['max_cycles']:,} | "
+                     f"{top.get('layer', '')} {top.get('side', '')}{top.get('device', '')} "
+                     f"({top.get('row', '')}, {top.get('col', '')}) | {rep['epochs_to_first_wearout']:.3g} |")
+    cmd = "python -m benchmarks.fault_study " + " ".join(argv if argv is not None else sys.argv[1:])
+    (out / "endurance.json").write_text(json.dumps({"command": cmd, "reports": reports}, indent=2, default=float))
+    head = [f"`{cmd}`", "", f"limit {args.limit:g} cycles ({args.counts})", "",
+            "| run | epochs (full-set equivalents) | devices | most cycles | most-cycled device | "
+            "projected epochs to the first wear-out |", "| --- | --- | --- | --- | --- | --- |"]
+    (out / "endurance.md").write_text("\n".join(head + lines) + "\n")
+    print("\n".join(head + lines))
+    return 0
+
+
+def write_table(results: dict, rates, modes, out: Path) -> None:
+    pts = results["points"]
+    head = "| fault rate (% of devices) | " + " | ".join(modes) + " |"
+    lines = [f"`{results['command']}`", "", head, "|" + " --- |" * (len(modes) + 1)]
+    for r in rates:
+        cells = [f"{100 * pts[f'{m}@{r:g}']['test_accuracy']:.2f}" if f"{m}@{r:g}" in pts else "" for m in modes]
+        lines.append(f"| {r:g} | " + " | ".join(cells) + " |")
+    if "fp32_test_accuracy" in results:
+        lines += ["", f"fp32 (no devices): {100 * results['fp32_test_accuracy']:.2f} %"]
+    (out / "fault_study.md").write_text("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:        # pragma: no cover
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    xs = [max(r, 0.01) for r in rates]          # 0 % drawn at 0.01 % on the log axis
+    for m in modes:
+        ys = [100 * pts[f"{m}@{r:g}"]["test_accuracy"] if f"{m}@{r:g}" in pts else np.nan for r in rates]
+        ax.plot(xs, ys, "o-", label=m)
+    if "fp32_test_accuracy" in results:
+        ax.axhline(100 * results["fp32_test_accuracy"], color="k", lw=0.8, ls=":", label="fp32")
+    ax.set_xscale("log")
+    ax.set_xlabel("stuck devices (% of all; 0 drawn at 0.01)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title("MNIST MLP: faults in training vs programmed after fp32", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "fault_study.png", dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
