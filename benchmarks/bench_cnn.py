@@ -50,6 +50,8 @@ def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None, from_
     trainers = {m: _trainer(m, ds, backend, pcm_overrides) for m in ("fp32",) + (() if from_run else ("pcm", "pcm_fused"))}
     if from_run:
         trainers["pcm"] = run_trainer(from_run, ds, backend, ARCH)
+        if backend == "numpy":         # the same trained state on the fused engine (gpu_model/convert.py)
+            trainers["pcm_fused"] = run_trainer(from_run, ds, backend, ARCH, engine="fused")
     batch = trainers["fp32"].cfg.train.batch_size
     keys = {m: tr.task.epoch_batches(0) for m, tr in trainers.items()}   # also seeds the augmentation
     best = interleaved_best(trainers, keys, WARMUP, BATCHES, REPEATS)

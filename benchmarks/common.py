@@ -11,7 +11,7 @@ from pathlib import Path
 
 from gpu_model.backend import make_backend
 from sim.config import ConfigError, load_config
-from sim.train import RunError, Trainer, restore_trainer
+from sim.train import RunError, Trainer, load_checkpoint, restore_trainer
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 WARMUP_STREAM, TIMED_STREAM = 7, 8      # random streams of the warm-up and the timed steps
@@ -29,29 +29,37 @@ FUSED = {"tile": {"engine": "fused"}}                # the PCM config on the fus
 PCM_MODES = ("pcm", "pcm_fused")                     # the PCM config on each engine, timed side by side
 
 
-def run_config(run_dir):
-    """The config of the run folder ``run_dir`` (its ``config.toml``); ``RunError`` when it is not a
-    run folder or its config does not load."""
+def run_config(run_dir, overrides: dict | None = None):
+    """The config of the run folder ``run_dir`` (its ``config.toml``, with ``overrides``);
+    ``RunError`` when it is not a run folder or its config does not load."""
     path = Path(run_dir) / "config.toml"
     if not path.is_file():
         raise RunError(f"{run_dir} is not a run folder (no config.toml)")
     try:
-        return load_config(path)
+        return load_config(path, overrides)
     except ConfigError as exc:
         raise RunError(f"{path}: {exc}") from exc
 
 
-def run_trainer(run_dir, ds, backend: str, arch: str) -> Trainer:
+def run_trainer(run_dir, ds, backend: str, arch: str, engine: str | None = None) -> Trainer:
     """The trainer of the run folder ``run_dir`` at its last checkpoint (``sim.train.restore_trainer``):
     its own ``config.toml`` and its weights, devices, χ and optimizer state, for timing steps in a
     trained state (drifted devices, late-training pulse and refresh rates) instead of a fresh one.
     Training steps write nothing to the folder (a training may be running in it: checkpoints are
     replaced atomically). ``arch``: the model the benchmark times; a run of another model is a
-    ``RunError``."""
-    cfg = run_config(run_dir)
+    ``RunError``. ``engine``: run the tiles on this engine instead of the run's own; a state of
+    the reference engine is carried over to the fused one (gpu_model/convert.py: the same devices
+    and chi, the fused engine's own random keys from there on)."""
+    cfg = run_config(run_dir, {"tile": {"engine": engine}} if engine else None)
     if cfg.model.arch != arch:
         raise RunError(f"{run_dir} is a {cfg.model.arch!r} run; this benchmark times {arch!r} runs")
-    return restore_trainer(Path(run_dir), cfg, make_backend(backend, 0), ds)
+    if not engine:
+        return restore_trainer(Path(run_dir), cfg, make_backend(backend, 0), ds)
+    tr = Trainer(cfg, ds, make_backend(backend, 0), Path(run_dir), progress=False)
+    for store in tr.task.analog_stores():
+        store.tile.convert_from = ("reference",)
+    tr.load_state(load_checkpoint(Path(run_dir)))
+    return tr
 
 
 def merge_overrides(a: dict | None, b: dict | None) -> dict:

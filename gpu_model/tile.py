@@ -107,6 +107,9 @@ class AnalogTile:
             from .kernels.crossbar_read import ReadWork, tile_read
             self._fused_read, self._read_work = tile_read, ReadWork()
         self.count_events = True   # False: MVMs that are not training work (evaluation) go uncounted
+        # engines whose tile states load_state_dict converts to this tile's engine (gpu_model/convert.py;
+        # opt-in: a state of another engine is otherwise refused)
+        self.convert_from: tuple = ()
         if w0 is not None:
             self.program(w0)
 
@@ -308,6 +311,9 @@ class AnalogTile:
         if st.get("layout") != CHECKPOINT_LAYOUT:
             raise ValueError(f"tile state of layout {st.get('layout', 1)}; this mcasim reads layout "
                              f"{CHECKPOINT_LAYOUT} (re-make the run from its command)")
+        if st["engine"] != self.config.engine and st["engine"] in self.convert_from:
+            from .convert import convert_tile_state
+            st = convert_tile_state(st, self)
         if st["engine"] != self.config.engine:
             raise ValueError(f"tile state was made by engine {st['engine']!r}, this tile runs "
                              f"{self.config.engine!r} (set tile.engine = {st['engine']!r} to resume it)")

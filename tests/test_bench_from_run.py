@@ -37,6 +37,13 @@ def test_run_trainer_restores_the_checkpoint_and_writes_nothing(tmp_path):
     for k in keys[:3]:                                      # steps run, and the folder is untouched
         again.step(k, again.lr_at(again.epoch), again.be.child_rng(7))
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+    fused = run_trainer(run, ds, "numpy", "mlp", engine="fused")     # the same state, carried over
+    assert fused.cfg.tile_engine() == "fused" and fused.epoch == 1
+    for a, b in zip(tr.task.store_layers(), fused.task.store_layers()):
+        np.testing.assert_allclose(to_host(b.store.weights()), to_host(a.store.weights()), rtol=0, atol=1e-6)
+    for k in keys[:3]:
+        fused.step(k, fused.lr_at(fused.epoch), fused.be.child_rng(7))
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
     with pytest.raises(RunError, match="'mlp' run; this benchmark times 'cnn'"):
         run_trainer(run, ds, "numpy", "cnn")
     with pytest.raises(RunError, match="not a run folder"):

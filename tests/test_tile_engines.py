@@ -122,3 +122,34 @@ def test_fused_engine_reads_the_reference_read_bit_for_bit(tile):
         assert a.dtype == b.dtype == np.float32
         assert np.array_equal(a, b) and np.array_equal(np.signbit(a), np.signbit(b))
     assert outs[0][1] == outs[1][1]
+
+
+@pytest.mark.parametrize("syn", [{}, {"devices_per_side": 3, "verified_update": True}])
+def test_a_reference_tile_carries_over_to_the_fused_engine(syn):
+    """gpu_model/convert.py: a trained reference tile loaded into a fused tile (``convert_from``)
+    has the same conductances bit for bit, the same weights (to float32 rounding), chi, counters
+    and clock, and trains on; without the opt-in the state is refused."""
+    from gpu_model.convert import ConversionError, convert_tile_state
+    ref = _tile("reference", **syn)
+    rng = np.random.default_rng(4)
+    for k in range(15):
+        ref.update((rng.standard_normal(ref.shape) * 2 * ref.epsilon_w).astype(np.float32), ref.be.child_rng(k))
+        ref.advance(0.01)
+    st = ref.state_dict()
+    fus = _tile("fused", seed=9, **syn)
+    with pytest.raises(ValueError, match="tile.engine = 'reference'"):
+        fus.load_state_dict(st)
+    fus.convert_from = ("reference",)
+    fus.load_state_dict(st)
+    for a, b in zip(ref.conductances(), fus.conductances()):
+        assert np.array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(fus.weights()), np.asarray(ref.weights()), rtol=0, atol=1e-6)
+    assert np.array_equal(fus.digital.chi, ref.digital.chi) and fus.t == ref.t and fus.updates == ref.updates
+    ea, eb = ref.events.as_dict(), fus.events.as_dict()
+    assert ea == eb and ea["set_pulses"] > 0
+    before = eb["set_pulses"]
+    fus.update((rng.standard_normal(fus.shape) * 2 * fus.epsilon_w).astype(np.float32), None)
+    assert fus.events.set_pulses > before
+    st2 = dict(st, engine="turbo")
+    with pytest.raises(ConversionError, match="only reference -> fused"):
+        convert_tile_state(st2, fus)
