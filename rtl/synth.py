@@ -169,6 +169,9 @@ def _tile_specs():
         # engineering choice for the 25F's 28 multipliers: taps 1 (8 product + 16 scale DSPs),
         # so 1 synapse-update per clock at B = 8
         "tile-ecp5-25f": ("ecp5-25f", TileSpec(taps=1)),
+        # engineering choice for the iCE40 UP5K (5280 LUT4, no distributed RAM, synth_ice40 maps
+        # multipliers to LUTs): a 32 x 32 tile, 2 lanes, taps 1 -> 0.25 synapse-updates per clock
+        "tile-ice40-up5k": ("ice40-up5k", TileSpec(rows=32, cols=32, lanes=2, taps=1)),
     }
 
 

@@ -33,7 +33,7 @@ def test_chi_bram_arithmetic():
     lt = largest_tile("ecp5-85f", TileSpec())
     assert lt["bram"] <= 208 and lt["synapses"] == lt["chi_words"] * 8
     assert chi_brams(lt["chi_words"] * 2, 160) > 208          # the next power of two does not fit
-    assert set(TILE_TARGETS) == {"tile-ecp5-85f", "tile-ecp5-25f"}
+    assert set(TILE_TARGETS) == {"tile-ecp5-85f", "tile-ecp5-25f", "tile-ice40-up5k"}
 
 
 def test_scale_chunks_fit_the_dsp():
