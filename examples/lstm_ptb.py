@@ -118,7 +118,7 @@ def main(argv=None) -> int:
             torch.nn.utils.clip_grad_norm_(model.parameters(), lc.clip_norm)
             opt.step()
             opt.zero_grad()
-            nats += float(loss) * tgt.numel()
+            nats += float(loss.detach()) * tgt.numel()
             n += tgt.numel()
             pulses += opt.last_pulses
         epoch += 1
