@@ -10,11 +10,13 @@ written every epoch; running the command again resumes from it.
 """
 from __future__ import annotations
 
+from pathlib import Path
 import argparse
 import json
 import math
+import shlex
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -109,6 +111,8 @@ def main(argv=None) -> int:
     opt = mt.AnalogOptimizer(torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:] if argv is None else list(argv)
+    (out / "command.txt").write_text(" ".join(["python examples/cnn_cifar10.py"] + [shlex.quote(x) for x in args]) + "\n")
     ck, epoch = out / "checkpoint.pt", 0
     if ck.is_file():
         st = torch.load(ck)

@@ -10,11 +10,13 @@ digital with its step through chi and the digital unit. A checkpoint every epoch
 """
 from __future__ import annotations
 
+from pathlib import Path
 import argparse
 import json
 import math
+import shlex
+import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
                                               eps=t.adam_eps))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:] if argv is None else list(argv)
+    (out / "command.txt").write_text(" ".join(["python examples/lstm_ptb.py"] + [shlex.quote(x) for x in args]) + "\n")
     ck, epoch = out / "checkpoint.pt", 0
     if ck.is_file():
         st = torch.load(ck)

@@ -15,12 +15,14 @@ contiguous streams; test BPC over the first ``--test-subset`` test characters.
 """
 from __future__ import annotations
 
+from pathlib import Path
 import argparse
 import json
 import math
+import shlex
+import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -124,6 +126,8 @@ def main(argv=None) -> int:
     opt = mt.AnalogOptimizer(torch.optim.Adam(model.parameters(), lr=LR))
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    args = sys.argv[1:] if argv is None else list(argv)
+    (out / "command.txt").write_text(" ".join(["python examples/transformer_ptb.py"] + [shlex.quote(x) for x in args]) + "\n")
     (out / "metrics.jsonl").write_text("")
     print(f"{len(mt.analog_modules(model))} layers on crossbars ({a.synapse})", flush=True)
     for epoch in range(a.epochs):

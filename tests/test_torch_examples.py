@@ -31,12 +31,6 @@ def _metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.fixture
-def data_env(data_root, monkeypatch):
-    monkeypatch.setenv("MCASIM_DATA", str(data_root))
-    monkeypatch.chdir(ROOT)
-
-
 def _fake_cifar(n_train=128, n_test=32):
     """CIFAR-10-shaped random images (the example's loop is under test, not the data: loading
     the real set takes longer than this whole file may)."""
@@ -86,8 +80,10 @@ def test_lstm_example_trains_and_resumes(monkeypatch, tmp_path):
     _same_metrics(ma, mb)
 
 
-def test_transformer_example_runs(data_env, tmp_path):
+def test_transformer_example_runs(monkeypatch, tmp_path):
     ex = _example("transformer_ptb")
+    monkeypatch.setattr(ex, "load_dataset", lambda name: _fake_ptb(n_train=4200, n_test=2100))
+    monkeypatch.chdir(ROOT)
     out = tmp_path / "tf"
     assert ex.main(["--synapse", "pcm", "--out", str(out), "--train-subset", "4200", "--test-subset", "2100",
                     "--layers", "1", "--d-model", "32", "--context", "32", "--batch", "16"]) == 0
@@ -95,3 +91,18 @@ def test_transformer_example_runs(data_env, tmp_path):
     assert 0 < m["test_bpc"] < 10
     st = torch.load(out / "checkpoint.pt", weights_only=True)
     assert sum(k.endswith("_extra_state") for k in st["model"]) == 5    # qkv, out, fc1, fc2 + head
+
+
+def test_report_tables_and_plots_example_runs(monkeypatch, tmp_path, capsys):
+    from mcasim.torch import report
+    ex = _example("transformer_ptb")
+    monkeypatch.setattr(ex, "load_dataset", lambda name: _fake_ptb())
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "tf_fp32"
+    assert ex.main(["--synapse", "fp32", "--out", str(out), "--train-subset", "3300", "--test-subset", "400",
+                    "--layers", "1", "--d-model", "16", "--context", "16", "--batch", "8", "--epochs", "2"]) == 0
+    assert report.main([str(out), "--plot", str(tmp_path / "curve.png")]) == 0
+    text = capsys.readouterr().out
+    assert "| tf_fp32 |" in text and "test_bpc" in text
+    assert "`python examples/transformer_ptb.py --synapse fp32 --out" in text
+    assert (tmp_path / "curve.png").stat().st_size > 0
