@@ -117,12 +117,15 @@ def _fp_presets():
     return {"jap2018": JAP2018, "joshi2020": JOSHI2020, "ideal": IDEAL}
 
 
-def fingerprint_one(preset, n, verify, noise, shape=FP_SHAPE, frac=0.3, cm=0.0, seed=0):
+def fingerprint_one(preset, n, verify, noise, shape=FP_SHAPE, frac=0.3, cm=0.0, seed=0, tweak=None):
     """sha256 (first 16 hex digits) of everything a FusedSynapses run produces: program(), FP_STEPS
-    updates (state, cache, counters, reports, verify readouts), read_weights and conductances."""
+    updates (state, cache, counters, reports, verify readouts), read_weights and conductances.
+    ``tweak(s)``: called on the new FusedSynapses before anything runs (tests: kernel switches)."""
     h = hashlib.sha256()
     s = FusedSynapses(shape, preset, make_backend("numpy", 0), w_max=1.0, refresh_threshold=FP_REFRESH,
                       devices_per_side=n, seed=seed, stream=5, common_mode_uS=cm)
+    if tweak is not None:
+        tweak(s)
     rng = np.random.default_rng(100 + n)
     s.program(rng.uniform(-0.4, 0.4, shape).astype(np.float32))
     for step in range(FP_STEPS):

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS
-from .keyed_rng import normal_nb
+from .keyed_rng import R_MAX, normal_fast_nb, normal_nb
 from .intrinsics import prefetch1, prefetch2, unmanaged
 
 # --- model codes (M[M_DRIFT], M[M_READ], M[M_PROG]) ------------------------------------------------
@@ -58,7 +58,9 @@ P_BETA = 19          # weight units per µS (DifferentialSynapses.beta)
 P_CAP = 20           # µS, refresh cap = refresh_threshold * g_max
 P_CM = 21            # µS, common-mode level (0: off)
 P_INV_T0 = 22        # 1/s, 1 / PCMPreset.drift_t0
-N_P = 23
+P_ZERR = 23          # bound on |fast normal - keyed normal| the certification assumes (keyed_rng.NORMAL_FAST_ERR)
+P_ZPERT = 24         # tests only: a perturbation of the fast normals (0 in use; see znorm)
+N_P = 25
 
 # --- M: codes and sizes (int64) --------------------------------------------------------------------
 M_DRIFT = 0          # DRIFT_* code
@@ -69,7 +71,8 @@ M_DRIFT_FREE = 4     # 1: no device ever drifts (ideal, or constant model with n
 M_N = 5              # devices per side N
 M_MAX_PULSES = 6     # PCMPreset.prog_verify_max_pulses
 M_D2D = 7            # 1: apply the d2d step multiplier (step_d2d_std > 0)
-N_M = 8
+M_EXACT = 8          # 1: every normal by keyed_rng.normal_nb (no fast normals: the path before certification)
+N_M = 9
 
 # --- keys of one call (uint64) ---------------------------------------------------------------------
 K_SET = 0            # KIND_SET_STEP
@@ -88,6 +91,40 @@ NU_SD_A, NU_SD_B, NU_SD_LO, NU_SD_HI = JOSHI_NU_SIGMA
 QS_C, QS_E, QS_MAX = JOSHI_QS
 PROG_C2, PROG_C1, PROG_C0 = JOSHI_PROG
 G_NORM_FLOOR = 1e-6  # floor of G/g_max before its log / power (as gpu_model/devices.py)
+
+# --- certified fast normals ------------------------------------------------------------------------
+# Every random number of an update is a keyed normal z = sqrt(-2 ln u1) cos(2 pi u2) (keyed_rng), and
+# libm's cos of a random argument is most of its cost. The kernels draw z' = keyed_rng.normal_fast_nb
+# (the same u1, log and sqrt; cos by a branch-free polynomial), |z' - z| <= P[P_ZERR], carry a bound on
+# the error of every quantity computed from z', and keep a result only when the bound proves it equal
+# to the exact path's: a float32 that the whole interval [x - e, x + e] rounds to, or a verify decision
+# |v - target| <= tol that holds (or fails) over it. Otherwise that site is recomputed with normal_nb.
+# Outcomes are therefore bit-identical to the exact path (M_EXACT = 1), whatever the bound's slack
+# (tests/test_fused_engine.py: a perturbed fast normal with a matching bound gives the same bits).
+# Rounding: an operation's float64 result differs from the real one by <= 2^-53 of its magnitude,
+# so two paths evaluating the same expression on different inputs differ by the inputs' difference
+# propagated, plus <= 2 * 2^-53 * (magnitude) per operation.
+ROUND_SLACK = 2.0 ** -50   # per operation and unit magnitude: 2 paths x 2^-53, x4 margin (engineering choice)
+
+
+@njit(cache=True, inline="always")
+def znorm(key, s, d, j, P, M):
+    """The fast keyed normal z' of (key, s, d, j): |z' - normal_nb(...)| <= P[P_ZERR] (exact under M_EXACT).
+    P[P_ZPERT] != 0 (tests): z' += P_ZPERT sin(1000 z'), a deterministic error the bound must cover."""
+    if M[M_EXACT]:
+        return normal_nb(key, s, d, j)
+    z = normal_fast_nb(key, s, d, j)
+    pert = P[P_ZPERT]
+    if pert != 0.0:
+        z += pert * math.sin(1000.0 * z)
+    return z
+
+
+@njit(cache=True, inline="always")
+def f32_sure(x, e):
+    """True when every value within e (+ the rounding of x +- e) of x rounds to the float32 of x."""
+    e = e + ROUND_SLACK * abs(x)
+    return np.float32(x - e) == np.float32(x + e)
 
 
 @njit(cache=True, inline="always")
@@ -144,11 +181,17 @@ def clip_g(g, P):
     return min(max(g, P[P_G_MIN]), P[P_G_MAX])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def reset_device(s, d, t, key, dev, P, M):
     """RESET device d of synapse s at t: G ~ N(reset_mean, reset_std) clipped, P = 1, n_reset += 1."""
     G, H, NU, MU, Z, TP, NS, NR = dev
-    g = clip_g(P[P_RESET_MEAN] + P[P_RESET_STD] * normal_nb(key, s, d, 0), P)
+    sd = P[P_RESET_STD]
+    ze = P[P_ZERR]
+    z = znorm(key, s, d, 0, P, M)
+    g = clip_g(P[P_RESET_MEAN] + sd * z, P)
+    e = sd * ze + ROUND_SLACK * 3.0 * (abs(P[P_RESET_MEAN]) + sd * (R_MAX + ze))
+    if not f32_sure(g, e):                                  # certified, else the exact draw
+        g = clip_g(P[P_RESET_MEAN] + sd * normal_nb(key, s, d, 0), P)
     G[s, d] = g
     TP[s, d] = t
     H[s, d] = 1.0
@@ -157,7 +200,7 @@ def reset_device(s, d, t, key, dev, P, M):
         NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")
 def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     """Program device d of synapse s to ``target`` µS by program-and-verify at t (PCMArray.program_verify).
 
@@ -185,19 +228,46 @@ def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     elif prog == PROG_JOSHI:
         gn = target / P[P_G_MAX]
         sd = max(PROG_C2 * gn * gn + PROG_C1 * gn + PROG_C0, 0.0)   # sigma_prog(g), µS
-        g = clip_g(target + sd * normal_nb(ka, s, d, 0), P)
+        ze = P[P_ZERR]
+        g = clip_g(target + sd * znorm(ka, s, d, 0, P, M), P)
+        e = sd * ze + ROUND_SLACK * 3.0 * (abs(target) + sd * (R_MAX + ze))
+        if not f32_sure(g, e):
+            g = clip_g(target + sd * normal_nb(ka, s, d, 0), P)
         pulses = 1
         reads = 1
     else:
         sd = max(P[P_SG_A] * target + P[P_SG_B], 0.0)                # sigma(G = target, P = 0)
         g = target
+        ze = P[P_ZERR]
+        ra, rb = P[P_RD_A], P[P_RD_B]
+        e_att = sd * ze + ROUND_SLACK * 3.0 * (abs(target) + sd * (R_MAX + ze))   # bound on |g' - g|
+        a = 0
+        e_g = 0.0
         for a in range(M[M_MAX_PULSES]):
-            g = clip_g(target + sd * normal_nb(ka, s, d, a), P)      # attempt: target + N(0, sd)
-            v = g + (P[P_RD_A] * g + P[P_RD_B]) * normal_nb(kv, s, d, a)   # verify read
+            # certified attempt: g' and v' from fast normals; the decision |v - target| <= tol kept
+            # when it holds over the bound, else this attempt again with the exact normals
+            g = clip_g(target + sd * znorm(ka, s, d, a, P, M), P)      # attempt: target + N(0, sd)
+            sr = ra * g + rb
+            v = g + sr * znorm(kv, s, d, a, P, M)                      # verify read
+            dv = abs(v - target)
+            e_v = (e_att * (1.0 + abs(ra) * R_MAX) + abs(sr) * ze
+                   + ROUND_SLACK * 6.0 * (abs(g) + abs(sr) * (R_MAX + ze) + abs(target) + e_att))
+            e_g = e_att
+            if dv + e_v <= tol:
+                ok = True
+            elif dv - e_v > tol:
+                ok = False
+            else:
+                g = clip_g(target + sd * normal_nb(ka, s, d, a), P)
+                v = g + (ra * g + rb) * normal_nb(kv, s, d, a)
+                ok = abs(v - target) <= tol
+                e_g = 0.0
             pulses += 1
             reads += 1
-            if abs(v - target) <= tol:
+            if ok:
                 break
+        if e_g > 0.0 and not f32_sure(g, e_g):                        # the attempt that stays
+            g = clip_g(target + sd * normal_nb(ka, s, d, a), P)
     G[s, d] = g
     TP[s, d] = t
     if M[M_IDEAL] or prog == PROG_NONE:
@@ -273,15 +343,32 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
     Returns (W read, programming pulses, verify reads, capped)."""
     G, H, NU, MU, Z, TP, NS, NR = dev
     n = M[M_N]
-    w = 0.0
     kr = keys[K_REF_READ]
+    ze = P[P_ZERR]
+    w = 0.0
+    e = 0.0                                  # sum of sigma_d: |w' - w| <= ze e + rounding
+    mag = 0.0                                # sum of |G_d(t)| + sigma_d |z|: the rounding's scale
     for d in range(2 * n):
         gp = np.float64(G[s, d])
         tp = TP[s, d]
         g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
-        r = g + read_sigma(g, gp, tp, t, P, M) * normal_nb(kr, s, d, 0)   # read = G(t) + sigma z
+        sg = read_sigma(g, gp, tp, t, P, M)
+        r = g + sg * znorm(kr, s, d, 0, P, M)                     # read = G(t) + sigma z
         w += r if d < n else -r
-    w_read = np.float64(np.float32(P[P_BETA] * w))
+        e += sg
+        mag += abs(g) + sg * (R_MAX + ze)
+    bw = P[P_BETA] * w
+    e_bw = P[P_BETA] * (ze * e + ROUND_SLACK * (6.0 * n + 4.0) * mag)
+    if not f32_sure(bw, e_bw):                                     # not certified: the exact reads
+        w = 0.0
+        for d in range(2 * n):
+            gp = np.float64(G[s, d])
+            tp = TP[s, d]
+            g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
+            r = g + read_sigma(g, gp, tp, t, P, M) * normal_nb(kr, s, d, 0)
+            w += r if d < n else -r
+        bw = P[P_BETA] * w
+    w_read = np.float64(np.float32(bw))
     for d in range(2 * n):
         reset_device(s, d, t, keys[K_RESET], dev, P, M)
     pulses, reads, capped = write_synapse(s, w_read, tol, t, keys[K_ATT], keys[K_VER], dev, P, M,
@@ -291,6 +378,52 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
 
 
 # --- one pulsed synapse of an update ---------------------------------------------------------------
+@njit(cache=True, inline="always")
+def set_chain(g, h, mult, npulse, ks, s, d, exact, P, M):
+    """npulse SET pulses on device d of synapse s from (g, h) (JAP 2018):
+    h <- h e^{-1/tau}; mu = a_mu g + b_mu + c_mu h; sigma = max(a_s g + b_s + c_s h, 0);
+    g <- clip(g + (mu + sigma z_j) mult), z_j the keyed normal (ks, s, d, j).
+    ``exact``: z_j by normal_nb, else by znorm. Returns (g, h, e), e a bound on |g - g of the exact path|:
+    per pulse e <- e (1 + A) + K with A = |mult| (|a_mu| + |a_s| R_MAX) (mu and sigma z are Lipschitz in
+    g), K = |mult| sigma_max ze + rounding (sigma_max, mu_max over g in [0, g_max], h in [0, h])."""
+    a_mu, b_mu, c_mu = P[P_MU_A], P[P_MU_B], P[P_MU_C]
+    a_sg, b_sg, c_sg = P[P_SG_A], P[P_SG_B], P[P_SG_C]
+    ze = 0.0 if exact else P[P_ZERR]
+    am = abs(mult)
+    gmax = P[P_G_MAX]
+    mu_max = abs(a_mu) * gmax + abs(b_mu) + abs(c_mu) * abs(h)
+    sg_max = abs(a_sg) * gmax + abs(b_sg) + abs(c_sg) * abs(h)
+    A = am * (abs(a_mu) + abs(a_sg) * R_MAX)
+    K = am * sg_max * ze + ROUND_SLACK * 16.0 * (gmax + 2.0 * am * (mu_max + sg_max * (R_MAX + ze)))
+    e = 0.0
+    for j in range(npulse):
+        h *= P[P_DECAY]                                       # P <- P e^{-1/tau}
+        mu = a_mu * g + b_mu + c_mu * h                       # mu = a G + b + c P
+        sg = max(a_sg * g + b_sg + c_sg * h, 0.0)             # sigma = max(a G + b + c P, 0)
+        z = normal_nb(ks, s, d, j) if exact else znorm(ks, s, d, j, P, M)
+        dg = (mu + sg * z) * mult                             # dG ~ N(mu, sigma) x d2d multiplier
+        g = clip_g(g + dg, P)
+        e = e * (1.0 + A) + K
+    return g, h, e
+
+
+@njit(cache=True, inline="always")
+def verify_delta(sign, beta, g0, sg0, zb, g, sg1, za):
+    """Measured change of a verified update: sign beta ((g + sg1 za) - (g0 + sg0 zb)) (a G- pulse lowers W)."""
+    read_before = g0 + sg0 * zb
+    read_after = g + sg1 * za
+    return sign * beta * (read_after - read_before)
+
+
+@njit(cache=True, inline="always")
+def verify_refreshed(meas, vnoise, w_c, sd_w, zr, w_read):
+    """meas + (W read after the refresh - W read by it): one read of the synapse, W + sqrt(Var) z."""
+    w_new = w_c
+    if vnoise:
+        w_new += sd_w * zr
+    return meas + (w_new - w_read)
+
+
 @njit(cache=True, inline="always")
 def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
                out_ref, out_pulses, out_reads, out_meas, out_capped):
@@ -312,22 +445,19 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
     tp0 = TP[s, d]
     g0 = drifted(gp0, tp0, np.float64(NU[s, d]), t, P, M)   # pulses act on the drifted G at t
     sg0 = read_sigma(g0, gp0, tp0, t, P, M)
-    read_before = g0
+    ze = P[P_ZERR]
+    zb = 0.0
     if verify and vnoise:
-        read_before = g0 + sg0 * normal_nb(keys[K_VB], s, d, 0)
+        zb = znorm(keys[K_VB], s, d, 0, P, M)                    # read before: g0 + sg0 zb
     if M[M_IDEAL]:
         g = clip_g(g0 + npulse * P[P_IDEAL_STEP], P)            # ideal: G += n step exactly
     else:
-        g = g0
-        h = np.float64(H[s, d])
+        h0 = np.float64(H[s, d])
         mult = np.float64(MU[s, d]) if M[M_D2D] else 1.0
         ks = keys[K_SET]
-        for j in range(npulse):
-            h *= P[P_DECAY]                                       # P <- P e^{-1/tau}
-            mu = P[P_MU_A] * g + P[P_MU_B] + P[P_MU_C] * h        # mu = a G + b + c P
-            sg = max(P[P_SG_A] * g + P[P_SG_B] + P[P_SG_C] * h, 0.0)   # sigma = max(a G + b + c P, 0)
-            dg = (mu + sg * normal_nb(ks, s, d, j)) * mult        # dG ~ N(mu, sigma) x d2d multiplier
-            g = clip_g(g + dg, P)
+        g, h, e = set_chain(g0, h0, mult, npulse, ks, s, d, False, P, M)
+        if not f32_sure(g, e):                                    # not certified: the exact pulses
+            g, h, e = set_chain(g0, h0, mult, npulse, ks, s, d, True, P, M)
         H[s, d] = h
     G[s, d] = g
     g = np.float64(G[s, d])                                       # the stored (float32) value
@@ -343,11 +473,13 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
     else:
         resum_synapse(s, t, dev, P, M, cw, cv)
     meas = 0.0
+    e_m = 0.0                                    # bound on |meas' - meas| (verify reads' fast normals)
+    za = 0.0
     if verify:
-        read_after = g
         if vnoise:
-            read_after = g + sg1 * normal_nb(keys[K_VA], s, d, 0)
-        meas = sign * beta * (read_after - read_before)           # a G- pulse lowers W
+            za = znorm(keys[K_VA], s, d, 0, P, M)
+        meas = verify_delta(sign, beta, g0, sg0, zb, g, sg1, za)
+        e_m = beta * ((sg0 + sg1) * ze + ROUND_SLACK * 8.0 * (abs(g0) + abs(g) + (sg0 + sg1) * (R_MAX + ze)))
     out_ref[i] = 0
     out_pulses[i] = 0
     out_reads[i] = 0
@@ -359,10 +491,20 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
         out_reads[i] = reads
         out_capped[i] = capped
         if verify:
-            w_new = np.float64(cw[s])
-            if vnoise:                                            # one read of the synapse: W + sqrt(Var) z
-                w_new += math.sqrt(np.float64(cv[s])) * normal_nb(keys[K_VR], s, 0, 0)
-            meas += w_new - w_read                                # what re-programming did to W
+            w_c = np.float64(cw[s])
+            sd_w = math.sqrt(np.float64(cv[s]))
+            zr = znorm(keys[K_VR], s, 0, 0, P, M) if vnoise else 0.0
+            meas = verify_refreshed(meas, vnoise, w_c, sd_w, zr, w_read)
+            e_m += sd_w * ze + ROUND_SLACK * 4.0 * (abs(w_c) + sd_w * (R_MAX + ze) + abs(w_read) + abs(meas) + e_m)
+            if vnoise and not f32_sure(meas, e_m):                # not certified: the exact reads
+                m0 = verify_delta(sign, beta, g0, sg0, normal_nb(keys[K_VB], s, d, 0), g, sg1,
+                                  normal_nb(keys[K_VA], s, d, 0))
+                meas = verify_refreshed(m0, vnoise, w_c, sd_w, normal_nb(keys[K_VR], s, 0, 0), w_read)
+            out_meas[i] = meas
+            return
+    if verify and vnoise and not f32_sure(meas, e_m):             # not certified: the exact reads
+        meas = verify_delta(sign, beta, g0, sg0, normal_nb(keys[K_VB], s, d, 0), g, sg1,
+                            normal_nb(keys[K_VA], s, d, 0))
     out_meas[i] = meas
 
 

@@ -194,6 +194,8 @@ class FusedSynapses:
         P[K.P_BETA] = self.beta
         P[K.P_CAP] = self.refresh_threshold * p.g_max
         P[K.P_CM] = self.common_mode_uS
+        P[K.P_ZERR] = R.NORMAL_FAST_ERR      # the fast normals' bound (device_kernels: certification)
+        P[K.P_ZPERT] = 0.0
         M = np.zeros(K.N_M, np.int64)
         for code, table, value, opt in ((K.M_DRIFT, K.DRIFT_CODES, p.drift_model, "drift_model"),
                                         (K.M_READ, K.READ_CODES, p.read_noise_model, "read_noise_model"),
@@ -207,6 +209,7 @@ class FusedSynapses:
         M[K.M_N] = self.n_dev
         M[K.M_MAX_PULSES] = p.prog_verify_max_pulses
         M[K.M_D2D] = int(p.step_d2d_std > 0)
+        M[K.M_EXACT] = 0                     # certified fast normals (1: every normal by normal_nb)
         return P, M
 
     def _trajectory(self):

@@ -67,7 +67,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 KIND_SET_STEP = 1
 KIND_VERIFY_BEFORE = 2
@@ -207,6 +207,78 @@ def normal_nb(key, synapse, device, draw):
     u1 = (np.float64(h >> _U64_HALF) + 0.5) * _H_SCALE
     u2 = (np.float64(h & _U64_LOW) + 0.5) * _H_SCALE
     return math.sqrt(-2.0 * math.log(u1)) * math.cos(TWO_PI * u2)   # z = sqrt(-2 ln u1) cos(2 pi u2)
+
+
+# --- fast normals with an error bound (the certified path of device_kernels) -------------------------
+# cos(2 pi u2) without libm: u2 = (b + 0.5) 2^-32 (b the low half of the word) is reduced on the
+# integer b to the nearest quarter turn, q = round(b / 2^30), r = b - q 2^30 in [-2^29, 2^29), exactly;
+# theta = (r + 0.5) 2 pi 2^-32 in [-pi/4, pi/4]; cos(2 pi u2) = (cos th, -sin th, -cos th, sin th)[q mod 4],
+# sin and cos of th by the fdlibm kernel polynomials (FreeBSD msun k_sin.c / k_cos.c, |error| < 2^-58
+# on [-pi/4, pi/4]). No branch on the (random) quadrant survives compilation, so the cost is ~10 ns
+# where libm's cos takes 20-35 ns on uniformly spread arguments (its range branches mispredict).
+QUARTER_BITS = 30                   # 2^30 = a quarter turn of the 32-bit u2 counter
+_Q_HALF = 1 << (QUARTER_BITS - 1)   # rounding offset of the quadrant (an eighth of a turn)
+_TH_SCALE = TWO_PI * _H_SCALE       # radians per unit of r
+_KS1, _KS2, _KS3 = -1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04
+_KS4, _KS5, _KS6 = 2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10
+_KC1, _KC2, _KC3 = 4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05
+_KC4, _KC5, _KC6 = -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11
+COS_FAST_ERR = 2.0 ** -48           # bound on |cos2pi_fast(b) - math.cos(TWO_PI u2(b))| for every b < 2^32:
+                                    # measured max 6.7e-16 = 2^-50.4 over all 2^32 values (cos_fast_max_error,
+                                    # glibc 2.36); 2^-48 = 3.6e-15 keeps a 5x margin for other libms
+R_MAX = 6.76                        # > sqrt(-2 ln(2^-33)) = 6.7559: the largest Box-Muller radius of a draw
+NORMAL_FAST_ERR = R_MAX * (COS_FAST_ERR + 2.0 ** -51)   # |normal_fast_nb - normal_nb|: R_MAX |cos error|
+                                    # plus the two products' roundings (<= 2^-53 R_MAX each)
+
+
+@njit(cache=True, inline="always")
+def cos2pi_fast(b):
+    """cos(2 pi (b + 0.5) 2^-32) for an integer 0 <= b < 2^32 (int64), to COS_FAST_ERR of libm's."""
+    m = (b + _Q_HALF) >> QUARTER_BITS
+    r = b - (m << QUARTER_BITS)
+    th = (np.float64(r) + 0.5) * _TH_SCALE
+    z = th * th
+    sn = th + th * z * (_KS1 + z * (_KS2 + z * (_KS3 + z * (_KS4 + z * (_KS5 + z * _KS6)))))
+    cs = 1.0 - 0.5 * z + z * z * (_KC1 + z * (_KC2 + z * (_KC3 + z * (_KC4 + z * (_KC5 + z * _KC6)))))
+    v = sn if m & 1 else cs
+    return -v if (m + 1) & 2 else v
+
+
+@njit(cache=True, inline="always")
+def normal_fast_nb(key, synapse, device, draw):
+    """:func:`normal_nb` with :func:`cos2pi_fast` for libm's cos: within NORMAL_FAST_ERR of it (the
+    same u1, log and sqrt). The kernels use it where a result is then certified (device_kernels)."""
+    h = hash_nb(key, synapse, device, draw)
+    u1 = (np.float64(h >> _U64_HALF) + 0.5) * _H_SCALE
+    return math.sqrt(-2.0 * math.log(u1)) * cos2pi_fast(np.int64(h & _U64_LOW))
+
+
+@njit(cache=True, parallel=True)
+def cos_fast_max_error(start, stop):
+    """max |cos2pi_fast(b) - cos(TWO_PI u2(b))| over start <= b < stop (the check of COS_FAST_ERR;
+    all of [0, 2^32) takes minutes: tests sample it)."""
+    chunk = 1 << 20
+    n_chunks = (stop - start + chunk - 1) // chunk
+    worst = np.zeros(n_chunks)
+    for c in prange(n_chunks):
+        lo = start + c * chunk
+        hi = min(lo + chunk, stop)
+        e = 0.0
+        for b in range(lo, hi):
+            x = TWO_PI * ((np.float64(b) + 0.5) * _H_SCALE)
+            e = max(e, abs(cos2pi_fast(b) - math.cos(x)))
+        worst[c] = e
+    return worst.max()
+
+
+@njit(cache=True)
+def normal_fast_nb_array(key, synapse, device, draw):
+    """:func:`normal_fast_nb` over 1-D int64 arrays of equal length (for tests)."""
+    n = synapse.shape[0]
+    out = np.empty(n, np.float64)
+    for i in range(n):
+        out[i] = normal_fast_nb(key, synapse[i], device[i], draw[i])
+    return out
 
 
 @njit(cache=True)
