@@ -1,9 +1,9 @@
 """``python -m mcasim.torch.report RUN... [--plot FILE]``: the torch examples' runs as a table.
 
 Reads each run folder's ``metrics.jsonl`` (one line per epoch, written by examples/*.py) and
-prints a Markdown table of the last epoch (every numeric column the runs have, in their order) and
-the command that made the run (``command.txt``, written by the examples); ``--plot`` draws each
-run's test metric per epoch (test_accuracy or test_bpc) into one PNG.
+prints a Markdown table of the last epoch (every numeric column the runs have, in their order, and
+the SET pulses of all epochs) and the command that made the run (``command.txt``, written by the
+examples); ``--plot`` draws each run's test metric per epoch (test_accuracy or test_bpc) into one PNG.
 """
 from __future__ import annotations
 
@@ -30,7 +30,12 @@ def _fmt(v) -> str:
 
 
 def table(runs: list[Path]) -> str:
-    rows = [(r, load_run(r)) for r in runs]
+    rows = []
+    for r in runs:
+        m = load_run(r)
+        if "pulses" in m[-1]:                      # the examples log pulses per epoch: add the total
+            m[-1] = {**m[-1], "pulses_all_epochs": sum(int(e.get("pulses", 0)) for e in m)}
+        rows.append((r, m))
     cols: list[str] = []
     for _, m in rows:
         for k in m[-1]:
