@@ -51,11 +51,14 @@ from sim.tasks import make_task
 from sim.train import Trainer
 
 ROOT = Path(__file__).resolve().parent.parent
-PCM_CONFIG = ROOT / "configs" / "mlp_mnist_pcm.toml"
-FP32_CONFIG = ROOT / "configs" / "mlp_mnist_fp32.toml"
+ARCHS = {   # network: (its committed PCM config, its committed fp32 config, dataset)
+    "mlp": (ROOT / "configs" / "mlp_mnist_pcm.toml", ROOT / "configs" / "mlp_mnist_fp32.toml", "mnist"),
+    "cnn": (ROOT / "configs" / "cnn_cifar10_pcm.toml", ROOT / "configs" / "cnn_cifar10_fp32.toml", "cifar10"),
+}
 RATES_PERCENT = (0.0, 0.1, 1.0, 5.0, 10.0)       # the issue's sweep (issue 28)
 MODES = ("train", "train_exclude", "inject", "inject_exclude")
 PERCENT = 100.0
+FAULT_EVENTS = ("faulty_devices", "worn_out_devices", "excluded_devices", "skipped_pulses", "fault_check_reads")
 
 
 def fault_overrides(rate_pct: float, exclude: bool) -> dict:
@@ -80,38 +83,53 @@ def run_training(cfg, ds, be, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.toml").write_text(cfg.to_toml())
     t0 = time.perf_counter()
-    summary = Trainer(cfg, ds, be, out, progress=False).run()
+    tr = Trainer(cfg, ds, be, out, progress=False)
+    summary = tr.run()
     summary["wall_seconds"] = time.perf_counter() - t0
+    faults = {}                  # the tiles' fault counts (the trainer's summary sums only energy events)
+    for st in tr.task.analog_stores():
+        for k, v in st.tile.events.as_dict().items():
+            if k in FAULT_EVENTS:
+                faults[k] = faults.get(k, 0) + v
+    summary["fault_events"] = faults
     done.write_text(json.dumps(summary, indent=2, default=float))
     return summary
 
 
 def inject(fp32_task, args, ds, rate_pct: float, exclude: bool) -> dict:
     """The fp32 network's weights programmed once onto faulty PCM tiles; test accuracy."""
+    pcm_config = ARCHS[args.arch][0]
     layers = fp32_task.store_layers()
     weights = [np.asarray(L.store.weights(), dtype=np.float32) for L in layers]
-    thr = load_config(PCM_CONFIG).synapse.refresh_threshold
+    thr = load_config(pcm_config).synapse.refresh_threshold
     w_max = [float(np.abs(w).max()) / thr for w in weights]
     ov = common_overrides(args)
     ov["synapse"] = {"w_max": w_max}
     f = fault_overrides(rate_pct, exclude)
     if f:
         ov["faults"] = f
-    cfg = load_config(PCM_CONFIG, ov)
+    cfg = load_config(pcm_config, ov)
     be = make_backend("numpy", cfg.train.seed)
     task = make_task(cfg, ds, be)
-    for L, L32, w in zip(task.store_layers(), layers, weights):
+    be32 = make_backend("numpy", cfg.train.seed)
+    for name, net in task.networks.items():       # the digital state: biases, gains, BatchNorm statistics
+        mods32 = {m.name: m for m in fp32_task.networks[name].modules()}
+        for m in net.modules():
+            if m is net:
+                continue
+            m.load_state_dict(mods32[m.name].state_dict(be32))
+            for p, p32 in zip(m.params(), mods32[m.name].params()):
+                if p.store is None:
+                    p.value[...] = p32.value
+    for L, w in zip(task.store_layers(), weights):
         if not isinstance(L.store, AnalogWeights):
             raise RuntimeError(f"{L.name}: expected an analog store")
         L.store.tile.program(w)                               # program-and-verify, once
-        for p, p32 in ((L.b, L32.b), (getattr(L, "g", None), getattr(L32, "g", None))):
-            if p is not None and p32 is not None:
-                p.value[...] = p32.value
     ev = task.evaluate()
     faults = {}
     for L in task.store_layers():
         for k, v in L.store.tile.events.as_dict().items():
-            if k in ("faulty_devices", "excluded_devices", "fault_check_reads"):
+            if k in FAULT_EVENTS:
                 faults[k] = faults.get(k, 0) + v
     return {"test_accuracy": float(ev["test_accuracy"]), **faults}
 
@@ -119,6 +137,7 @@ def inject(fp32_task, args, ds, rate_pct: float, exclude: bool) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--arch", default="mlp", choices=tuple(ARCHS), help="network (its committed configs)")
     ap.add_argument("--rates", default=",".join(f"{r:g}" for r in RATES_PERCENT), help="fault rates, % of devices")
     ap.add_argument("--modes", default=",".join(MODES), help=f"subset of {','.join(MODES)}")
     ap.add_argument("--epochs", type=int, default=3)
@@ -142,15 +161,17 @@ def main(argv=None) -> int:
         return 2
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
-    ds = load_dataset("mnist", args.data_dir)
+    pcm_config, fp32_config, dataset = ARCHS[args.arch]
+    ds = load_dataset(dataset, args.data_dir)
     res_path = out / "fault_study.json"
     results = json.loads(res_path.read_text()) if res_path.is_file() else {}
     results["command"] = "python -m benchmarks.fault_study " + " ".join(argv if argv is not None else sys.argv[1:])
     results.setdefault("points", {})
+    results["arch"] = args.arch
 
     fp32_task = None
     if any(m.startswith("inject") for m in modes):
-        cfg32 = load_config(FP32_CONFIG, common_overrides(args))
+        cfg32 = load_config(fp32_config, common_overrides(args))
         be32 = make_backend("numpy", cfg32.train.seed)
         s32 = run_training(cfg32, ds, be32, out / "fp32")
         results["fp32_test_accuracy"] = s32["test_accuracy"]
@@ -169,12 +190,11 @@ def main(argv=None) -> int:
                 f = fault_overrides(rate, exclude)
                 if f:
                     ov["faults"] = f
-                cfg = load_config(PCM_CONFIG, ov)
+                cfg = load_config(pcm_config, ov)
                 s = run_training(cfg, ds, make_backend("numpy", cfg.train.seed), out / f"{mode}_{rate:g}")
-                ev = s["events"]
                 point = {"test_accuracy": float(s["test_accuracy"]), "pulses": s["total_pulses"],
                          "refreshes": s["total_refreshes"],
-                         **{k: ev.get(k, 0) for k in ("faulty_devices", "excluded_devices", "skipped_pulses")}}
+                         **s.get("fault_events", {})}
             else:
                 point = inject(fp32_task, args, ds, rate, exclude)
             point["seconds"] = time.perf_counter() - t0
@@ -252,7 +272,7 @@ def write_table(results: dict, rates, modes, out: Path) -> None:
     ax.set_xlabel("stuck devices (% of all; 0 drawn at 0.01)")
     ax.set_ylabel("test accuracy (%)")
     ax.legend(fontsize=7)
-    ax.set_title("MNIST MLP: faults in training vs programmed after fp32", fontsize=9)
+    ax.set_title(f"{results.get('arch', 'mlp').upper()}: faults in training vs programmed after fp32", fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "fault_study.png", dpi=120)
     plt.close(fig)
