@@ -406,6 +406,7 @@ class DifferentialSynapses:
         if self.exclude and self.counters.excluded_devices:   # any device excluded so far
             idx, c, skipped = self._route_excluded(idx, c)   # faults.exclude: skip excluded devices
             if idx.shape[0] == 0:
+                self.counters.skipped_pulses += skipped
                 return UpdateReport(skipped_pulses=skipped)
         dev = idx
         if self.n_dev > 1:                 # the arbiter picks the device of each synapse, then advances

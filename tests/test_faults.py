@@ -196,6 +196,12 @@ def test_excluded_devices_get_no_pulses_and_a_dead_side_skips_them():
     train(one, n=20)
     ev = one.events
     assert ev.skipped_pulses > 0 and ev.excluded_devices > 0  # one device per side: nothing to route to
+    # an update whose every pulse targets an excluded device sends nothing and counts all of it
+    d = one.devices
+    dead = np.flatnonzero(d.gp.faults.excluded)[:5]
+    before = d.counters.skipped_pulses
+    r = d.apply_pulse_list(dead.astype(np.int64), np.full(5, 3, dtype=np.int64))
+    assert r.set_pulses == 0 and r.skipped_pulses == 15 and d.counters.skipped_pulses == before + 15
 
 
 def test_blind_stuck_high_devices_keep_refreshing_and_exclusion_stops_it():
