@@ -304,3 +304,18 @@ def test_faults_section_reaches_every_tile_and_round_trips():
     assert again.fault_config() == cfg.fault_config()
     plain = config_from_dict({})
     assert "faults" not in plain.to_dict() and not tile_config(plain, 0, 1.0, 0.5).faults.enabled
+
+
+def test_fault_study_points_and_table(tmp_path):
+    from benchmarks.fault_study import fault_overrides, write_table
+    assert fault_overrides(0.0, False) == {}
+    assert fault_overrides(10.0, True) == {"stuck_low_rate": 0.05, "stuck_high_rate": 0.05, "exclude": True}
+    cfg = config_from_dict({"faults": fault_overrides(1.0, False)})
+    fc = cfg.fault_config()
+    assert fc.stuck_low_rate + fc.stuck_high_rate == pytest.approx(0.01)
+    res = {"command": "python -m benchmarks.fault_study --out X", "fp32_test_accuracy": 0.98,
+           "points": {"train@0": {"test_accuracy": 0.97}, "inject@1": {"test_accuracy": 0.5}}}
+    write_table(res, [0.0, 1.0], ["train", "inject"], tmp_path)
+    md = (tmp_path / "fault_study.md").read_text()
+    assert "| 0 | 97.00 |  |" in md and "| 1 |  | 50.00 |" in md and "fp32 (no devices): 98.00 %" in md
+    assert (tmp_path / "fault_study.png").stat().st_size > 0
