@@ -177,6 +177,22 @@ def drift_exponent(g_p, z, P, M):
 
 
 @njit(cache=True, inline="always")
+def search_left(a, x):
+    """np.searchsorted(a, x) (side "left": the first k with a[k] >= x) of an ascending array, by
+    halving steps that compile to conditional moves (np.searchsorted's branches mispredict)."""
+    n = a.shape[0]
+    k = 0                                   # invariant: a[k - 1] < x (or k = 0)
+    step = 1
+    while step * 2 <= n:
+        step *= 2
+    while step > 0:
+        j = k + step
+        k = j if j <= n and a[j - 1] < x else k
+        step //= 2
+    return k
+
+
+@njit(cache=True, inline="always")
 def clip_g(g, P):
     return min(max(g, P[P_G_MIN]), P[P_G_MAX])
 
@@ -241,21 +257,24 @@ def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
         ze = P[P_ZERR]
         ra, rb = P[P_RD_A], P[P_RD_B]
         e_att = sd * ze + ROUND_SLACK * 3.0 * (abs(target) + sd * (R_MAX + ze))   # bound on |g' - g|
+        # bound on |v' - v| for every attempt (G in [0, g_max], |ra G + rb| <= |ra| g_max + |rb|):
+        # v' - v = (g' - g)(1 + ra z_v) + sr' (z_v' - z_v), plus 6 operations' rounding
+        sr_max = abs(ra) * P[P_G_MAX] + abs(rb)
+        e_v = (e_att * (1.0 + abs(ra) * R_MAX) + sr_max * ze
+               + ROUND_SLACK * 6.0 * (P[P_G_MAX] + sr_max * (R_MAX + ze) + abs(target) + e_att))
+        lo, hi = tol - e_v, tol + e_v            # |v' - target| <= lo: accepted; > hi: rejected; else exact
         a = 0
         e_g = 0.0
         for a in range(M[M_MAX_PULSES]):
             # certified attempt: g' and v' from fast normals; the decision |v - target| <= tol kept
             # when it holds over the bound, else this attempt again with the exact normals
             g = clip_g(target + sd * znorm(ka, s, d, a, P, M), P)      # attempt: target + N(0, sd)
-            sr = ra * g + rb
-            v = g + sr * znorm(kv, s, d, a, P, M)                      # verify read
+            v = g + (ra * g + rb) * znorm(kv, s, d, a, P, M)           # verify read
             dv = abs(v - target)
-            e_v = (e_att * (1.0 + abs(ra) * R_MAX) + abs(sr) * ze
-                   + ROUND_SLACK * 6.0 * (abs(g) + abs(sr) * (R_MAX + ze) + abs(target) + e_att))
             e_g = e_att
-            if dv + e_v <= tol:
+            if dv <= lo:
                 ok = True
-            elif dv - e_v > tol:
+            elif dv > hi:
                 ok = False
             else:
                 g = clip_g(target + sd * normal_nb(ka, s, d, a), P)
@@ -273,7 +292,7 @@ def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     if M[M_IDEAL] or prog == PROG_NONE:
         H[s, d] = 0.0
     else:
-        k = min(np.searchsorted(traj_g, np.float32(target)), traj_g.shape[0] - 1)
+        k = min(search_left(traj_g, np.float32(target)), traj_g.shape[0] - 1)
         H[s, d] = traj_p[k]
     if M[M_DRIFT] == DRIFT_JOSHI:
         NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)
@@ -437,7 +456,7 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
     k = 0
     if n_dev > 1:                                  # round robin: pick device k, then advance
         k = arb[s]
-        arb[s] = (k + 1) % n_dev
+        arb[s] = k + 1 if k + 1 < n_dev else 0     # (k + 1) mod N without an integer division
     npulse = c if c > 0 else -c
     d = k if c > 0 else n_dev + k                  # positive count: G+ (W up); negative: G- (W down)
     sign = 1.0 if c > 0 else -1.0
