@@ -38,9 +38,14 @@ class CharLSTM(nn.Module):
         self.embed = nn.Linear(vocab, embedding, bias=False) if embedding else None
         self.lstm = nn.LSTM(embedding or vocab, hidden, batch_first=True)
         self.proj = nn.Linear(hidden, vocab)
-        for w in (self.lstm.weight_ih_l0, self.lstm.weight_hh_l0, self.proj.weight):
-            nn.init.xavier_uniform_(w)
+        nn.init.xavier_uniform_(self.proj.weight)
         with torch.no_grad():
+            # Xavier over the whole (4H, in + H) gate matrix, as the native LSTM's one crossbar
+            # (model.init = "xavier_uniform"), then split into torch's input and recurrent parts
+            n_in = embedding or vocab
+            gates = nn.init.xavier_uniform_(torch.empty(4 * hidden, n_in + hidden))
+            self.lstm.weight_ih_l0.copy_(gates[:, :n_in])
+            self.lstm.weight_hh_l0.copy_(gates[:, n_in:])
             for b in (self.lstm.bias_ih_l0, self.lstm.bias_hh_l0, self.proj.bias):
                 b.zero_()
             self.lstm.bias_ih_l0[hidden:2 * hidden] = forget_bias      # forget gate open at the start
