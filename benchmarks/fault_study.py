@@ -229,17 +229,26 @@ def endurance(args, argv) -> int:
         layers = {L.name: L.store.tile.devices for L in task.store_layers() if isinstance(L.store, AnalogWeights)}
         rep = endurance_report(layers, epochs=epochs, limit=args.limit, counts=args.counts)
         rep["run"] = str(run)
+        ev = {}
+        for L in task.store_layers():
+            if isinstance(L.store, AnalogWeights):
+                for k, v in L.store.tile.events.as_dict().items():
+                    if k in FAULT_EVENTS:
+                        ev[k] = ev.get(k, 0) + v
+        rep["fault_events"] = ev
         reports[str(run)] = rep
         plot_endurance_histogram(rep, out / f"endurance_{run.name}.png")
         top = rep["top"][0] if rep["top"] else {}
         lines.append(f"| {run} | {epochs:.3g} | {rep['devices']:,} | {rep['max_cycles']:,} | "
                      f"{top.get('layer', '')} {top.get('side', '')}{top.get('device', '')} "
-                     f"({top.get('row', '')}, {top.get('col', '')}) | {rep['epochs_to_first_wearout']:.3g} |")
+                     f"({top.get('row', '')}, {top.get('col', '')}) | {rep['epochs_to_first_wearout']:.3g} | "
+                     f"{ev.get('faulty_devices', 0):,} | {ev.get('excluded_devices', 0):,} |")
     cmd = "python -m benchmarks.fault_study " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / "endurance.json").write_text(json.dumps({"command": cmd, "reports": reports}, indent=2, default=float))
     head = [f"`{cmd}`", "", f"limit {args.limit:g} cycles ({args.counts})", "",
             "| run | epochs (full-set equivalents) | devices | most cycles | most-cycled device | "
-            "projected epochs to the first wear-out |", "| --- | --- | --- | --- | --- | --- |"]
+            "projected epochs to the first wear-out | faulty devices | excluded |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     (out / "endurance.md").write_text("\n".join(head + lines) + "\n")
     print("\n".join(head + lines))
     return 0
