@@ -3,8 +3,9 @@
 A :class:`TileConfig` composes the device model (a :class:`~gpu_model.presets.PCMPreset`), the
 synapse (:class:`SynapseConfig`: weight range, granularity, devices per side, refresh, verified
 updates), the converters (a :class:`~gpu_model.presets.TilePreset`: DAC/ADC, tile size, noise
-sampler), the digital unit (an :class:`rtl.spec.DPUSpec` and which implementation runs it) and the
-engine that runs the device-update path. :class:`gpu_model.tile.AnalogTile` is built from one of
+sampler), the digital unit (an :class:`rtl.spec.DPUSpec` and which implementation runs it), the
+engine that runs the device-update path and the device faults (a
+:class:`~gpu_model.faults.FaultConfig`; none by default). :class:`gpu_model.tile.AnalogTile` is built from one of
 these and nothing else; ``sim`` builds it from the TOML config (``sim/tasks/models.py``).
 """
 from __future__ import annotations
