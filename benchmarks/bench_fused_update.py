@@ -6,12 +6,18 @@ the fused Numba engine (gpu_model.kernels.FusedSynapses.apply), one run, side by
 JAP-2018 preset, a 250 x 784 tile (MNIST's first layer), weights programmed to U(-0.3, 0.3) w_max,
 then the clock set past the drift onset (1000 s: every device has drifted, so the pulses act on
 drifted conductances as in training); per update ~5 % of the synapses pulsed with training-like
-counts (80 % one pulse, 20 % two to four; signs even). For N = 1, 3, 8, 16, 48 devices per side,
-blind and verified updates; ``fused/soa`` is the fused engine with one array per device field
-instead of the packed per-device record (the layout comparison). Printed per engine: ms per
+counts (80 % one pulse, 20 % two to four; signs even). For N = 1, 2, 4, 8, 16, 48 devices per side,
+blind and verified updates. Engines: ``reference`` (DifferentialSynapses), ``fused`` (certified
+fast normals, the default), ``fused/exact`` (the fused engine with every normal by libm:
+device_kernels.M_EXACT, the same outcomes bit for bit) and, with ``--engines``, ``fused/soa`` (one
+array per device field instead of the packed per-device record). Printed per engine: ms per
 update, pulse throughput (SET device-steps/s) and tile update throughput (pulsed
-synapse-updates/s). Both engines see the same pulse lists; the clock stays fixed during the timed
-updates (no cache recompute in the timing).
+synapse-updates/s), and the speed-up over the first engine. Every engine sees the same pulse
+lists; the clock stays fixed during the timed updates (no cache recompute in the timing). Times
+are process CPU time (``time.process_time``: the single-threaded engines' own time, less exposed
+to other processes on a shared machine than wall time).
+
+    python -m benchmarks.bench_fused_update --fingerprint   # hashes of the fused engine's outcomes
 """
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ MAX_COUNT = 4
 W_INIT = 0.3                   # programmed weights ~ U(-W_INIT, W_INIT) (w_max = 1)
 T_DRIFTED = 1000.0             # s: past drift_t0 = 38.6 s (JAP 2018), every device drifted
 REFRESH_THRESHOLD = 0.9        # DifferentialSynapses default
-DEVICES = (1, 3, 8, 16, 48)
+DEVICES = (1, 2, 4, 8, 16, 48)
+ENGINES = ("reference", "fused", "fused/exact")
 WARMUP = 2                     # updates before timing (compilation, first cache sync)
 
 
@@ -50,10 +57,10 @@ def pulse_lists(n_syn, reps, seed=0):
 def time_engine(apply, lists):
     for k in range(WARMUP):
         apply(k, *lists[k])
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for k in range(WARMUP, len(lists)):
         apply(k, *lists[k])
-    dt = time.perf_counter() - t0
+    dt = time.process_time() - t0
     timed = lists[WARMUP:]
     steps = sum(int(np.abs(c).sum()) for _, c in timed)
     syn = sum(i.size for i, _ in timed)
@@ -68,12 +75,15 @@ def build(engine, n, w0):
         s = FusedSynapses((ROWS, COLS), JAP2018, make_backend("numpy", 0), w_max=1.0,
                           refresh_threshold=REFRESH_THRESHOLD, devices_per_side=n, stream=1,
                           layout="soa" if engine == "fused/soa" else "packed")
+        if engine == "fused/exact":
+            from gpu_model.kernels import device_kernels
+            s._M[device_kernels.M_EXACT] = 1         # every normal by libm (no certification)
     s.program(w0)
     s.set_time(T_DRIFTED)
     return s
 
 
-def run(reps: int, devices=DEVICES, engines=("reference", "fused", "fused/soa")):
+def run(reps: int, devices=DEVICES, engines=ENGINES):
     w0 = np.random.default_rng(1).uniform(-W_INIT, W_INIT, (ROWS, COLS)).astype(np.float32)
     lists = pulse_lists(ROWS * COLS, reps + WARMUP)
     mean_pulsed = np.mean([i.size for i, _ in lists])
@@ -171,13 +181,15 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=20, help="timed updates per engine and setting")
     ap.add_argument("--devices", type=int, nargs="*", default=list(DEVICES), help="devices per side N")
+    ap.add_argument("--engines", nargs="*", default=list(ENGINES),
+                    help="engines: reference, fused, fused/exact, fused/soa (the first is the speed-up's base)")
     ap.add_argument("--fingerprint", action="store_true",
                     help="print hashes of the fused engine's outcomes instead (bit-exactness check)")
     a = ap.parse_args(argv)
     if a.fingerprint:
         fingerprint()
         return
-    run(a.reps, tuple(a.devices))
+    run(a.reps, tuple(a.devices), tuple(a.engines))
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 
 from gpu_model import IDEAL, JAP2018, JOSHI2020, DifferentialSynapses, PresetError, make_backend
 from gpu_model.kernels import FusedDeviceState, FusedSynapses
+from gpu_model.kernels import device_kernels as dk
 from gpu_model.kernels import fused_synapses as fs
 from gpu_model.kernels import keyed_rng as kr
 from gpu_model.pulses import PulseList
@@ -310,8 +311,10 @@ def test_ideal_refresh_matches_reference_exactly():
 
 
 # --- (e) determinism: threads and resume -------------------------------------------------------------
-def _run(preset, n, steps, seed=0, threads=None, resume_at=None, verify=True):
+def _run(preset, n, steps, seed=0, threads=None, resume_at=None, verify=True, tweak=None):
     b = fused((60, 70), preset, n=n, seed=seed, refresh_threshold=0.5)
+    if tweak is not None:
+        tweak(b)
     b.program(np.random.default_rng(10).uniform(-0.3, 0.3, (60, 70)))
     rng = np.random.default_rng(11)
     meas = []
@@ -322,7 +325,8 @@ def _run(preset, n, steps, seed=0, threads=None, resume_at=None, verify=True):
             b = fused((60, 70), preset, n=n, seed=seed + 1, refresh_threshold=0.5)   # seed comes back
             b.load_state_dict(st)
         idx, c = random_list(rng, b.n_syn, 0.3, pos_bias=0.8)
-        meas.append(fused_apply(b, idx, c, step, verify=verify)[2])
+        m = fused_apply(b, idx, c, step, verify=verify)[2]
+        meas.append(np.zeros(0, np.float32) if m is None else m)
         b.advance(5.0)
         b.weights()
     return b, np.concatenate(meas)
@@ -423,3 +427,51 @@ def test_cupy_and_unsupported_options_raise_clearly():
     object.__setattr__(bad, "read_noise_model", "telegraph")
     with pytest.raises(PresetError, match="read_noise_model='telegraph'"):
         FusedSynapses((3, 4), bad, NP, w_max=1.0)
+
+
+# --- (f) certified fast normals ----------------------------------------------------------------------
+def test_fast_cos_and_normals_within_their_bounds():
+    """cos2pi_fast within COS_FAST_ERR of libm's cos (all 2^32 arguments were checked once with
+    cos_fast_max_error(0, 2**32), minutes; here the range's ends, the quarter-turn seams and a spread
+    of draws), and normal_fast_nb within NORMAL_FAST_ERR of normal_nb."""
+    span = 1 << 17
+    for lo in (0, (1 << 30) - span // 2, (1 << 31) - span // 2, 3 * (1 << 30) - span // 2, (1 << 32) - span):
+        assert kr.cos_fast_max_error(lo, lo + span) <= kr.COS_FAST_ERR
+    n = 1_000_000
+    s = np.arange(n, dtype=np.int64)
+    key = kr.stream_key(4, 5, kr.KIND_PROG_ATTEMPT, 6)
+    a = kr.normal_nb_array(key, s, s % 96, s % 5)
+    b = kr.normal_fast_nb_array(key, s, s % 96, s % 5)
+    assert np.abs(a - b).max() <= kr.NORMAL_FAST_ERR
+    assert 0 < (a != b).mean() < 0.9          # not the same function, but most draws agree to the bit
+
+
+def _exact(s):
+    s._M[dk.M_EXACT] = 1
+
+
+def _perturbed(bound):
+    def tweak(s):
+        s._P[dk.P_ZPERT] = 1e-4                # fast normals off by up to 1e-4 ...
+        if bound:                              # ... and the certification told so
+            s._P[dk.P_ZERR] = kr.NORMAL_FAST_ERR + 1e-4
+    return tweak
+
+
+@pytest.mark.parametrize("preset,n,verify", [(JAP2018, 1, True), (JAP2018, 3, True), (JOSHI2020, 2, True),
+                                             (JAP2018, 2, False)])
+def test_certified_fast_normals_give_the_exact_paths_bits(preset, n, verify):
+    """Outcomes with fast normals are those of the exact path (every normal by libm), also when the
+    fast normals are perturbed by 1e-4 and the bound says so (many results then fail certification
+    and are recomputed); a perturbation the bound does not cover changes them (the check has teeth)."""
+    b0, m0 = _run(preset, n, 8, verify=verify, tweak=_exact)
+    assert b0.counters.refreshes > 0
+    s0 = b0.state_dict()
+    for tweak in (None, _perturbed(True)):
+        b, m = _run(preset, n, 8, verify=verify, tweak=tweak)
+        st = b.state_dict()
+        for k in s0:
+            assert np.array_equal(np.asarray(s0[k]), np.asarray(st[k])), k
+        assert np.array_equal(m0, m)
+    b, m = _run(preset, n, 8, verify=verify, tweak=_perturbed(False))
+    assert not (np.array_equal(b.state.g_prog, b0.state.g_prog) and np.array_equal(m, m0))

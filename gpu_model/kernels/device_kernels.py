@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS
-from .keyed_rng import R_MAX, normal_fast_nb, normal_nb
+from .keyed_rng import R_MAX, normal_fast_fill, normal_fast_fill2, normal_fast_nb, normal_nb
 from .intrinsics import prefetch1, prefetch2, unmanaged
 
 # --- model codes (M[M_DRIFT], M[M_READ], M[M_PROG]) ------------------------------------------------
@@ -105,6 +105,9 @@ G_NORM_FLOOR = 1e-6  # floor of G/g_max before its log / power (as gpu_model/dev
 # so two paths evaluating the same expression on different inputs differ by the inputs' difference
 # propagated, plus <= 2 * 2^-53 * (magnitude) per operation.
 ROUND_SLACK = 2.0 ** -50   # per operation and unit magnitude: 2 paths x 2^-53, x4 margin (engineering choice)
+ATT_BITS = 2               # program-and-verify: the first 2^2 = 4 attempts of every device of a write drawn
+                           # in one vectorised pass (engineering choice: a JAP attempt passes with
+                           # probability ~0.22, ~4.5 attempts a device; later attempts drawn one by one)
 
 
 @njit(cache=True, inline="always")
@@ -118,6 +121,37 @@ def znorm(key, s, d, j, P, M):
     if pert != 0.0:
         z += pert * math.sin(1000.0 * z)
     return z
+
+
+@njit(cache=True, inline="always")
+def zfill(key, s, d0, dd, j0, dj, n, out, P, M):
+    """out[i] = znorm(key, s, d0 + i dd, j0 + i dj) for i < n, the fast normals in one vectorised
+    pass (keyed_rng.normal_fast_fill; the same values and perturbation as znorm)."""
+    if M[M_EXACT]:
+        for i in range(n):
+            out[i] = normal_nb(key, s, d0 + i * dd, j0 + i * dj)
+        return
+    normal_fast_fill(key, s, d0, dd, j0, dj, n, out)
+    pert = P[P_ZPERT]
+    if pert != 0.0:
+        for i in range(n):
+            out[i] += pert * math.sin(1000.0 * out[i])
+
+
+@njit(cache=True, inline="always")
+def zfill2(key, s, d0, n_dev, out, P, M):
+    """out[k 2^ATT_BITS + a] = znorm(key, s, d0 + k, a) for k < n_dev, a < 2^ATT_BITS (one vectorised
+    pass: keyed_rng.normal_fast_fill2)."""
+    n = n_dev << ATT_BITS
+    if M[M_EXACT]:
+        for i in range(n):
+            out[i] = normal_nb(key, s, d0 + (i >> ATT_BITS), i & ((1 << ATT_BITS) - 1))
+        return
+    normal_fast_fill2(key, s, d0, ATT_BITS, n, out)
+    pert = P[P_ZPERT]
+    if pert != 0.0:
+        for i in range(n):
+            out[i] += pert * math.sin(1000.0 * out[i])
 
 
 @njit(cache=True, inline="always")
@@ -198,12 +232,12 @@ def clip_g(g, P):
 
 
 @njit(cache=True, inline="always")
-def reset_device(s, d, t, key, dev, P, M):
-    """RESET device d of synapse s at t: G ~ N(reset_mean, reset_std) clipped, P = 1, n_reset += 1."""
+def reset_device(s, d, t, key, z, dev, P, M):
+    """RESET device d of synapse s at t: G ~ N(reset_mean, reset_std) clipped, P = 1, n_reset += 1
+    (``z``: the fast normal znorm(key, s, d, 0), certified here)."""
     G, H, NU, MU, Z, TP, NS, NR = dev
     sd = P[P_RESET_STD]
-    ze = P[P_ZERR]
-    z = znorm(key, s, d, 0, P, M)
+    ze = P[P_ZERR]                                          # z: znorm(key, s, d, 0), drawn by the caller
     g = clip_g(P[P_RESET_MEAN] + sd * z, P)
     e = sd * ze + ROUND_SLACK * 3.0 * (abs(P[P_RESET_MEAN]) + sd * (R_MAX + ze))
     if not f32_sure(g, e):                                  # certified, else the exact draw
@@ -217,7 +251,7 @@ def reset_device(s, d, t, key, dev, P, M):
 
 
 @njit(cache=True, inline="always")
-def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
+def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p, zab, zvb, slot):
     """Program device d of synapse s to ``target`` µS by program-and-verify at t (PCMArray.program_verify).
 
     ``jap``: attempts G = clip(target + sd z), sd = max(sg_a target + sg_b, 0), each followed by a
@@ -225,7 +259,8 @@ def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     prog_verify_max_pulses attempts (the last one stays). ``joshi``: one attempt with
     sd = max(c2 g^2 + c1 g + c0, 0), g = target/g_max. ``none``: exact. The history term is P_k of
     the mean SET trajectory, k = first pulse whose mean G reaches the target (0 for ideal/none).
-    Returns (programming pulses, verify reads).
+    Returns (programming pulses, verify reads). ``zab``, ``zvb``: the first 2^ATT_BITS attempt and
+    verify normals of this device from index ``slot`` 2^ATT_BITS on (zfill2), ``slot`` < 0: none.
     """
     G, H, NU, MU, Z, TP, NS, NR = dev
     target = clip_g(target, P)
@@ -268,8 +303,14 @@ def program_device(s, d, target, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
         for a in range(M[M_MAX_PULSES]):
             # certified attempt: g' and v' from fast normals; the decision |v - target| <= tol kept
             # when it holds over the bound, else this attempt again with the exact normals
-            g = clip_g(target + sd * znorm(ka, s, d, a, P, M), P)      # attempt: target + N(0, sd)
-            v = g + (ra * g + rb) * znorm(kv, s, d, a, P, M)           # verify read
+            if slot >= 0 and a < (1 << ATT_BITS):
+                za = zab[(slot << ATT_BITS) + a]
+                zv = zvb[(slot << ATT_BITS) + a]
+            else:
+                za = znorm(ka, s, d, a, P, M)
+                zv = znorm(kv, s, d, a, P, M)
+            g = clip_g(target + sd * za, P)                            # attempt: target + N(0, sd)
+            v = g + (ra * g + rb) * zv                                 # verify read
             dv = abs(v - target)
             e_g = e_att
             if dv <= lo:
@@ -309,17 +350,31 @@ def write_synapse(s, w, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
     pulses = 0
     reads = 0
     capped = False
+    nb = 2 * n if c > 0 else n                  # devices this write programs
+    slot0 = 0 if c > 0 or w > 0 else n          # the first of them (their slots count from it)
+    if M[M_PROG] == PROG_JAP and (c > 0 or w != 0.0):
+        zab = np.empty(nb << ATT_BITS)
+        zvb = np.empty(nb << ATT_BITS)
+        zfill2(ka, s, slot0, nb, zab, P, M)
+        zfill2(kv, s, slot0, nb, zvb, P, M)
+        use = 0
+    else:
+        zab = np.empty(0)
+        zvb = zab
+        use = -1 << 40                          # slot < 0: every normal drawn on its own
     if c > 0:
         # common mode: G+_k = c + max(w, 0)/(beta N), G-_k = c + max(-w, 0)/(beta N)
         wpos = max(w, 0.0) / (beta * n)
         wneg = max(-w, 0.0) / (beta * n)
         capped = c + max(wpos, wneg) > cap
         for k in range(n):
-            p, r = program_device(s, k, min(c + wpos, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p)
+            p, r = program_device(s, k, min(c + wpos, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p,
+                                  zab, zvb, use + k)
             pulses += p
             reads += r
         for k in range(n):
-            p, r = program_device(s, n + k, min(c + wneg, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p)
+            p, r = program_device(s, n + k, min(c + wneg, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p,
+                                  zab, zvb, use + n + k)
             pulses += p
             reads += r
         return pulses, reads, capped
@@ -331,7 +386,8 @@ def write_synapse(s, w, tol, t, ka, kv, dev, P, M, traj_g, traj_p):
         g_want = share + np.float64(G[s, other + k])   # + the RESET partner: beta (G+ - G-) lands on w
         if g_want > cap:
             capped = True
-        p, r = program_device(s, side + k, min(g_want, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p)
+        p, r = program_device(s, side + k, min(g_want, cap), tol, t, ka, kv, dev, P, M, traj_g, traj_p,
+                              zab, zvb, use + k)
         pulses += p
         reads += r
     return pulses, reads, capped
@@ -364,6 +420,9 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
     n = M[M_N]
     kr = keys[K_REF_READ]
     ze = P[P_ZERR]
+    zs = np.empty(4 * n)                     # fast normals: reads (0..2N), RESETs (2N..4N)
+    zfill(kr, s, 0, 1, 0, 0, 2 * n, zs, P, M)
+    zfill(keys[K_RESET], s, 0, 1, 0, 0, 2 * n, zs[2 * n:], P, M)
     w = 0.0
     e = 0.0                                  # sum of sigma_d: |w' - w| <= ze e + rounding
     mag = 0.0                                # sum of |G_d(t)| + sigma_d |z|: the rounding's scale
@@ -372,7 +431,7 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
         tp = TP[s, d]
         g = drifted(gp, tp, np.float64(NU[s, d]), t, P, M)
         sg = read_sigma(g, gp, tp, t, P, M)
-        r = g + sg * znorm(kr, s, d, 0, P, M)                     # read = G(t) + sigma z
+        r = g + sg * zs[d]                                         # read = G(t) + sigma z
         w += r if d < n else -r
         e += sg
         mag += abs(g) + sg * (R_MAX + ze)
@@ -389,7 +448,7 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
         bw = P[P_BETA] * w
     w_read = np.float64(np.float32(bw))
     for d in range(2 * n):
-        reset_device(s, d, t, keys[K_RESET], dev, P, M)
+        reset_device(s, d, t, keys[K_RESET], zs[2 * n + d], dev, P, M)
     pulses, reads, capped = write_synapse(s, w_read, tol, t, keys[K_ATT], keys[K_VER], dev, P, M,
                                           traj_g, traj_p)
     resum_synapse(s, t, dev, P, M, cw, cv)
@@ -647,7 +706,7 @@ def recompute_all(t, dev, P, M, cw, cv):
 def program_one(s, w, tol, t, keys, dev, P, M, traj_g, traj_p, cw, cv):
     """RESET the 2N devices of synapse s, write w, re-sum its cache entries; (pulses, reads)."""
     for d in range(2 * M[M_N]):
-        reset_device(s, d, t, keys[K_RESET], dev, P, M)
+        reset_device(s, d, t, keys[K_RESET], znorm(keys[K_RESET], s, d, 0, P, M), dev, P, M)
     p, r, capped = write_synapse(s, w, tol, t, keys[K_ATT], keys[K_VER], dev, P, M, traj_g, traj_p)
     resum_synapse(s, t, dev, P, M, cw, cv)
     return p, r
@@ -670,7 +729,7 @@ def fabricate_one(s, t, k_reset, k_znu, k_mult, dev, P, M):
     for d in range(G.shape[1]):
         Z[s, d] = normal_nb(k_znu, s, d, 0)
         MU[s, d] = max(1.0 + P[P_D2D] * normal_nb(k_mult, s, d, 0), 0.0)   # m = max(1 + std z, 0)
-        reset_device(s, d, t, k_reset, dev, P, M)
+        reset_device(s, d, t, k_reset, znorm(k_reset, s, d, 0, P, M), dev, P, M)
         NR[s, d] = 0                          # the fabrication state is not a counted pulse
         NS[s, d] = 0
         NU[s, d] = drift_exponent(np.float64(G[s, d]), np.float64(Z[s, d]), P, M)

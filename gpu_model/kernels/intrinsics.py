@@ -1,4 +1,4 @@
-"""Two low-level helpers of the compiled kernels: software prefetch and unmanaged array views.
+"""Low-level helpers of the compiled kernels: software prefetch, unmanaged array views, float64 bits.
 
 * :func:`prefetch1` / :func:`prefetch2` (LLVM ``llvm.prefetch``). A pulse list visits synapses scattered over the tile's device records; the SET step is bound by
 those scattered reads. Asking for the records of the item ``LOOKAHEAD`` places ahead while the
@@ -10,6 +10,8 @@ faults and changes no result.
   (measured: ~250 ns of ~300 ns per pulsed synapse). The kernels' entry points take unmanaged
   views of arrays that their Python caller keeps alive for the call, so the counts are skipped
   (an increment of a NULL handle is a no-op). Never return such a view to Python.
+* :func:`f64_bits` / :func:`bits_f64`: a float64's IEEE-754 bit pattern as an int64 and back (LLVM
+  ``bitcast``, no conversion), for the exponent/mantissa split of keyed_rng.log_fast.
 """
 from __future__ import annotations
 
@@ -77,4 +79,24 @@ def unmanaged(typingctx, arr):
         dst.meminfo = cgutils.get_null_value(dst.meminfo.type)
         dst.parent = cgutils.get_null_value(dst.parent.type)
         return dst._getvalue()
+    return sig, codegen
+
+
+@intrinsic
+def f64_bits(typingctx, x):
+    """The bits of float64 ``x`` as an int64 (sign, 11-bit exponent, 52-bit mantissa)."""
+    sig = types.int64(types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+    return sig, codegen
+
+
+@intrinsic
+def bits_f64(typingctx, b):
+    """The float64 whose bits are int64 ``b`` (inverse of :func:`f64_bits`)."""
+    sig = types.float64(types.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
     return sig, codegen
