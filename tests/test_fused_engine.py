@@ -444,6 +444,14 @@ def test_fast_cos_and_normals_within_their_bounds():
     b = kr.normal_fast_nb_array(key, s, s % 96, s % 5)
     assert np.abs(a - b).max() <= kr.NORMAL_FAST_ERR
     assert 0 < (a != b).mean() < 0.9          # not the same function, but most draws agree to the bit
+    # the vectorised draws (log without libm; all 2^32 arguments checked once with log_fast_max_error)
+    for lo in (0, (1 << 31) - span // 2, (1 << 32) - span):
+        assert kr.log_fast_max_error(lo, lo + span) <= kr.LOG_FAST_ERR
+    v = kr.normal_fast_nb_array(key, s, s % 96, s % 5, True)
+    assert np.abs(a - v).max() <= kr.NORMAL_FAST_ERR
+    out = np.empty(96)
+    kr.normal_fast_fill(key, 7, 0, 1, 3, 0, 96, out)                # devices 0..95, draw 3
+    assert np.array_equal(out, kr.normal_fast_nb_array(key, np.full(96, 7), np.arange(96), np.full(96, 3), True))
 
 
 def _exact(s):

@@ -23,7 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..presets import JOSHI_NU_MU, JOSHI_NU_SIGMA, JOSHI_PROG, JOSHI_QS
-from .keyed_rng import R_MAX, normal_fast_fill, normal_fast_fill2, normal_fast_nb, normal_nb
+from .keyed_rng import R_MAX, normal_fast_fill, normal_fast_fill2, normal_fast_gather, normal_fast_nb, normal_nb
 from .intrinsics import prefetch1, prefetch2, unmanaged
 
 # --- model codes (M[M_DRIFT], M[M_READ], M[M_PROG]) ------------------------------------------------
@@ -105,6 +105,8 @@ G_NORM_FLOOR = 1e-6  # floor of G/g_max before its log / power (as gpu_model/dev
 # so two paths evaluating the same expression on different inputs differ by the inputs' difference
 # propagated, plus <= 2 * 2^-53 * (magnitude) per operation.
 ROUND_SLACK = 2.0 ** -50   # per operation and unit magnitude: 2 paths x 2^-53, x4 margin (engineering choice)
+ITEM_BLOCK = 64            # apply_serial: pulse-list items whose draws are made in one vectorised pass
+                           # (engineering choice: the draws of 64 items fit L1 beside their records)
 ATT_BITS = 2               # program-and-verify: the first 2^2 = 4 attempts of every device of a write drawn
                            # in one vectorised pass (engineering choice: a JAP attempt passes with
                            # probability ~0.22, ~4.5 attempts a device; later attempts drawn one by one)
@@ -457,11 +459,11 @@ def refresh_synapse(s, t, tol, keys, dev, P, M, traj_g, traj_p, cw, cv):
 
 # --- one pulsed synapse of an update ---------------------------------------------------------------
 @njit(cache=True, inline="always")
-def set_chain(g, h, mult, npulse, ks, s, d, exact, P, M):
+def set_chain(g, h, mult, npulse, ks, s, d, exact, P, M, zbuf, zoff):
     """npulse SET pulses on device d of synapse s from (g, h) (JAP 2018):
     h <- h e^{-1/tau}; mu = a_mu g + b_mu + c_mu h; sigma = max(a_s g + b_s + c_s h, 0);
     g <- clip(g + (mu + sigma z_j) mult), z_j the keyed normal (ks, s, d, j).
-    ``exact``: z_j by normal_nb, else by znorm. Returns (g, h, e), e a bound on |g - g of the exact path|:
+    ``exact``: z_j by normal_nb, else zbuf[zoff + j] (zoff >= 0: drawn before, apply_serial) or znorm. Returns (g, h, e), e a bound on |g - g of the exact path|:
     per pulse e <- e (1 + A) + K with A = |mult| (|a_mu| + |a_s| R_MAX) (mu and sigma z are Lipschitz in
     g), K = |mult| sigma_max ze + rounding (sigma_max, mu_max over g in [0, g_max], h in [0, h])."""
     a_mu, b_mu, c_mu = P[P_MU_A], P[P_MU_B], P[P_MU_C]
@@ -478,7 +480,12 @@ def set_chain(g, h, mult, npulse, ks, s, d, exact, P, M):
         h *= P[P_DECAY]                                       # P <- P e^{-1/tau}
         mu = a_mu * g + b_mu + c_mu * h                       # mu = a G + b + c P
         sg = max(a_sg * g + b_sg + c_sg * h, 0.0)             # sigma = max(a G + b + c P, 0)
-        z = normal_nb(ks, s, d, j) if exact else znorm(ks, s, d, j, P, M)
+        if exact:
+            z = normal_nb(ks, s, d, j)
+        elif zoff >= 0:
+            z = zbuf[zoff + j]
+        else:
+            z = znorm(ks, s, d, j, P, M)
         dg = (mu + sg * z) * mult                             # dG ~ N(mu, sigma) x d2d multiplier
         g = clip_g(g + dg, P)
         e = e * (1.0 + A) + K
@@ -504,9 +511,10 @@ def verify_refreshed(meas, vnoise, w_c, sd_w, zr, w_read):
 
 @njit(cache=True, inline="always")
 def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-               out_ref, out_pulses, out_reads, out_meas, out_capped):
+               out_ref, out_pulses, out_reads, out_meas, out_capped, zbuf, zoff):
     """The whole update of pulse-list item i (DifferentialSynapses.apply_pulse_list, one synapse):
-    arbiter, SET pulses, state, cache, verify reads, refresh check and refresh."""
+    arbiter, SET pulses, state, cache, verify reads, refresh check and refresh. ``zoff`` >= 0: the
+    item's fast normals are zbuf[zoff:] (item_draws' order), else each is drawn here."""
     G, H, NU, MU, Z, TP, NS, NR = dev
     n_dev = M[M_N]
     beta = P[P_BETA]
@@ -525,17 +533,24 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
     sg0 = read_sigma(g0, gp0, tp0, t, P, M)
     ze = P[P_ZERR]
     zb = 0.0
+    za = 0.0
+    zset = zoff
     if verify and vnoise:
-        zb = znorm(keys[K_VB], s, d, 0, P, M)                    # read before: g0 + sg0 zb
+        if zoff >= 0:
+            zb, za = zbuf[zoff], zbuf[zoff + 1]
+            zset = zoff + 2
+        else:
+            zb = znorm(keys[K_VB], s, d, 0, P, M)                # read before: g0 + sg0 zb
+            za = znorm(keys[K_VA], s, d, 0, P, M)                # read after: g + sg1 za
     if M[M_IDEAL]:
         g = clip_g(g0 + npulse * P[P_IDEAL_STEP], P)            # ideal: G += n step exactly
     else:
         h0 = np.float64(H[s, d])
         mult = np.float64(MU[s, d]) if M[M_D2D] else 1.0
         ks = keys[K_SET]
-        g, h, e = set_chain(g0, h0, mult, npulse, ks, s, d, False, P, M)
+        g, h, e = set_chain(g0, h0, mult, npulse, ks, s, d, False, P, M, zbuf, zset)
         if not f32_sure(g, e):                                    # not certified: the exact pulses
-            g, h, e = set_chain(g0, h0, mult, npulse, ks, s, d, True, P, M)
+            g, h, e = set_chain(g0, h0, mult, npulse, ks, s, d, True, P, M, zbuf, zset)
         H[s, d] = h
     G[s, d] = g
     g = np.float64(G[s, d])                                       # the stored (float32) value
@@ -552,10 +567,7 @@ def update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tra
         resum_synapse(s, t, dev, P, M, cw, cv)
     meas = 0.0
     e_m = 0.0                                    # bound on |meas' - meas| (verify reads' fast normals)
-    za = 0.0
     if verify:
-        if vnoise:
-            za = znorm(keys[K_VA], s, d, 0, P, M)
         meas = verify_delta(sign, beta, g0, sg0, zb, g, sg1, za)
         e_m = beta * ((sg0 + sg1) * ze + ROUND_SLACK * 8.0 * (abs(g0) + abs(g) + (sg0 + sg1) * (R_MAX + ze)))
     out_ref[i] = 0
@@ -593,7 +605,32 @@ def update_one_call(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M
     level into a prange loop made Numba share a temporary of the Joshi drift branch between
     threads (results then depended on the thread count; tests/test_fused_engine.py)."""
     update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-               out_ref, out_pulses, out_reads, out_meas, out_capped)
+               out_ref, out_pulses, out_reads, out_meas, out_capped, cw, -1)
+
+
+@njit(cache=True, inline="always")
+def item_draws(i0, i1, idx, counts, verify, vnoise, keys, arb, M, zk, zs, zd, zj, zoff):
+    """The keys of the fast normals of items i0..i1-1, in update_one's order (verified with read
+    noise: the reads before and after, then the SET pulses j = 0..n-1), into (zk, zs, zd, zj);
+    zoff[i - i0]: the item's first. Returns their number (the caller sized the arrays)."""
+    n_dev = M[M_N]
+    m = 0
+    ks = keys[K_SET]
+    for i in range(i0, i1):
+        s = idx[i]
+        c = counts[i]
+        k = arb[s] if n_dev > 1 else 0            # the arbiter's pick (update_one advances it)
+        d = k if c > 0 else n_dev + k
+        zoff[i - i0] = m
+        if verify and vnoise:
+            zk[m], zs[m], zd[m], zj[m] = keys[K_VB], s, d, 0
+            zk[m + 1], zs[m + 1], zd[m + 1], zj[m + 1] = keys[K_VA], s, d, 0
+            m += 2
+        if not M[M_IDEAL]:
+            for j in range(c if c > 0 else -c):
+                zk[m], zs[m], zd[m], zj[m] = ks, s, d, j
+                m += 1
+    return m
 
 
 @njit(cache=True, inline="always")
@@ -631,11 +668,38 @@ def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj
     idx, counts, keys, arb, P, M = unmanaged(idx), unmanaged(counts), unmanaged(keys), unmanaged(arb), unmanaged(P), unmanaged(M)
     traj_g, traj_p, cw, cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
     dev = unmanaged_dev(dev)
-    for i in range(n):
-        if lookahead > 0:
-            prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv)
-        update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                   u_ref, u_pulses, u_reads, u_meas, u_capped)
+    # per block of ITEM_BLOCK items: the keys of all their fast normals (item_draws), the normals in
+    # one vectorised pass (keyed_rng.normal_fast_gather), then the items
+    zoff = np.empty(ITEM_BLOCK, np.int64)
+    cap = 0
+    zk, zs, zd, zj, zv = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64),
+                          np.empty(0, np.int64), np.empty(0, np.float64))
+    per = 2 if verify and vnoise else 0
+    for i0 in range(0, n, ITEM_BLOCK):
+        i1 = min(i0 + ITEM_BLOCK, n)
+        need = 0
+        for i in range(i0, i1):
+            c = counts[i]
+            need += per + (c if c > 0 else -c)
+        if need > cap:
+            cap = 2 * need
+            zk, zs, zd, zj, zv = (np.empty(cap, np.uint64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+                                  np.empty(cap, np.int64), np.empty(cap, np.float64))
+        m = item_draws(i0, i1, idx, counts, verify, vnoise, keys, arb, M, zk, zs, zd, zj, zoff)
+        if M[M_EXACT]:
+            for q in range(m):
+                zv[q] = normal_nb(zk[q], zs[q], zd[q], zj[q])
+        else:
+            normal_fast_gather(zk, zs, zd, zj, m, zv)
+            pert = P[P_ZPERT]
+            if pert != 0.0:
+                for q in range(m):
+                    zv[q] += pert * math.sin(1000.0 * zv[q])
+        for i in range(i0, i1):
+            if lookahead > 0:
+                prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv)
+            update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                       u_ref, u_pulses, u_reads, u_meas, u_capped, zv, zoff[i - i0])
     return out_ref, out_pulses, out_reads, out_meas, out_capped
 
 

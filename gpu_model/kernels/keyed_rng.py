@@ -313,6 +313,14 @@ def normal_fast_fill2(key, synapse, d0, jbits, n, out):
         out[i] = normal_fast_vec(key, synapse, d0 + (i >> jbits), i & mask)
 
 
+@njit(cache=True, error_model="numpy")
+def normal_fast_gather(keys, synapse, device, draw, n, out):
+    """out[i] = normal_fast_vec(keys[i], synapse[i], device[i], draw[i]) for i < n (a vectorised pass
+    over a list of draws: the pulse list's draws of a block of items)."""
+    for i in range(n):
+        out[i] = normal_fast_vec(keys[i], synapse[i], device[i], draw[i])
+
+
 @njit(cache=True, parallel=True)
 def log_fast_max_error(start, stop):
     """max |log_fast(u1) / log(u1) - 1| over the u1 of start <= a < stop (the check of LOG_FAST_ERR)."""
