@@ -34,10 +34,13 @@ from sim.config import load_config
 from sim.data import load_dataset
 
 BASE_CONFIG = "configs/lstm_ptb_pcm.toml"     # device model, DAC/ADC, devices per side, DPU
-# one value for every converted layer (engineering choice, not tuned): weights of a LayerNorm'ed
-# transformer stay within about +-0.45 (the usable range +-0.45 w_max of w_max 1.0); ADC ranges
-# as the char LSTM's projection (forward) and gate matrix (backward)
-TRANSFORMER_TILE = {"synapse": {"w_max": 1.0}, "tile": {"adc_range": 8.0, "adc_range_backward": 2.0}}
+# one value for every converted layer (engineering choice, read off one fp32 run, not tuned
+# further): the fp32 model after 3 epochs on 1 M characters (runs/torch/tf_fp32_1m) has every
+# |weight| <= 0.39 (99 % <= 0.19), inside the usable +-0.45 of w_max 1.0, and its normalised MVM
+# outputs |(W / w_max) x_n| at the 99.9th percentile <= 1.7 in the blocks and 2.9 at the head: a
+# forward ADC range of 3.0 (the first try's 8.0 wasted 2.7x of the ADC's resolution: test BPC 3.23
+# against fp32's 2.17). Backward range as the char LSTM's gate matrix.
+TRANSFORMER_TILE = {"synapse": {"w_max": 1.0}, "tile": {"adc_range": 3.0, "adc_range_backward": 2.0}}
 LR, CLIP_NORM = 1e-3, 1.0                      # Adam step and global gradient clipping (engineering choice)
 
 
