@@ -668,39 +668,60 @@ def apply_serial(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj
     idx, counts, keys, arb, P, M = unmanaged(idx), unmanaged(counts), unmanaged(keys), unmanaged(arb), unmanaged(P), unmanaged(M)
     traj_g, traj_p, cw, cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
     dev = unmanaged_dev(dev)
-    # per block of ITEM_BLOCK items: the keys of all their fast normals (item_draws), the normals in
-    # one vectorised pass (keyed_rng.normal_fast_gather), then the items
     zoff = np.empty(ITEM_BLOCK, np.int64)
-    cap = 0
-    zk, zs, zd, zj, zv = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64),
-                          np.empty(0, np.int64), np.empty(0, np.float64))
-    per = 2 if verify and vnoise else 0
+    bufs = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+            np.empty(0, np.float64))
     for i0 in range(0, n, ITEM_BLOCK):
-        i1 = min(i0 + ITEM_BLOCK, n)
-        need = 0
-        for i in range(i0, i1):
-            c = counts[i]
-            need += per + (c if c > 0 else -c)
-        if need > cap:
-            cap = 2 * need
-            zk, zs, zd, zj, zv = (np.empty(cap, np.uint64), np.empty(cap, np.int64), np.empty(cap, np.int64),
-                                  np.empty(cap, np.int64), np.empty(cap, np.float64))
-        m = item_draws(i0, i1, idx, counts, verify, vnoise, keys, arb, M, zk, zs, zd, zj, zoff)
-        if M[M_EXACT]:
-            for q in range(m):
-                zv[q] = normal_nb(zk[q], zs[q], zd[q], zj[q])
-        else:
-            normal_fast_gather(zk, zs, zd, zj, m, zv)
-            pert = P[P_ZPERT]
-            if pert != 0.0:
-                for q in range(m):
-                    zv[q] += pert * math.sin(1000.0 * zv[q])
-        for i in range(i0, i1):
-            if lookahead > 0:
-                prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv)
-            update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
-                       u_ref, u_pulses, u_reads, u_meas, u_capped, zv, zoff[i - i0])
+        bufs = run_block(i0, min(i0 + ITEM_BLOCK, n), idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M,
+                         traj_g, traj_p, cw, cv, lookahead, u_ref, u_pulses, u_reads, u_meas, u_capped, bufs, zoff)
     return out_ref, out_pulses, out_reads, out_meas, out_capped
+
+
+@njit(cache=True, inline="always")
+def run_block(i0, i1, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+              lookahead, out_ref, out_pulses, out_reads, out_meas, out_capped, bufs, zoff):
+    """Items i0..i1-1 (<= ITEM_BLOCK): the keys of all their fast normals (item_draws), the normals
+    in one vectorised pass (keyed_rng.normal_fast_gather), then update_one on each. ``bufs``: the
+    draw buffers (zk, zs, zd, zj, zv), returned grown when they were too small."""
+    zk, zs, zd, zj, zv = bufs
+    per = 2 if verify and vnoise else 0
+    need = 0
+    for i in range(i0, i1):
+        c = counts[i]
+        need += per + (c if c > 0 else -c)
+    if need > zv.shape[0]:
+        cap = 2 * need
+        zk, zs, zd, zj, zv = (np.empty(cap, np.uint64), np.empty(cap, np.int64), np.empty(cap, np.int64),
+                              np.empty(cap, np.int64), np.empty(cap, np.float64))
+    m = item_draws(i0, i1, idx, counts, verify, vnoise, keys, arb, M, zk, zs, zd, zj, zoff)
+    if M[M_EXACT]:
+        for q in range(m):
+            zv[q] = normal_nb(zk[q], zs[q], zd[q], zj[q])
+    else:
+        normal_fast_gather(zk, zs, zd, zj, m, zv)
+        pert = P[P_ZPERT]
+        if pert != 0.0:
+            for q in range(m):
+                zv[q] += pert * math.sin(1000.0 * zv[q])
+    for i in range(i0, i1):
+        if lookahead > 0:
+            prefetch_item(i, lookahead, idx, counts, dev, arb, M, cw, cv)
+        update_one(i, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                   out_ref, out_pulses, out_reads, out_meas, out_capped, zv, zoff[i - i0])
+    return zk, zs, zd, zj, zv
+
+
+@njit(cache=True)
+def run_block_call(b, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+                   lookahead, out_ref, out_pulses, out_reads, out_meas, out_capped):
+    """:func:`run_block` of block b as an ordinary call with buffers of its own (apply_parallel's
+    loop body: no IR-inlined body in a prange loop, see update_one_call)."""
+    i0 = b * ITEM_BLOCK
+    i1 = min(i0 + ITEM_BLOCK, idx.shape[0])
+    bufs = (np.empty(0, np.uint64), np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.int64),
+            np.empty(0, np.float64))
+    run_block(i0, i1, idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, traj_g, traj_p, cw, cv,
+              lookahead, out_ref, out_pulses, out_reads, out_meas, out_capped, bufs, np.empty(ITEM_BLOCK, np.int64))
 
 
 @njit(cache=True, parallel=True)
@@ -716,11 +737,9 @@ def apply_parallel(idx, counts, t, tol, verify, vnoise, keys, dev, arb, P, M, tr
                                                 unmanaged(P), unmanaged(M))
     u_tg, u_tp, u_cw, u_cv = unmanaged(traj_g), unmanaged(traj_p), unmanaged(cw), unmanaged(cv)
     u_dev = unmanaged_dev(dev)
-    for i in prange(n):
-        if lookahead > 0:
-            prefetch_item(i, lookahead, u_idx, u_counts, u_dev, u_arb, u_M, u_cw, u_cv)
-        update_one_call(i, u_idx, u_counts, t, tol, verify, vnoise, u_keys, u_dev, u_arb, u_P, u_M, u_tg, u_tp,
-                        u_cw, u_cv, u_ref, u_pulses, u_reads, u_meas, u_capped)
+    for b in prange((n + ITEM_BLOCK - 1) // ITEM_BLOCK):     # blocks of items (run_block), one per task
+        run_block_call(b, u_idx, u_counts, t, tol, verify, vnoise, u_keys, u_dev, u_arb, u_P, u_M, u_tg, u_tp,
+                       u_cw, u_cv, lookahead, u_ref, u_pulses, u_reads, u_meas, u_capped)
     return out_ref, out_pulses, out_reads, out_meas, out_capped
 
 
