@@ -20,6 +20,7 @@ engineering choice, ``faults.stuck_low_rate = faults.stuck_high_rate = r / 200``
 Endurance of trained networks (issue 28: the most-cycled devices, a histogram, the projected
 epochs until the first device wears out), from the devices' own counters in a run's checkpoint:
 
+    python -m benchmarks.fault_study --combine STUDY --combine STUDY --out DIR   (mean +- std over seeds)
     python -m benchmarks.fault_study --endurance RUN [--endurance RUN ...] --out DIR
         [--limit 1e9] [--counts reset|all]
 
@@ -150,9 +151,13 @@ def main(argv=None) -> int:
     ap.add_argument("--dataset", default=None, help="--endurance: dataset of runs without summary.json")
     ap.add_argument("--limit", type=float, default=PCM_ENDURANCE_CYCLES, help="endurance limit, cycles")
     ap.add_argument("--counts", default="reset", choices=("reset", "all"), help="what one cycle is")
+    ap.add_argument("--combine", action="append", type=Path, default=[], metavar="STUDY",
+                    help="mean +- std over these study folders (seeds) instead of running")
     args = ap.parse_args(argv)
     if args.endurance:
         return endurance(args, argv)
+    if args.combine:
+        return combine(args, argv)
     rates = [float(x) for x in args.rates.split(",") if x.strip()]
     modes = [m for m in args.modes.split(",") if m]
     bad = [m for m in modes if m not in MODES]
@@ -251,6 +256,53 @@ def endurance(args, argv) -> int:
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     (out / "endurance.md").write_text("\n".join(head + lines) + "\n")
     print("\n".join(head + lines))
+    return 0
+
+
+def combine(args, argv) -> int:
+    """Mean +- std (over seeds) of finished studies: ``OUT/fault_study_combined.{md,png}``."""
+    studies = [json.loads((d / "fault_study.json").read_text()) for d in args.combine]
+    rates = [float(x) for x in args.rates.split(",") if x.strip()]
+    modes = [m for m in args.modes.split(",") if m]
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = "python -m benchmarks.fault_study " + " ".join(argv if argv is not None else sys.argv[1:])
+
+    def stats(key):
+        xs = [100 * st["points"][key]["test_accuracy"] for st in studies if key in st["points"]]
+        return (float(np.mean(xs)), float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0, len(xs)) if xs else None
+
+    lines = [f"`{cmd}`", "", f"mean ± std over {len(studies)} studies ({', '.join(map(str, args.combine))})", "",
+             "| fault rate (% of devices) | " + " | ".join(modes) + " |", "|" + " --- |" * (len(modes) + 1)]
+    for r in rates:
+        cells = []
+        for m in modes:
+            v = stats(f"{m}@{r:g}")
+            cells.append(f"{v[0]:.2f} ± {v[1]:.2f}" if v else "")
+        lines.append(f"| {r:g} | " + " | ".join(cells) + " |")
+    f32 = [100 * st["fp32_test_accuracy"] for st in studies if "fp32_test_accuracy" in st]
+    if f32:
+        lines += ["", f"fp32 (no devices): {np.mean(f32):.2f} ± {np.std(f32, ddof=1) if len(f32) > 1 else 0:.2f} %"]
+    (out / "fault_study_combined.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    xs = [max(r, 0.01) for r in rates]
+    for m in modes:
+        v = [stats(f"{m}@{r:g}") or (np.nan, 0.0, 0) for r in rates]
+        ax.errorbar(xs, [a for a, _, _ in v], yerr=[b for _, b, _ in v], fmt="o-", capsize=3, label=m)
+    if f32:
+        ax.axhline(np.mean(f32), color="k", lw=0.8, ls=":", label="fp32")
+    ax.set_xscale("log")
+    ax.set_xlabel("stuck devices (% of all; 0 drawn at 0.01)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{studies[0].get('arch', 'mlp').upper()}: mean ± std of {len(studies)} seeds", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "fault_study_combined.png", dpi=120)
+    plt.close(fig)
     return 0
 
 
