@@ -319,3 +319,17 @@ def test_fault_study_points_and_table(tmp_path):
     md = (tmp_path / "fault_study.md").read_text()
     assert "| 0 | 97.00 |  |" in md and "| 1 |  | 50.00 |" in md and "fp32 (no devices): 98.00 %" in md
     assert (tmp_path / "fault_study.png").stat().st_size > 0
+
+
+def test_fault_study_combines_seeds(tmp_path):
+    import json
+    from benchmarks.fault_study import main
+    for i, acc in enumerate((0.96, 0.98)):
+        d = tmp_path / f"s{i}"
+        d.mkdir()
+        (d / "fault_study.json").write_text(json.dumps(
+            {"arch": "mlp", "fp32_test_accuracy": acc, "points": {"train@0": {"test_accuracy": acc}}}))
+    assert main(["--combine", str(tmp_path / "s0"), "--combine", str(tmp_path / "s1"), "--rates", "0",
+                 "--modes", "train", "--out", str(tmp_path / "c")]) == 0
+    md = (tmp_path / "c" / "fault_study_combined.md").read_text()
+    assert "| 0 | 97.00 ± 1.41 |" in md and (tmp_path / "c" / "fault_study_combined.png").is_file()
