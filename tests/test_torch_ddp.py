@@ -19,6 +19,8 @@ if sys.platform != "linux":
 
 import torch.multiprocessing as mp  # noqa: E402
 
+torch.set_num_threads(1)     # no OpenMP pool in the parent before the ranks are forked
+
 WORLD = 2
 STEPS = 3
 BATCH = 4                 # per rank
