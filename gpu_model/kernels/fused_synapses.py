@@ -18,6 +18,11 @@ the W/Var cache with its ``drift_cache_rtol`` policy and verified-update reads â
   pulsed device, and the record turns ~8 scattered arrays into one line. ``layout="soa"`` keeps
   one array per field instead (for the benchmark's comparison).
 
+* certified fast normals (device_kernels: results computed from cheap approximations of the keyed
+  normals are kept only when an error bound proves them equal to the exact ones, else recomputed;
+  many draws made in vectorised passes): the outcomes are those of the keys, bit for bit
+  (``python -m benchmarks.bench_fused_update --fingerprint``).
+
 Not bit-identical to the reference (different random numbers, float64 arithmetic on float32
 state), identical in distribution (tests/test_fused_engine.py compares the statistics).
 

@@ -31,6 +31,15 @@ difference flips a float32 rounding with probability ~2**-29 per draw; the test 
 |z| <= sqrt(-2 ln 2**-33) = 6.76: the tail beyond 6.76 sigma (probability 1.4e-11 per draw) is
 cut, which no device statistic can see.
 
+Fast normals (the kernels' working values, never a definition): :func:`normal_fast_nb` (libm's log,
+a branch-free polynomial cos) and :func:`normal_fast_vec` / :func:`normal_fast_fill` /
+:func:`normal_fast_fill2` / :func:`normal_fast_gather` (also a polynomial log; vectorised loops) are
+within ``NORMAL_FAST_ERR`` of :func:`normal_nb`. ``device_kernels`` keeps a result computed from them
+only when its error bound proves it equal to the result from :func:`normal_nb` and recomputes it
+otherwise, so the engine's outcomes are those of :func:`normal_nb` (the bounds ``COS_FAST_ERR`` and
+``LOG_FAST_ERR`` were checked over all 2^32 arguments: :func:`cos_fast_max_error`,
+:func:`log_fast_max_error`).
+
 Kinds (the ``kind`` field: which physical event a number belongs to)
 ---------------------------------------------------------------------
 =========================  =====  ======================================  ==========================
