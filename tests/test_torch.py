@@ -102,10 +102,11 @@ def test_conv2d_matches_nn_conv2d(cfg, stride, pad, bias):
 
 
 @pytest.mark.parametrize("cfg", [exact_cfg(), _cfg("fp32")], ids=["exact-tile", "fp32"])
-def test_lstm_matches_nn_lstm(cfg):
+@pytest.mark.parametrize("batch_first", [True, False])
+def test_lstm_matches_nn_lstm(cfg, batch_first):
     torch.manual_seed(3)
     I, H, B, T = 5, 4, 3, 6
-    ref = nn.LSTM(I, H, batch_first=True)
+    ref = nn.LSTM(I, H, batch_first=batch_first)
     a = mt.convert_to_analog(ref, cfg)
     assert isinstance(a, mt.AnalogLSTM)
     with torch.no_grad():              # one gate matrix and one bias on the analog side
@@ -113,7 +114,7 @@ def test_lstm_matches_nn_lstm(cfg):
         ref.weight_hh_l0.copy_(a.weight_hh_l0)
         ref.bias_ih_l0.copy_(a.bias)
         ref.bias_hh_l0.zero_()
-    x = torch.randn(B, T, I)
+    x = torch.randn(B, T, I) if batch_first else torch.randn(T, B, I)
     h0, c0 = torch.randn(1, B, H), torch.randn(1, B, H)
     leaves = [[t.clone().requires_grad_(True) for t in (x, h0, c0)] for _ in range(2)]
     (ya, (ha, ca)), (yr, (hr, cr)) = a(leaves[0][0], tuple(leaves[0][1:])), ref(leaves[1][0], tuple(leaves[1][1:]))
