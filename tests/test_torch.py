@@ -12,6 +12,8 @@ import pytest
 
 torch = pytest.importorskip("torch")
 torch.set_num_threads(1)
+# CPU tensors on NumPy tiles throughout (the CuPy/CUDA path: tests/test_torch_cuda.py)
+pytestmark = pytest.mark.numpy_only("CPU tensors on NumPy tiles")
 
 import mcasim.torch as mt  # noqa: E402
 from mcasim.torch._arrays import as_array, as_tensor, check_tensor  # noqa: E402
@@ -438,21 +440,3 @@ def test_dtype_and_device_errors_say_what_to_do():
     with pytest.raises(mt.AnalogTensorError, match=r"CuPy.*x.cuda\(\)"):
         check_tensor(torch.randn(2), FakeCupy, "input")
 
-
-def test_cupy_tiles_share_memory_with_cuda_tensors():
-    """CuPy tiles and CUDA tensors meet through DLPack, without copies (runs where a GPU, CuPy and
-    a CUDA build of torch are present; skipped elsewhere, e.g. in CI)."""
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device for torch")
-    cp = pytest.importorskip("cupy")
-    from gpu_model.backend import make_backend
-    a = mt.AnalogLinear(6, 4, config=_cfg(), backend=make_backend("cupy", 0))
-    assert a.weight.is_cuda and a.weight.data_ptr() == int(a.store.weights().data.ptr)
-    x = torch.randn(3, 6, device="cuda", requires_grad=True)
-    y = a(x)
-    y.sum().backward()
-    assert y.is_cuda and x.grad.is_cuda
-    arr = cp.ones((2, 3), dtype=cp.float32)
-    assert mt.same_memory(as_tensor(arr), arr)
-    with pytest.raises(mt.AnalogTensorError, match="x.cuda"):
-        a(torch.randn(3, 6))

@@ -12,6 +12,7 @@ import pytest
 from types import SimpleNamespace
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.numpy_only("CPU tensors on NumPy tiles")
 
 ROOT = Path(__file__).resolve().parents[1]
 

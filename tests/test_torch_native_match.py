@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+pytestmark = pytest.mark.numpy_only("CPU tensors on NumPy tiles")
 torch.set_num_threads(1)
 
 import mcasim.torch as mt  # noqa: E402
