@@ -196,15 +196,19 @@ def run_target(name: str, spec: DPUSpec, out: Path, freq: float | None = None, s
 # --- the whole unit (issue 27: rtl.tile.TileUnit) -------------------------------------------------
 def _tile_specs():
     from .spec import TileSpec
+    from .tile import FRONT_LATENCY
     return {
         # shipped spec: 64 x 64 tile, B = P = 8, 8 lanes -> 8 synapse-updates per clock, 64 + 8-16 DSPs
         "tile-ecp5-85f": ("ecp5-85f", TileSpec()),
         # engineering choice for the 25F's 28 multipliers: taps 1 (8 product + 16 scale DSPs),
         # so 1 synapse-update per clock at B = 8
         "tile-ecp5-25f": ("ecp5-25f", TileSpec(taps=1)),
-        # engineering choice for the iCE40 UP5K (5280 LUT4, no distributed RAM, synth_ice40 maps
-        # multipliers to LUTs): a 32 x 32 tile, 2 lanes, taps 1 -> 0.25 synapse-updates per clock
-        "tile-ice40-up5k": ("ice40-up5k", TileSpec(rows=32, cols=32, lanes=2, taps=1)),
+        # engineering choice for the iCE40 UP5K (5280 LUT4, no distributed RAM: FIFOs become
+        # flip-flops; synth_ice40 maps multipliers to LUTs): a 32 x 32 tile, 1 lane, taps 1, the
+        # smallest FIFO the credit scheme allows -> 0.125 synapse-updates per clock. (2 lanes and
+        # fifo_depth 16 need 7250 logic cells: 137 % of the UP5K.)
+        "tile-ice40-up5k": ("ice40-up5k", TileSpec(rows=32, cols=32, lanes=1, taps=1,
+                                                   fifo_depth=FRONT_LATENCY + 1)),
     }
 
 
