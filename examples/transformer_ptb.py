@@ -22,6 +22,7 @@ import math
 import shlex
 import sys
 import time
+import tomllib
 import warnings
 
 import numpy as np
@@ -112,11 +113,19 @@ def main(argv=None) -> int:
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="config override on top of the base config (TOML value), as mcasim train --set")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     over = {k: dict(v) for k, v in TRANSFORMER_TILE.items()}
     over["synapse"]["mode"] = a.synapse
     over["train"] = {"seed": a.seed}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and value):
+            raise SystemExit(f"--set needs SECTION.KEY=VALUE, got {item!r}")
+        over.setdefault(section, {})[name] = tomllib.loads(f"v = {value}")["v"]
     cfg = load_config(BASE_CONFIG, over)
     ds = load_dataset("ptb-char")
     x, y = streams(ds.train[:a.train_subset], a.batch)
