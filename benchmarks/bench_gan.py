@@ -62,7 +62,7 @@ def epoch_ratio(backend: str = "numpy", pcm_overrides: dict | None = None, from_
     weights = {m: sum(int(np.prod(L.store.shape)) for L in tr.task.store_layers()) for m, tr in trainers.items()}
     out = {"backend": backend, "dataset": ds.name, "batch_size": batch, "seconds_per_epoch": per_epoch,
            "pcm_over_fp32": per_epoch["pcm"] / per_epoch["fp32"], "weights": weights["pcm"],
-           "pcm_from": {"run": str(from_run), "epoch": trainers["pcm"].epoch} if from_run else "configs/gan_mnist_pcm.toml"}
+           "pcm_from": {"run": str(from_run), "epoch": trainers["pcm"].epoch} if from_run else "configs/gan_mnist_pcm_blind8.toml"}
     for m in ("pcm_ziggurat", "pcm_fused"):
         if m in per_epoch:
             out[f"{m}_over_fp32"] = per_epoch[m] / per_epoch["fp32"]
