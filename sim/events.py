@@ -33,6 +33,13 @@ class EventCounts:
     refresh_prog_pulses: int = 0  # program-and-verify programming pulses during refresh
     refresh_verify_reads: int = 0 # verify (and pre-refresh) reads during refresh
     update_verify_reads: int = 0  # verified updates: pulsed device read before + after; refreshed synapse after
+    # device faults (gpu_model/faults.py; all 0 without a [faults] section). The first four are the
+    # tiles' state at the end of the run (summed over tiles), the last a cumulative count
+    faulty_devices: int = 0       # devices not responding (stuck from fabrication, worn out, failed)
+    worn_out_devices: int = 0     # of them: worn out at the endurance limit
+    excluded_devices: int = 0     # found not responding by the digital unit and excluded (faults.exclude)
+    skipped_pulses: int = 0       # pulses not sent: every device of that side of the synapse excluded
+    fault_check_reads: int = 0    # device reads of the exclusion policy's checks (priced as verify reads)
     # digital activations and loss
     activations: int = 0          # nonlinear activation evaluations (forward) + derivatives (backward)
     softmax_outputs: int = 0      # softmax/loss outputs computed

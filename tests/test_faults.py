@@ -333,3 +333,32 @@ def test_fault_study_combines_seeds(tmp_path):
                  "--modes", "train", "--out", str(tmp_path / "c")]) == 0
     md = (tmp_path / "c" / "fault_study_combined.md").read_text()
     assert "| 0 | 97.00 ± 1.41 |" in md and (tmp_path / "c" / "fault_study_combined.png").is_file()
+
+
+def test_a_training_run_summary_carries_the_fault_counts_and_prices_the_check_reads(tmp_path):
+    """The trainer's summary sums the tiles' fault counts with the energy events, and the energy
+    model charges the exclusion policy's check reads (one verify read each); without faults the
+    counts are 0 and no such line appears."""
+    from sim.data import load_digits_fallback
+    from sim.energy import estimate_summary, load_table
+    from sim.train import Trainer
+    base = {"train": {"epochs": 1, "seed": 3, "train_subset": 300, "test_subset": 100}, "model": {"hidden": [8]},
+            "synapse": {"mode": "pcm", "w_max": [1.0, 2.0]}}
+    ds = load_digits_fallback()
+    runs = {}
+    for name, faults in (("clean", None), ("faulty", {"stuck_low_rate": 0.02, "stuck_high_rate": 0.02, "exclude": True})):
+        cfg = config_from_dict({**base, **({"faults": faults} if faults else {})})
+        (tmp_path / name).mkdir()
+        tr = Trainer(cfg, ds, make_backend("numpy", 3), tmp_path / name, progress=False)
+        runs[name] = tr.run()
+    ev = runs["faulty"]["events"]
+    tiles = sum(s.tile.events.faulty_devices for s in tr.task.analog_stores())
+    assert ev["faulty_devices"] == tiles > 0 and ev["excluded_devices"] > 0 and ev["fault_check_reads"] > 0
+    clean = runs["clean"]["events"]
+    assert all(clean[k] == 0 for k in ("faulty_devices", "worn_out_devices", "excluded_devices", "skipped_pulses",
+                                        "fault_check_reads"))
+    table = load_table(None)
+    rep = estimate_summary(runs["faulty"], table)
+    per_read = table["pcm"]["verify_read_pJ"] * 1e-12
+    assert rep.cm["fault check reads"] == pytest.approx(ev["fault_check_reads"] * per_read / rep.images)
+    assert "fault check reads" not in estimate_summary(runs["clean"], table).cm

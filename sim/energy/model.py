@@ -309,6 +309,8 @@ def _estimate(events: dict, images: int, layers: list, table: EnergyTable,
                                   + c("softmax_outputs") * dpu["softmax_pJ"]) * PJ,
         "bias updates": c("bias_updates") * dpu["bias_update_pJ"] * PJ,
     }
+    if c("fault_check_reads"):   # the exclusion policy's check reads (docs/faults.md): one device read each
+        cm["fault check reads"] = c("fault_check_reads") * pcm["verify_read_pJ"] * PJ
     if n_dig:
         cm["digital layers"] = dig_layers
 
