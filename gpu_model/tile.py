@@ -5,7 +5,7 @@ Stages (each a typed interface; docs/analog.md has the picture):
 | stage | object | interface |
 | --- | --- | --- |
 | read | :class:`AnalogTile` (DAC -> noisy MVM -> ADC) | ``forward(x)``, ``backward(d)`` |
-| digital unit | :class:`~gpu_model.digital_unit.DigitalUnit` (chi, verify feedback, DPU golden/RTL) | ``step(update) -> PulseList`` |
+| digital unit | :func:`~gpu_model.digital_unit.make_digital_unit`: ``DigitalUnit`` (chi, verify feedback, DPU golden/RTL) or ``WholeUnitDigital`` (tile-golden/tile-rtl) | ``step(update) -> PulseList`` |
 | device array | chosen by engine and backend (:mod:`gpu_model.engines`) | ``apply(PulseList) -> UpdateReport``, ``weights()``, ``read_variance()`` |
 | events | :class:`TileEvents` (read, pulse, refresh and verify counts) | ``events`` |
 
@@ -25,8 +25,9 @@ from dataclasses import asdict, dataclass, fields
 
 from .backend import Backend, rng_state, set_rng_state
 from .devices import FLOAT
-from .digital_unit import DigitalUnit
+from .digital_unit import TILE_DPU_KINDS, make_digital_unit
 from .engines import make_device_array
+from .presets import PresetError
 from .pulses import UpdateReport
 from .sampling import standard_normal
 from .tile_config import SynapseConfig, TileConfig
@@ -92,8 +93,14 @@ class AnalogTile:
         self.rng = backend.child_rng(READ_STREAM_OFFSET + stream)
         # a preset without read noise (ideal devices) draws nothing, whatever the caller asks
         self.read_noise = config.read_noise
+        if config.dpu_kind in TILE_DPU_KINDS and backend.name != "numpy":
+            raise PresetError(f"tile: dpu_kind {config.dpu_kind!r} (the whole unit, WholeUnitDigital) runs on "
+                              f"the NumPy backend only (its units hold chi and draw their rounding bits on "
+                              f"the host); use the numpy backend (mcasim train --backend numpy), got "
+                              f"{backend.name!r}")
         self.devices = make_device_array(config, self.shape, backend, stream, t)
-        self.digital = DigitalUnit(self.shape, config, backend, self.devices.epsilon_w, stream)
+        # DigitalUnit (golden | rtl) or the whole unit WholeUnitDigital (tile-golden | tile-rtl)
+        self.digital = make_digital_unit(self.shape, config, backend, self.devices.epsilon_w, stream)
         self.updates = 0              # update steps so far (keys the fused engine's draws)
         # tile grid: row blocks over in_features (crossbar rows), column blocks over out_features
         tp = self.tile

@@ -28,6 +28,8 @@ TILE_ENGINE_KEYS = ("engine",)
 DEFAULT_TILE_ENGINE = "reference"
 
 SYNAPSE_MODES = ("fp32", "ideal", "pcm")
+DPU_CHOICES = ("golden", "rtl", "tile-golden", "tile-rtl")   # synapse.dpu (rtl/dpu.py DPU_KINDS + WHOLE_UNIT_KINDS)
+WHOLE_UNIT_DPUS = ("tile-golden", "tile-rtl")                # synapse.dpu values that are the whole unit
 OPTIMIZERS = ("sgd", "momentum", "adam")
 INITS = ("xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
 ACTIVATIONS = ("sigmoid", "relu", "tanh")
@@ -142,7 +144,12 @@ class SynapseSection:
                                      # in [0, refresh_threshold x g_max)
     read_noise: bool = True          # ablation switch: read noise on crossbar reads
     drift: bool = True               # ablation switch: conductance drift
-    dpu: str = "golden"              # golden | rtl
+    dpu: str = "golden"              # the digital unit (rtl/dpu.py; docs/dpu.md), one of DPU_CHOICES:
+                                     # golden: chi/pulse lanes (golden model) fed the optimizer's float update
+                                     # rtl: the same lanes as their Verilator model (bit-identical to golden)
+                                     # tile-golden: the whole unit (WholeUnitDigital on GoldenTile): -lr d^T x from the batch's factors
+                                     # tile-rtl: the whole unit as the Verilator model of rtl/tile.py (bit-identical to tile-golden)
+                                     # (tile-*: plain SGD, no verified updates, NumPy backend, classifier tasks)
     verified_update: bool = False    # the digital unit reads each pulsed device before and after its
                                      # pulses and returns (asked - measured change) to chi with the
                                      # next update (sim/nn/stores.py AnalogWeights); 2 reads per
@@ -482,7 +489,18 @@ def validate(cfg: Config) -> None:
 
     need(s.mode in SYNAPSE_MODES, f"synapse.mode must be one of {', '.join(SYNAPSE_MODES)}, got {short(s.mode)}")
     need(s.preset in PCM_PRESETS, f"synapse.preset: unknown preset {short(s.preset)}; known: {', '.join(PCM_PRESETS)}")
-    need(s.dpu in ("golden", "rtl"), f"synapse.dpu must be 'golden' or 'rtl', got {short(s.dpu)}")
+    need(s.dpu in DPU_CHOICES, f"synapse.dpu must be one of {', '.join(DPU_CHOICES)}, got {short(s.dpu)}")
+    if s.dpu in WHOLE_UNIT_DPUS:
+        # the whole unit computes Delta w = -lr d^T x from this mini-batch's factors (x, d) itself
+        why = (f"synapse.dpu = {s.dpu!r} is the whole digital unit: it computes the plain-SGD update "
+               f"-lr d^T x from this mini-batch's factors")
+        need(t.optimizer == "sgd", f"{why}; train.optimizer = {t.optimizer!r} is not a product of them "
+                                   f"(it has no optimizer state): set train.optimizer = \"sgd\" or synapse.dpu "
+                                   f"= \"golden\"")
+        need(not s.verified_update, f"{why} and has no verify-feedback input: set synapse.verified_update = "
+                                    f"false or synapse.dpu = \"golden\"")
+        need(spec.whole_unit, f"{why}; model.arch = {m.arch!r} does not hand them over (its layers do not keep "
+                              f"them, or it rescales gradients before the update): use synapse.dpu = \"golden\"")
     need(0 < s.refresh_threshold <= 1, f"synapse.refresh_threshold must be in (0, 1], got {s.refresh_threshold}")
     need(0 < s.verify_gain <= 1, f"synapse.verify_gain must be in (0, 1], got {s.verify_gain}")
     need(s.devices_per_side >= 1, f"synapse.devices_per_side must be an integer >= 1, got {s.devices_per_side!r}")
@@ -521,6 +539,11 @@ def validate(cfg: Config) -> None:
     for i in range(n_layers):      # what cfg.tile_preset(i) builds (lists: PER_LAYER_TILE keys only)
         _build("tile", TilePreset, {k: per_layer[k][i] if k in per_layer else v for k, v in peripherals.items()})
     _build("dpu", DPUSpec, cfg.dpu)
+    if s.dpu in WHOLE_UNIT_DPUS and s.mode != "fp32":       # the unit's x codes are the DAC's
+        for i in range(n_layers):
+            dac = cfg.tile_preset(i).dac_bits
+            need(2 <= dac <= 18, f"synapse.dpu = {s.dpu!r}: the whole unit takes the DAC codes as x and needs "
+                                 f"tile.dac_bits in [2, 18] (rtl/spec.py TileSpec.x_bits), got {dac}")
     fc = _build(FAULTS_SECTION, lambda **kw: fault_config_from(kw), cfg.faults)
     for k in ("stuck_low_uS", "stuck_high_uS"):
         v = getattr(fc, k)

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from gpu_model.backend import BackendError, make_backend
-from ..config import SYNAPSE_MODES, ConfigError, load_config, parse_sets
+from ..config import DPU_CHOICES, SYNAPSE_MODES, ConfigError, load_config, parse_sets
 from .. import checkpoint as ckpt
 from ..data import DATASETS, DatasetError, load_dataset
 from ..tasks import archs, task_spec
@@ -36,7 +36,9 @@ def add_arguments(p):
     p.add_argument("--out", required=True, help="run folder to create (or resume)")
     p.add_argument("--data-dir", help="folder holding the dataset files")
     p.add_argument("--backend", default="auto", choices=["numpy", "cupy", "auto"])
-    p.add_argument("--dpu", choices=["golden", "rtl"], help="digital unit implementation")
+    p.add_argument("--dpu", choices=list(DPU_CHOICES),
+                   help="digital unit (synapse.dpu): golden | rtl (chi/pulse lanes fed the float update), "
+                        "tile-golden | tile-rtl (the whole unit: update from the factors, plain SGD only)")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--config", help="TOML config file (default: the architecture's committed config for "
                    "--dataset and --synapse, configs/<arch>_<dataset>_<synapse>.toml, pcm unless --synapse "

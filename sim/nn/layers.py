@@ -107,6 +107,9 @@ class Param:
 
     ``grad``: its gradient from the last backward (shape of the parameter, or of the live columns
     ``cols`` of a store); ``macs``: multiply-accumulates spent on that gradient (energy counts).
+    ``factors``: (x, d) with ``grad = d^T x`` (all columns of x), kept by the backward of a layer
+    whose store's digital unit computes the update itself (:func:`takes_factors`: the whole unit,
+    ``synapse.dpu`` tile-golden | tile-rtl); None otherwise.
     """
 
     key: str
@@ -116,6 +119,7 @@ class Param:
     cols: object = None
     macs: int = 0
     lr_scale: float = 1.0
+    factors: object = None
 
     @property
     def size(self) -> int:
@@ -123,6 +127,13 @@ class Param:
             n_in = self.store.shape[1] if self.cols is None else int(self.cols.shape[0])
             return int(self.store.shape[0]) * int(n_in)
         return int(self.value.size)
+
+
+def takes_factors(store) -> bool:
+    """True when ``store``'s digital unit computes the update from the mini-batch factors (the
+    whole unit, :class:`gpu_model.digital_unit.WholeUnitDigital`: it has ``offer(x, d, lr)``)."""
+    tile = getattr(store, "tile", None)
+    return hasattr(getattr(tile, "digital", None), "offer")
 
 
 class Module:
@@ -204,6 +215,7 @@ class Dense(Module):
                 cols = live
         self.w.cols = cols
         self.w.grad = d.T @ (x if cols is None else x[:, cols])   # dL/dW = d^T x: outer products summed
+        self.w.factors = (x, d) if takes_factors(self.store) else None   # the whole unit's inputs
         self.w.macs = int(x.shape[0]) * self.w.size
         return self.store.backward(d) if need_dx else None     # transposed crossbar read: d W
 
@@ -320,6 +332,9 @@ class Conv2d(Module):
             self.b.grad = d2.sum(axis=0)
         self.w.cols = None
         self.w.grad = d2.T @ self.cols             # (C_out, k*k*C_in), summed over batch and positions
+        # the whole unit's inputs: one factor row per patch (the fast engine's patch buffer lives
+        # until this layer's next forward, after the update)
+        self.w.factors = (self.cols, d2) if takes_factors(self.store) else None
         self.w.macs = int(d2.shape[0]) * self.w.size
         self.cols = None                           # free the patches
         if not need_dx:
@@ -673,7 +688,9 @@ def apply_updates(params: list[Param], opt: Optimizer, lr: float, rand_rng, even
 
     Returns (SET pulses, refreshes) of this mini-batch. Event counts: update MACs, chi
     read-modify-writes (one per analog weight with a live input), optimizer ops, digital
-    parameter updates. ``batch_size`` is only used for parameters that report no MACs.
+    parameter updates. ``batch_size`` is only used for parameters that report no MACs. A store
+    whose digital unit is the whole unit (:func:`takes_factors`) is first handed the layer's
+    factors and ``lr`` (``offer(x, d, lr)``: it computes -lr d^T x itself; plain SGD only).
     """
     pulses = refreshes = 0
     ops = Optimizer.OPS_PER_WEIGHT[opt.kind]
@@ -681,6 +698,16 @@ def apply_updates(params: list[Param], opt: Optimizer, lr: float, rand_rng, even
         if p.grad is None:
             continue
         if p.store is not None:
+            if takes_factors(p.store):
+                # the whole unit computes -lr d^T x itself from this batch's factors (plain SGD)
+                if opt.kind != "sgd":
+                    raise LayerError(f"{p.key}: the whole digital unit (synapse.dpu tile-golden | tile-rtl) "
+                                     f"computes the plain-SGD update -lr d^T x from this mini-batch's "
+                                     f"factors; optimizer {opt.kind!r} needs train.optimizer = \"sgd\"")
+                if p.factors is None:
+                    raise LayerError(f"{p.key}: the whole digital unit needs this layer's factors (x, d) "
+                                     f"of the backward pass; this layer does not keep them")
+                p.store.tile.digital.offer(p.factors[0], p.factors[1], lr)
             st = p.store.apply_update(opt.delta(p.key, p.grad, lr), rand_rng, p.cols)
             pulses += st.set_pulses
             refreshes += st.refreshes
@@ -692,5 +719,5 @@ def apply_updates(params: list[Param], opt: Optimizer, lr: float, rand_rng, even
             p.value += opt.delta(p.key, p.grad, lr * p.lr_scale)
             if events is not None:
                 events.add(optimizer_ops=ops * p.value.size, bias_updates=p.value.size)
-        p.grad = None
+        p.grad = p.factors = None
     return pulses, refreshes

@@ -40,6 +40,9 @@ class TaskSpec:
                                      # raises ConfigError(msg)); [train]/[model]/[synapse] basics are
                                      # checked by sim.config for every task
     section: type | None = None      # dataclass of the task's config section [<arch>]; None: none
+    whole_unit: bool = False         # True: its layers hand the backward factors (x, d) to the whole
+                                     # digital unit (synapse.dpu tile-golden | tile-rtl; sim/nn/layers.py
+                                     # apply_updates) and nothing rescales a gradient before the update
     configs: dict = field(default_factory=dict)  # --dataset -> stem of its committed configs
                                      # (configs/<stem>_<fp32|ideal|pcm>.toml); the first dataset is
                                      # the default of `mcasim train ARCH`

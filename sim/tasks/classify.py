@@ -110,7 +110,7 @@ def _validate_cnn(cfg, need) -> None:
 
 def _spec(arch, validate, configs):
     return TaskSpec(arch=arch, task=ClassifyTask, n_weight_layers=_n_weight_layers, validate=validate,
-                    configs=configs)
+                    whole_unit=True, configs=configs)   # Dense and Conv2d keep the factors
 
 
 TASKS = (_spec("mlp", _validate_mlp, {"mnist": "mlp_mnist"}),          # configs/mlp_mnist_*.toml
