@@ -4,9 +4,10 @@ An MLP on the bundled 8x8 digits (64-16-10, batch 8: the unit's spec is then the
 rtl.spec.TileSpec(), one Verilator build shared with the slow tests of tests/test_dpu_tile_rtl.py,
 ~60 s the first time) trained once with the golden model of the whole unit and once with its
 Verilator model gives the same metrics.jsonl losses and accuracies, pulse and event counts, bit
-for bit; the golden run trains, and differs from the float-update path (``--dpu golden``), so the
-unit is really in the loop. Like tests/test_dpu_whole_unit_loop.py this needs the RTL toolchain
-(Verilator, c++, make; rtl/verilated.py raises ToolchainError naming what is missing).
+for bit, on either device-update engine (tile.engine reference | fused); the golden run trains,
+and differs from the float-update path (``--dpu golden``), so the unit is really in the loop. Like
+tests/test_dpu_whole_unit_loop.py (no skip) this needs the RTL toolchain: Verilator, c++, make
+(rtl/tile_verilated.py raises ToolchainError naming what is missing).
 What the unit cannot do is refused when the config is validated: momentum and Adam (their update is
 not -lr d^T x of this batch's factors), verified updates (no feedback input), tasks whose layers do
 not hand over the factors (lstm, gan). The factors Dense and Conv2d keep reproduce their gradient,
@@ -45,9 +46,11 @@ def _run(tmp_path, dpu, *extra):
     return metrics, json.loads((out / "summary.json").read_text())
 
 
-def test_mcasim_train_tile_rtl_equals_tile_golden(tmp_path):
-    mg, sg = _run(tmp_path, "tile-golden")
-    mr, sr = _run(tmp_path, "tile-rtl")
+@pytest.mark.parametrize("engine", ["reference", "fused"])
+def test_mcasim_train_tile_rtl_equals_tile_golden(tmp_path, engine):
+    eng = ["--set", f'tile.engine="{engine}"']
+    mg, sg = _run(tmp_path, "tile-golden", *eng)
+    mr, sr = _run(tmp_path, "tile-rtl", *eng)
     assert sg["dpu"] == "tile-golden" and sr["dpu"] == "tile-rtl"
     assert mg == mr                                   # loss, accuracies, pulses, refreshes per epoch
     for k in ("test_accuracy", "train_accuracy", "loss", "total_pulses", "total_refreshes", "events", "layers"):
@@ -56,7 +59,7 @@ def test_mcasim_train_tile_rtl_equals_tile_golden(tmp_path):
     assert sg["test_accuracy"] > 0.5, sg["test_accuracy"]    # trains: chance is 0.1 (10 classes)
     # the float-update path (chi/pulse lanes fed -lr d^T x in float) gives another run: the unit's
     # quantised x / delta codes are really what drives the devices
-    mf, sf = _run(tmp_path, "golden")
+    mf, sf = _run(tmp_path, "golden", *eng)
     assert (sf["loss"], sf["total_pulses"]) != (sg["loss"], sg["total_pulses"])
 
 
