@@ -140,3 +140,19 @@ def test_a_small_cnn_trains_with_the_whole_unit(tmp_path):
     conv1 = tr.task.store_layers()[0].store.tile.digital
     assert conv1.tile_spec.batch == 16 * 8 * 8        # one factor row per patch: batch x positions
     assert s["total_pulses"] > 0 and s["test_accuracy"] > 0.5    # 3 classes: chance 1/3
+
+
+def test_resume_with_the_whole_unit_says_it_is_not_bit_exact(tmp_path, capsys):
+    """--resume on tile-golden continues the run (2 epochs in metrics.jsonl) and warns that the
+    unit's generators restart; --dpu golden resumes without the warning."""
+    _run(tmp_path, "tile-golden")
+    out = tmp_path / "tile-golden"
+    capsys.readouterr()
+    assert main([a if a != "1" else "2" for a in COMMON] + ["--dpu", "tile-golden", "--out", str(out), "--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "generators restart on resume" in err and "not bit for bit" in err
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    _run(tmp_path, "golden")
+    assert main([a if a != "1" else "2" for a in COMMON] + ["--dpu", "golden", "--out", str(tmp_path / "golden"),
+                                                          "--resume"]) == 0
+    assert "generators restart" not in capsys.readouterr().err

@@ -248,6 +248,10 @@ def _run(args) -> int:
                 os.replace(out / CHECKPOINT, out / "checkpoint.corrupt.npz")
             ckpt.link_or_copy(state_file, out / CHECKPOINT)
         write_metrics(out, tr.metrics)    # exactly the checkpointed epochs (none duplicated, none half-written)
+        if str(cfg.synapse.dpu).startswith("tile-"):   # docs/dpu.md: the units' generators restart
+            print(f"mcasim train: warning: synapse.dpu = {cfg.synapse.dpu!r}: the whole unit's rounding-bit "
+                  "generators restart on resume, so this run continues statistically, not bit for bit as an "
+                  "uninterrupted one (docs/dpu.md)", file=sys.stderr)
     elif (out / "metrics.jsonl").exists():
         (out / "metrics.jsonl").unlink()
     if not args.quiet:
