@@ -1,7 +1,8 @@
 """The whole unit (:class:`rtl.tile.TileUnit`) in the loop: Verilator model + streaming harness
 (``rtl/harness/tile_harness.cpp``) as a shared library, driven through ctypes, one mini-batch per
-call. Built on first use into ``build/dpu_tile_rtl/<key>`` (key: the spec and the sources'
-digest; ``MCASIM_BUILD_DIR`` overrides ``build``), as :mod:`rtl.verilated` does for the lanes.
+call. Built on first use into ``build/dpu_tile_rtl/<key>`` (key: the spec, the build flags and the
+sources' digest; ``MCASIM_BUILD_DIR`` overrides ``build``; ``MCASIM_BUILD_JOBS`` the compile jobs,
+default 2), as :mod:`rtl.verilated` does for the lanes.
 """
 from __future__ import annotations
 
@@ -23,8 +24,14 @@ from .spec import TileSpec
 from .verilated import HARNESS_DIR, ToolchainError, _tool_env, build_root, find_verilator
 
 
+#: Verilator's options for the model (part of the build key: a change rebuilds)
+VERILATOR_FLAGS = ("-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert")
+#: the C++ compiler's options for the model and the harness (part of the build key)
+CXX_FLAGS = "-O2"
+
+
 def _digest(ts: TileSpec) -> str:
-    h = hashlib.sha256(repr(ts).encode())
+    h = hashlib.sha256(repr((ts, VERILATOR_FLAGS, CXX_FLAGS, EVENT_DTYPE.descr)).encode())
     here = Path(__file__).resolve().parent
     for p in (here / "tile.py", here / "unit.py", here / "spec.py", here / "tile_verilated.py",
               HARNESS_DIR / "tile_harness.cpp"):
@@ -36,6 +43,8 @@ def _cfg_header(ts: TileSpec, key: str) -> str:
     from .tile import STATUS_LAYOUT, chi_addr_bits, event_layout
     ev = event_layout(ts)
     aw = chi_addr_bits(ts)
+    if [EVENT_DTYPE[k] for k in ("row", "col", "count", "neg")] != [np.dtype(np.int32)] * 3 + [np.dtype(np.bool_)]:
+        raise ValueError(f"tile harness writes int32 row/col/count and a bool neg, EVENT_DTYPE is {EVENT_DTYPE}")
     st = {k: f.offset for k, f in STATUS_LAYOUT}
     d = {
         "TILE_KEY": f'"{key}"', "T_ROWS": ts.rows, "T_COLS": ts.cols, "T_BATCH": ts.batch,
@@ -49,6 +58,9 @@ def _cfg_header(ts: TileSpec, key: str) -> str:
         "ST_BUSY_OFF": st["busy"], "ST_PENDING_OFF": st["pending"], "ST_EVENTS_OFF": st["events"],
         "ST_PULSES_OFF": st["pulses"], "ST_PMAX_OFF": st["pmax_hits"], "ST_INCSAT_OFF": st["inc_sat"],
         "ST_BATCHES_OFF": st["batches"],
+        # the harness writes events as EVENT_DTYPE records (no conversion on the Python side)
+        "EVR_SIZE": EVENT_DTYPE.itemsize, **{f"EVR_{k.upper()}": EVENT_DTYPE.fields[k][1]
+                                             for k in ("row", "col", "count", "neg")},
     }
     return "#pragma once\n" + "".join(f"#define {k} {v}\n" for k, v in d.items())
 
@@ -77,10 +89,10 @@ def build_tile_library(ts: TileSpec, verbose: bool = False) -> Path:
         (work / "tile.v").write_text(verilog.convert(TileUnit(ts), name="tile", emit_src=False))
         (work / "tile_cfg.h").write_text(_cfg_header(ts, key))
         (work / "spec.json").write_text(json.dumps(ts.to_dict(), indent=2) + "\n")
-        cmd = [verilator, "--cc", "--exe", "--build", "-j", "2", "--top-module", "tile",
-               "-O3", "--x-assign", "fast", "--x-initial", "fast", "--noassert",
-               "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
-               "-CFLAGS", f"-fPIC -O2 -I{work}", "-LDFLAGS", "-shared -Wl,-Bsymbolic",
+        jobs = os.environ.get("MCASIM_BUILD_JOBS", "2")
+        cmd = [verilator, "--cc", "--exe", "--build", "-j", jobs, "--top-module", "tile",
+               *VERILATOR_FLAGS, "-Wno-fatal", "-Wno-WIDTHEXPAND", "-Wno-WIDTHTRUNC",
+               "-CFLAGS", f"-fPIC {CXX_FLAGS} -I{work}", "-LDFLAGS", "-shared -Wl,-Bsymbolic",
                "-MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include",
                "-Mdir", str(work / "obj"), "-o", "libtile.so",
                str(work / "tile.v"), str(HARNESS_DIR / "tile_harness.cpp")]
@@ -95,6 +107,8 @@ def build_tile_library(ts: TileSpec, verbose: bool = False) -> Path:
         if verbose:
             print(proc.stdout[-2000:], file=sys.stderr)
         shutil.copy2(work / "obj" / "libtile.so", work / "libtile.so")
+        for pch in (work / "obj").glob("*.gch"):      # precompiled headers: ~140 MB, not needed
+            pch.unlink()
         if final.exists():
             shutil.rmtree(final)
         os.replace(work, final)
@@ -124,10 +138,23 @@ class VerilatedTile:
         lib.tile_load_chi.argtypes = [ctypes.c_void_p, _I32P]
         lib.tile_dump_chi.argtypes = [ctypes.c_void_p, _I32P]
         lib.tile_batch.restype = ctypes.c_int64
-        lib.tile_batch.argtypes = [ctypes.c_void_p, _I32P, _I32P, ctypes.c_uint32, _I32P,
-                                   ctypes.c_int64, ctypes.POINTER(ctypes.c_uint64)]
+        # per-batch buffers are allocated once and passed as plain addresses (the ndpointer checks
+        # and the event conversion cost more than a tenth of a lone batch's simulation otherwise)
+        lib.tile_batch.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint32,
+                                   ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p]
+        lib.tile_evals_per_cycle.restype = ctypes.c_int
+        #: Verilator evaluations per clock cycle of the batch loop (1, or 2 where the model's
+        #: previous-clock member is not found: see rtl/harness/tile_harness.cpp)
+        self.evals_per_cycle = int(lib.tile_evals_per_cycle())
         self._lib = lib
         self._h = ctypes.c_void_p(lib.tile_new())
+        ts = spec
+        self._x = np.zeros((ts.batch, ts.cols), np.int32)
+        self._d = np.zeros((ts.batch, ts.rows), np.int32)
+        self._ev = np.empty(ts.rows * ts.cols, EVENT_DTYPE)
+        self._cyc = np.zeros(1, np.uint64)
+        self._args = (self._x.ctypes.data, self._d.ctypes.data, self._ev.ctypes.data,
+                      self._ev.size, self._cyc.ctypes.data)
         self.last_batch_cycles = 0
         self.load_seed(0)
 
@@ -172,16 +199,11 @@ class VerilatedTile:
 
     def batch(self, x, delta, m: int) -> np.ndarray:
         ts = self.spec
-        x = np.ascontiguousarray(x, dtype=np.int32).reshape(ts.batch, ts.cols)
-        d = np.ascontiguousarray(delta, dtype=np.int32).reshape(ts.batch, ts.rows)
-        cap = ts.rows * ts.cols
-        ev = np.empty(4 * cap, np.int32)
-        cyc = ctypes.c_uint64(0)
-        n = self._lib.tile_batch(self._h, x, d, int(m), ev, cap, ctypes.byref(cyc))
+        np.copyto(self._x, np.reshape(x, (ts.batch, ts.cols)), casting="unsafe")
+        np.copyto(self._d, np.reshape(delta, (ts.batch, ts.rows)), casting="unsafe")
+        xp, dp, evp, cap, cycp = self._args
+        n = self._lib.tile_batch(self._h, xp, dp, int(m), evp, cap, cycp)
         if n < 0:
             raise RuntimeError(f"tile harness: batch failed ({n})")
-        self.last_batch_cycles = int(cyc.value)
-        raw = ev[:4 * n].reshape(n, 4)
-        out = np.empty(n, EVENT_DTYPE)
-        out["row"], out["col"], out["count"], out["neg"] = raw[:, 0], raw[:, 1], raw[:, 2], raw[:, 3] != 0
-        return out
+        self.last_batch_cycles = int(self._cyc[0])
+        return self._ev[:n].copy()

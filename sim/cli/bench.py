@@ -2,7 +2,12 @@
 
 ``mcasim bench dpu`` runs the golden model and the RTL (Verilator shared-library harness) DPU
 backends on the same arrays in one run and prints one JSON line: lane-updates per second of each,
-and whether their outputs matched bit for bit.
+and whether their outputs matched bit for bit. These are the chi/threshold lanes alone
+(rtl.unit, increments given), one call per 4e6 lane-updates.
+
+``mcasim bench dpu-tile`` does the same for the whole unit (rtl.tile.TileUnit: update engine,
+chi memory, events) one mini-batch per call as in training: synapse-updates per second
+(:func:`rtl.bench_tile.run`, as ``python -m rtl.bench_tile``).
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import time
 
 import numpy as np
 
-MODES = ("dpu",)
+MODES = ("dpu", "dpu-tile")
 
 
 def add_arguments(p) -> None:
@@ -25,6 +30,12 @@ def add_arguments(p) -> None:
     p.add_argument("--rounding", choices=("nearest", "truncate", "stochastic"), default=None,
                    help="override DPUSpec.rounding")
     p.add_argument("--seed", type=int, default=0)
+    t = p.add_argument_group("dpu-tile")
+    t.add_argument("--batches", type=int, default=100, help="mini-batches per unit (default 100)")
+    t.add_argument("--kind", choices=("sparse", "random"), default="sparse",
+                   help="stimulus (rtl.bench_tile.stimulus; default sparse)")
+    t.add_argument("--units", type=int, default=1, help="independent units, all fed every step")
+    t.add_argument("--threads", type=int, default=1, help="threads running the RTL units of a step")
 
 
 def _workload(spec, n: int, seed: int):
@@ -85,12 +96,19 @@ def bench_dpu(args) -> dict:
     return res
 
 
+def bench_dpu_tile(args) -> dict:
+    from rtl.bench_tile import run as run_tile
+    from rtl.spec import TileSpec
+    return {"bench": "dpu-tile", **run_tile(TileSpec(), args.batches, args.kind, args.seed,
+                                            args.units, args.threads, args.repeat)}
+
+
 def run(args) -> int:
-    if args.what == "dpu":
+    if args.what in MODES:
         try:
-            res = bench_dpu(args)
+            res = bench_dpu(args) if args.what == "dpu" else bench_dpu_tile(args)
         except RuntimeError as e:           # missing toolchain, failed build
-            print(f"mcasim bench dpu: {e}", file=sys.stderr)
+            print(f"mcasim bench {args.what}: {e}", file=sys.stderr)
             return 2
         print(json.dumps(res))
         return 0 if res["match"] else 1
