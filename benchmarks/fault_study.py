@@ -230,7 +230,8 @@ def endurance(args, argv) -> int:
         st = load_checkpoint(run)
         task.load_state_dict(st["task"])
         images = st.get("images", summ.get("images_trained", 0))
-        epochs = images / len(ds.y_train) if images else st.get("epoch", 0)
+        n_train = len(ds.y_train) if hasattr(ds, "y_train") else len(ds.train)   # images, or characters (LSTM)
+        epochs = images / n_train if images else st.get("epoch", 0)
         layers = {L.name: L.store.tile.devices for L in task.store_layers() if isinstance(L.store, AnalogWeights)}
         rep = endurance_report(layers, epochs=epochs, limit=args.limit, counts=args.counts)
         rep["run"] = str(run)

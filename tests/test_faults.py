@@ -362,3 +362,23 @@ def test_a_training_run_summary_carries_the_fault_counts_and_prices_the_check_re
     per_read = table["pcm"]["verify_read_pJ"] * 1e-12
     assert rep.cm["fault check reads"] == pytest.approx(ev["fault_check_reads"] * per_read / rep.images)
     assert "fault check reads" not in estimate_summary(runs["clean"], table).cm
+
+
+def test_endurance_cli_reads_an_lstm_run_in_characters(tmp_path, data_root):
+    """`fault_study --endurance` on a character-LSTM run: epochs are characters trained / the
+    training split's characters (the LSTM's dataset has no images)."""
+    import json
+    from benchmarks.fault_study import main as study
+    from sim.cli import main
+    run = tmp_path / "lstm"
+    assert main(["train", "lstm", "--dataset", "ptb-char", "--data-dir", str(data_root), "--synapse", "pcm",
+                 "--epochs", "1", "--quiet", "--set", "lstm.hidden=16", "--set", "train.train_subset=20000",
+                 "--set", "train.test_subset=2000", "--out", str(run)]) == 0
+    assert study(["--endurance", str(run), "--counts", "all", "--out", str(tmp_path / "e"),
+                  "--data-dir", str(data_root)]) == 0
+    rep = json.loads((tmp_path / "e" / "endurance.json").read_text())["reports"][str(run)]
+    from sim.data.ptb import load_ptb_char
+    n = len(load_ptb_char(data_root).train)
+    summ = json.loads((run / "summary.json").read_text())
+    assert rep["epochs"] == pytest.approx(summ["images_trained"] / n) and 0 < rep["epochs"] < 0.01
+    assert rep["max_cycles"] > 0
