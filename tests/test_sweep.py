@@ -204,6 +204,30 @@ def test_shipped_specs_remake_the_readme_tables():
         assert load_spec(p).trials, p   # every shipped spec is valid
 
 
+def test_shipped_gan_specs_make_the_readme_gan_tables():
+    """Every run of the README's faithful-config GAN tables (issue 26: the 30-epoch table and the
+    15-epoch devices-per-side table) is a trial of gan_mnist_faithful.toml or gan_pcm_devices.toml."""
+    text = (REPO / "README.md").read_text()
+    faithful = {"gan_mnist_fp32.toml", "gan_mnist_pcm.toml", "gan_mnist_ideal.toml"}
+    readme = set()
+    for cmd in re.findall(r"`(mcasim train gan --dataset mnist [^`]*)`", text):
+        a = shlex.split(cmd)
+        cfg = Path(a[a.index("--config") + 1]).name
+        if cfg not in faithful:
+            continue                     # the cheap config's table and the ablation
+        seed = int(a[a.index("--seed") + 1]) if "--seed" in a else 0
+        epochs = int(a[a.index("--epochs") + 1]) if "--epochs" in a else 30
+        readme.add((cfg, tuple(sorted(a[i + 1] for i, x in enumerate(a) if x == "--set")), seed, epochs))
+    made = set()
+    for name in ("gan_mnist_faithful", "gan_pcm_devices"):
+        for t in load_spec(REPO / "configs" / "sweeps" / f"{name}.toml").trials:
+            assert t.pass_seed and t.dataset == "mnist"
+            made.add((Path(t.config).name, tuple(sorted(t.sets)), t.seed, t.epochs))
+    assert {("gan_mnist_pcm.toml", (), 0, 30), ("gan_mnist_pcm.toml", (), 1, 30),
+            ("gan_mnist_pcm.toml", ("synapse.devices_per_side=32",), 0, 15)} <= readme
+    assert readme <= made, readme - made
+
+
 # --- running ---------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
